@@ -1,0 +1,577 @@
+//! Configuration: the same keys from a file, the environment and flags.
+//!
+//! Every key is declared once in [`KEYS`]. A `KEY=value` file (systemd
+//! EnvironmentFile syntax), environment variables named like the keys, and
+//! flags named `--key-name` all set the same keys; flags beat the
+//! environment, which beats the file, which beats the defaults. The key
+//! names are the original Go agent's, so its deployments carry over.
+//!
+//! Validation happens here, once, before anything starts: a bad value is a
+//! [`ConfigError`] naming the key, the value and the reason, and the agent
+//! never starts half-configured. Nothing here touches the network.
+
+use crate::envelope::envelope_capacity;
+use crate::filter::Filter;
+use core::fmt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
+
+/// The live capture filter when BPF_FILTER is not set: UDP and TCP, IPv4
+/// fragments after the first (which carry no UDP header), IPv6 fragments,
+/// and VLAN-tagged frames (whose offsets the other terms would misread).
+pub const DEFAULT_LIVE_BPF: &str =
+    "udp or tcp or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44) or vlan";
+
+/// A configuration key: its name, default and one-line help.
+pub struct Key {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every key sip-capture reads.
+pub const KEYS: &[Key] = &[
+    Key {
+        name: "INTERFACE",
+        default: "",
+        help: "capture live on this libpcap device (e.g. eth1, any)",
+    },
+    Key {
+        name: "READ_FILE",
+        default: "",
+        help: "read this pcap or pcapng file instead of a device, then exit",
+    },
+    Key {
+        name: "BPF_FILTER",
+        default: "",
+        help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none",
+    },
+    Key {
+        name: "SIP_FILTER",
+        default: "",
+        help: "which SIP messages to publish (filter language, docs/filters.md); empty publishes all",
+    },
+    Key {
+        name: "BROKER",
+        default: "mqtt://localhost:1883",
+        help: "MQTT broker, mqtt://host:port (tcp:// accepted)",
+    },
+    Key {
+        name: "TOPIC",
+        default: "",
+        help: "MQTT topic for SIP envelopes (required)",
+    },
+    Key {
+        name: "CLIENT_ID",
+        default: "",
+        help: "MQTT client id; default sip-capture-<hostname>",
+    },
+    Key {
+        name: "LOG_LEVEL",
+        default: "info",
+        help: "error, warn, info or debug",
+    },
+    Key {
+        name: "SNAPLEN",
+        default: "65535",
+        help: "bytes captured per frame",
+    },
+    Key {
+        name: "CAPTURE_BUFFER_BYTES",
+        default: "8388608",
+        help: "kernel capture buffer",
+    },
+    Key {
+        name: "QUEUE_BYTES",
+        default: "4194304",
+        help: "queue between capture and broker; full means drop and count",
+    },
+    Key {
+        name: "MAX_MESSAGE_BYTES",
+        default: "65535",
+        help: "largest SIP message published; larger ones are dropped and counted",
+    },
+];
+
+/// Where packets come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Interface(String),
+    File(PathBuf),
+}
+
+/// The MQTT broker address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub source: Source,
+    /// `None`: no BPF program at all.
+    pub bpf_filter: Option<String>,
+    pub sip_filter: Filter,
+    pub broker: Broker,
+    pub topic: String,
+    pub client_id: String,
+    pub log_level: log::LevelFilter,
+    pub snaplen: u32,
+    pub capture_buffer_bytes: u32,
+    pub queue_bytes: usize,
+    pub max_message_bytes: usize,
+    /// Every key's effective value, for `--check`.
+    pub effective: Vec<(&'static str, String)>,
+}
+
+/// A configuration problem: the key, the offending value and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: String,
+    pub value: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub fn new(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}: {}", self.key, self.value, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Config),
+    /// `--check`: validate, print the effective configuration, exit 0.
+    Check(Config),
+    Help,
+    Version,
+}
+
+/// Build the command from the arguments (without the program name), the
+/// environment lookup and the default config file path.
+pub fn from_sources(
+    args: &[String],
+    env: impl Fn(&str) -> Option<String>,
+    default_file: &Path,
+) -> Result<Command, ConfigError> {
+    let mut flags = BTreeMap::new();
+    let mut config_file = None;
+    let mut check = false;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (flag, inline_value) = match arg.split_once('=') {
+            Some((flag, value)) => (flag, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        match flag {
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "--check" => {
+                check = true;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(name) = flag.strip_prefix("--") else {
+            return Err(ConfigError::new(
+                "argument",
+                arg,
+                "expected --key value (see --help)",
+            ));
+        };
+        let value = match inline_value.or_else(|| args.next().cloned()) {
+            Some(value) => value,
+            None => return Err(ConfigError::new(flag, "", "missing value")),
+        };
+        if name == "config" {
+            config_file = Some(PathBuf::from(value));
+            continue;
+        }
+        let key = key_for_flag(name)
+            .ok_or_else(|| ConfigError::new(flag, &value, "unknown flag (see --help)"))?;
+        flags.insert(key, value);
+    }
+
+    let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
+    let file = config_file.or_else(|| default_file.exists().then(|| default_file.to_path_buf()));
+    if let Some(path) = file {
+        values.extend(read_config_file(&path)?);
+    }
+    for key in KEYS {
+        if let Some(value) = env(key.name) {
+            values.insert(key.name, value);
+        }
+    }
+    values.extend(flags);
+
+    let config = validate(&values)?;
+    Ok(if check {
+        Command::Check(config)
+    } else {
+        Command::Run(config)
+    })
+}
+
+/// The key a flag sets: `--bpf-filter` sets BPF_FILTER; `--read` is short
+/// for `--read-file`.
+fn key_for_flag(flag: &str) -> Option<&'static str> {
+    let flag = if flag == "read" { "read-file" } else { flag };
+    KEYS.iter()
+        .map(|k| k.name)
+        .find(|name| name.replace('_', "-").eq_ignore_ascii_case(flag))
+}
+
+/// Parse a `KEY=value` file: `#` comments, blank lines, optional `export`,
+/// values optionally in matching single or double quotes, no expansion.
+fn read_config_file(path: &Path) -> Result<BTreeMap<&'static str, String>, ConfigError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new("--config", &shown, format!("cannot read: {e}")))?;
+    let mut values = BTreeMap::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = |key: &str| format!("{shown}:{}: {key}", number + 1);
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((name, value)) = line.split_once('=') else {
+            return Err(ConfigError::new(&at("line"), line, "expected KEY=value"));
+        };
+        let name = name.trim();
+        let value = unquote(value.trim());
+        let key = KEYS
+            .iter()
+            .find(|k| k.name == name)
+            .ok_or_else(|| ConfigError::new(&at(name), value, "unknown key"))?;
+        values.insert(key.name, value.to_string());
+    }
+    Ok(values)
+}
+
+fn unquote(value: &str) -> &str {
+    for quote in ['"', '\''] {
+        if let Some(inner) = value
+            .strip_prefix(quote)
+            .and_then(|v| v.strip_suffix(quote))
+        {
+            return inner;
+        }
+    }
+    value
+}
+
+fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
+    let get = |name: &'static str| -> String {
+        values.get(name).cloned().unwrap_or_else(|| {
+            KEYS.iter()
+                .find(|k| k.name == name)
+                .map(|k| k.default.to_string())
+                .unwrap_or_default()
+        })
+    };
+
+    let interface = get("INTERFACE");
+    let read_file = get("READ_FILE");
+    let source = match (interface.is_empty(), read_file.is_empty()) {
+        (false, false) => {
+            return Err(ConfigError::new(
+                "READ_FILE",
+                &read_file,
+                "INTERFACE is set too; choose one source",
+            ));
+        }
+        (true, true) => {
+            return Err(ConfigError::new(
+                "INTERFACE",
+                "",
+                "no packet source: set INTERFACE or READ_FILE",
+            ));
+        }
+        (false, true) => Source::Interface(interface),
+        (true, false) => {
+            std::fs::File::open(&read_file).map_err(|e| {
+                ConfigError::new("READ_FILE", &read_file, format!("cannot read: {e}"))
+            })?;
+            Source::File(PathBuf::from(&read_file))
+        }
+    };
+
+    let bpf = get("BPF_FILTER");
+    let bpf_filter = match (&source, bpf.is_empty()) {
+        (_, false) => Some(bpf),
+        (Source::Interface(_), true) => Some(DEFAULT_LIVE_BPF.to_string()),
+        (Source::File(_), true) => None,
+    };
+    if let Some(program) = &bpf_filter {
+        crate::capture::check_bpf(program)
+            .map_err(|reason| ConfigError::new("BPF_FILTER", program, reason))?;
+    }
+
+    let sip_filter_text = get("SIP_FILTER");
+    let sip_filter = Filter::parse(&sip_filter_text)
+        .map_err(|reason| ConfigError::new("SIP_FILTER", &sip_filter_text, reason))?;
+
+    let broker_text = get("BROKER");
+    let broker = parse_broker(&broker_text)
+        .map_err(|reason| ConfigError::new("BROKER", &broker_text, reason))?;
+
+    let topic = get("TOPIC");
+    check_topic(&topic).map_err(|reason| ConfigError::new("TOPIC", &topic, reason))?;
+
+    let mut client_id = get("CLIENT_ID");
+    if client_id.is_empty() {
+        client_id = default_client_id();
+    }
+    if client_id.len() > MAX_CLIENT_ID_LEN {
+        return Err(ConfigError::new(
+            "CLIENT_ID",
+            &client_id,
+            format!("longer than {MAX_CLIENT_ID_LEN} bytes"),
+        ));
+    }
+
+    let level_text = get("LOG_LEVEL");
+    let log_level = parse_log_level(&level_text).ok_or_else(|| {
+        ConfigError::new(
+            "LOG_LEVEL",
+            &level_text,
+            "expected error, warn, info or debug",
+        )
+    })?;
+
+    let snaplen = number(&get("SNAPLEN"), "SNAPLEN", 256, 262_144)?;
+    let capture_buffer_bytes = number(
+        &get("CAPTURE_BUFFER_BYTES"),
+        "CAPTURE_BUFFER_BYTES",
+        65_536,
+        1 << 30,
+    )?;
+    let max_message_bytes =
+        number(&get("MAX_MESSAGE_BYTES"), "MAX_MESSAGE_BYTES", 256, 1 << 20)? as usize;
+    let queue_text = get("QUEUE_BYTES");
+    let queue_bytes = number(&queue_text, "QUEUE_BYTES", 4096, 1 << 30)? as usize;
+    let largest_record = envelope_capacity(max_message_bytes) + 4;
+    if queue_bytes < largest_record {
+        return Err(ConfigError::new(
+            "QUEUE_BYTES",
+            &queue_text,
+            format!(
+                "cannot hold one envelope of MAX_MESSAGE_BYTES; need at least {largest_record}"
+            ),
+        ));
+    }
+
+    let effective = KEYS
+        .iter()
+        .map(|k| {
+            let value = match k.name {
+                "CLIENT_ID" => client_id.clone(),
+                "BPF_FILTER" => bpf_filter.clone().unwrap_or_default(),
+                _ => get(k.name),
+            };
+            (k.name, value)
+        })
+        .collect();
+
+    Ok(Config {
+        source,
+        bpf_filter,
+        sip_filter,
+        broker,
+        topic,
+        client_id,
+        log_level,
+        snaplen,
+        capture_buffer_bytes,
+        queue_bytes,
+        max_message_bytes,
+        effective,
+    })
+}
+
+/// minimq's fixed client id capacity.
+const MAX_CLIENT_ID_LEN: usize = 64;
+
+fn parse_broker(text: &str) -> Result<Broker, String> {
+    let (scheme, rest) = text.split_once("://").ok_or("expected mqtt://host:port")?;
+    match scheme {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" | "tls" => {
+            return Err("TLS brokers are not supported yet; use mqtt://".into());
+        }
+        other => {
+            return Err(format!(
+                "unsupported scheme '{other}'; use mqtt://host:port"
+            ));
+        }
+    }
+    let rest = rest.trim_end_matches('/');
+    if rest.contains('/') || rest.contains('@') {
+        return Err("expected mqtt://host:port with no path or user".into());
+    }
+    let (host, port) = match rest.rsplit_once(':') {
+        // A bare IPv6 address without brackets has colons but no port.
+        Some((host, port)) if !host.contains(':') || host.ends_with(']') => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("port '{port}' is not a number from 1 to 65535"))?;
+            (host, port)
+        }
+        _ => (rest, 1883),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return Err("missing host".into());
+    }
+    Ok(Broker {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn check_topic(topic: &str) -> Result<(), &'static str> {
+    if topic.is_empty() {
+        return Err("missing: set the MQTT topic for SIP data");
+    }
+    if topic.contains(['+', '#']) {
+        return Err("wildcards + and # cannot be published to");
+    }
+    if topic.contains('\0') || topic.len() > 65_535 {
+        return Err("not a valid MQTT topic name");
+    }
+    Ok(())
+}
+
+fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
+    Some(match text.to_ascii_lowercase().as_str() {
+        "error" => log::LevelFilter::Error,
+        "warn" | "warning" => log::LevelFilter::Warn,
+        "info" => log::LevelFilter::Info,
+        "debug" => log::LevelFilter::Debug,
+        "trace" => log::LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+fn number(text: &str, key: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                key,
+                text,
+                format!("expected a whole number from {min} to {max}"),
+            )
+        })
+}
+
+fn default_client_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(MAX_CLIENT_ID_LEN - "sip-capture-".len())
+        .collect();
+    if host.is_empty() {
+        "sip-capture".to_string()
+    } else {
+        format!("sip-capture-{host}")
+    }
+}
+
+/// `--help` text, generated from [`KEYS`].
+pub fn help() -> String {
+    let mut text = String::from(
+        "sip-capture: passive SIP sensor; publishes each captured SIP message to one MQTT topic\n\n\
+Usage: sip-capture [--config FILE] [--check] [--KEY-NAME VALUE ...]\n\n\
+Every key can be set in the config file (KEY=value, default /etc/sip-capture.conf),\n\
+as an environment variable KEY, or as a flag --key-name; flags win over the\n\
+environment, which wins over the file.\n\n\
+  --config FILE   read keys from FILE\n\
+  --check         validate the configuration, print it and exit\n\
+  --read FILE     same as --read-file\n\
+  -h, --help      this help\n\
+  -V, --version   print the version\n\nKeys:\n",
+    );
+    for key in KEYS {
+        let default = if key.default.is_empty() {
+            String::new()
+        } else {
+            format!(" [default: {}]", key.default)
+        };
+        text.push_str(&format!(
+            "  {:<22} --{:<22} {}{}\n",
+            key.name,
+            key.name.to_ascii_lowercase().replace('_', "-"),
+            key.help,
+            default
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers() {
+        let ok = |t| parse_broker(t).unwrap();
+        assert_eq!(
+            ok("mqtt://h:1"),
+            Broker {
+                host: "h".into(),
+                port: 1
+            }
+        );
+        assert_eq!(
+            ok("tcp://h"),
+            Broker {
+                host: "h".into(),
+                port: 1883
+            }
+        );
+        assert_eq!(
+            ok("mqtt://[::1]:8883"),
+            Broker {
+                host: "::1".into(),
+                port: 8883
+            }
+        );
+        assert!(parse_broker("h:1883").is_err());
+        assert!(parse_broker("http://h").is_err());
+        assert!(parse_broker("mqtt://h:0").is_err());
+        assert!(parse_broker("mqtt://h:x").is_err());
+        assert!(parse_broker("mqtt://").is_err());
+    }
+
+    #[test]
+    fn flags_map_to_keys() {
+        assert_eq!(key_for_flag("bpf-filter"), Some("BPF_FILTER"));
+        assert_eq!(key_for_flag("read"), Some("READ_FILE"));
+        assert_eq!(key_for_flag("nope"), None);
+    }
+}

@@ -1,0 +1,57 @@
+//! sip-capture: a passive SIP sensor.
+//!
+//! It captures SIP signalling with libpcap, keeps the messages the user's
+//! filter selects, wraps each raw message, unaltered, in a small JSON
+//! envelope and publishes it to one MQTT topic at QoS 1. It is built to run
+//! as firmware on small tap appliances: memory is sized once at start-up,
+//! and the per-packet path allocates nothing.
+//!
+//! # The pipeline
+//!
+//! Data flows one way, one module per stage:
+//!
+//! ```text
+//!  capture ──▶ decode ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
+//!  libpcap     link/IP/    start    SIP_FILTER  JSON + id     fixed     minimq
+//!  live/file   UDP/TCP     line,               base64        byte ring QoS 1
+//!                          headers
+//! ```
+//!
+//! - [`capture`]: frames from a live interface (non-blocking, `poll(2)`) or
+//!   a pcap/pcapng file, with their timestamps.
+//! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
+//!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6), with
+//!   etherparse. Zero-copy.
+//! - [`sip`]: recognises SIP by its start line, on any port, and gives a
+//!   zero-copy view of start line, headers (compact forms equal to long
+//!   ones) and body.
+//! - [`filter`]: SIP_FILTER, which messages to publish.
+//! - [`envelope`]: the JSON envelope (`id` = SHA-256 of the message, capture
+//!   `time`, `agent`, `transport`, `src`, `dst`, base64 `sip`), written into
+//!   a buffer sized at start-up.
+//! - [`queue`]: a byte ring of QUEUE_BYTES between the capture thread and
+//!   the publish thread; when full, envelopes are dropped and counted, so
+//!   capture never waits on the broker.
+//! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
+//!   runtime, several publishes in flight, reconnect with backoff.
+//!
+//! [`pipeline`] wires the stages and runs the two threads; [`config`] reads
+//! and validates every setting before anything starts; [`counters`] counts
+//! every packet that does not end up published, by reason.
+//!
+//! # What it never does
+//!
+//! Alter a message, persist data, publish anywhere but the configured topic,
+//! or take configuration or commands over MQTT.
+#![deny(unsafe_code)]
+
+pub mod capture;
+pub mod config;
+pub mod counters;
+pub mod decode;
+pub mod envelope;
+pub mod filter;
+pub mod pipeline;
+pub mod publish;
+pub mod queue;
+pub mod sip;

@@ -1,0 +1,72 @@
+//! The `sip-capture` binary: reads the configuration and runs the pipeline.
+
+use sip_capture::config::{self, Command, Config, DEFAULT_CONFIG_FILE};
+use sip_capture::envelope::AGENT;
+use sip_capture::pipeline;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// Exit code for a configuration error, as for every bad setting.
+const EXIT_CONFIG: u8 = 2;
+/// Exit code when the agent stops on a runtime error.
+const EXIT_FAILURE: u8 = 1;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let env = |key: &str| std::env::var_os(key).map(|v| v.to_string_lossy().into_owned());
+    match config::from_sources(&args, env, Path::new(DEFAULT_CONFIG_FILE)) {
+        Err(e) => {
+            eprintln!("sip-capture: config: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }
+        Ok(Command::Help) => {
+            print!("{}", config::help());
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Version) => {
+            println!("{AGENT}");
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Check(config)) => {
+            for (key, value) in &config.effective {
+                println!("{key}={value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Run(config)) => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    env_logger::Builder::new()
+        .filter_level(config.log_level)
+        .target(env_logger::Target::Stdout)
+        .init();
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {
+            log::error!("cannot handle signal {signal}: {e}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    }
+    match pipeline::run(config, stop) {
+        Ok((counters, pcap)) => {
+            let pcap = pcap
+                .map(|s| {
+                    format!(
+                        " pcap_received={} pcap_dropped={} pcap_if_dropped={}",
+                        s.received, s.dropped, s.if_dropped
+                    )
+                })
+                .unwrap_or_default();
+            log::info!("summary: {counters}{pcap}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            log::error!("{}", e.0);
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}

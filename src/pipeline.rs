@@ -1,0 +1,162 @@
+//! The pipeline: wires the stages together and runs them.
+//!
+//! One capture thread runs capture → decode → SIP → filter → envelope and
+//! pushes envelopes into the [`Queue`]; one publish thread drains it to the
+//! broker. Data flows one way. [`Pipeline::handle_frame`] is the whole
+//! per-packet path; it allocates nothing.
+
+use crate::capture::{self, PcapStats};
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::decode::{self, Decoded, LinkType, Transport};
+use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
+use crate::filter::Filter;
+use crate::publish::{self, Settings};
+use crate::queue::Queue;
+use crate::sip::Message;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+/// The per-packet stages, from a captured frame to a queued envelope.
+pub struct Pipeline<'q> {
+    link: Option<LinkType>,
+    filter: Filter,
+    envelopes: EnvelopeWriter,
+    queue: &'q Queue,
+    counters: &'q Counters,
+}
+
+impl<'q> Pipeline<'q> {
+    pub fn new(
+        linktype: i32,
+        filter: Filter,
+        max_message: usize,
+        queue: &'q Queue,
+        counters: &'q Counters,
+    ) -> Pipeline<'q> {
+        Pipeline {
+            link: LinkType::from_pcap(linktype),
+            filter,
+            envelopes: EnvelopeWriter::new(max_message),
+            queue,
+            counters,
+        }
+    }
+
+    /// Take one captured frame through every stage.
+    pub fn handle_frame(&mut self, time: Timestamp, frame: &[u8]) {
+        let c = self.counters;
+        Counters::inc(&c.packets);
+        let Some(link) = self.link else {
+            return Counters::inc(&c.link_unsupported);
+        };
+        let segment = match decode::decode(link, frame) {
+            Ok(Decoded::Segment(segment)) => segment,
+            Ok(Decoded::Fragment) => return Counters::inc(&c.ip_fragments_skipped),
+            Ok(Decoded::Other) => return Counters::inc(&c.not_udp_tcp),
+            Err(_) => return Counters::inc(&c.decode_errors),
+        };
+        if segment.transport == Transport::Tcp {
+            if !segment.payload.is_empty() {
+                Counters::inc(&c.tcp_segments_skipped);
+            }
+            return;
+        }
+        let origin = Origin {
+            time,
+            transport: segment.transport,
+            src: segment.src,
+            dst: segment.dst,
+        };
+        self.handle_message(&origin, segment.payload);
+    }
+
+    /// Recognise, filter, wrap and queue one message.
+    fn handle_message(&mut self, origin: &Origin, raw: &[u8]) {
+        let c = self.counters;
+        let Some(message) = Message::parse(raw) else {
+            return Counters::inc(&c.not_sip);
+        };
+        Counters::inc(&c.sip_messages);
+        if !self.filter.matches(&message) {
+            return Counters::inc(&c.filtered_out);
+        }
+        match self.envelopes.write(origin, raw) {
+            Ok(envelope) => {
+                if !self.queue.push(envelope) {
+                    Counters::inc(&c.dropped_queue_full);
+                }
+            }
+            Err(_) => {
+                Counters::inc(&c.dropped_oversize);
+                log::debug!(
+                    "dropped a {} byte message from {} (MAX_MESSAGE_BYTES)",
+                    raw.len(),
+                    origin.src
+                );
+            }
+        }
+    }
+}
+
+/// Why the agent stopped with an error.
+#[derive(Debug)]
+pub struct RunError(pub String);
+
+/// Run the agent until the file ends or `stop` is set; returns the final
+/// counters and libpcap's statistics.
+pub fn run(
+    config: Config,
+    stop: Arc<AtomicBool>,
+) -> Result<(Arc<Counters>, Option<PcapStats>), RunError> {
+    let mut source = capture::open(
+        &config.source,
+        config.bpf_filter.as_deref(),
+        config.snaplen,
+        config.capture_buffer_bytes,
+    )
+    .map_err(RunError)?;
+    let linktype = source.linktype();
+    if LinkType::from_pcap(linktype).is_none() {
+        log::warn!("link type {linktype} is not supported; its frames will be counted and skipped");
+    }
+    let counters = Arc::new(Counters::default());
+    let queue = Arc::new(Queue::new(config.queue_bytes));
+    let settings = Settings {
+        broker: config.broker,
+        topic: config.topic,
+        client_id: config.client_id,
+        max_envelope: envelope_capacity(config.max_message_bytes),
+    };
+    log::info!(
+        "{} starting: source {:?}, link type {linktype}, topic {:?}",
+        crate::envelope::AGENT,
+        config.source,
+        settings.topic
+    );
+
+    let publisher = {
+        let (queue, counters, stop) = (queue.clone(), counters.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("publish".into())
+            .spawn(move || publish::run(&settings, &queue, &counters, &stop))
+            .map_err(|e| RunError(format!("cannot start the publish thread: {e}")))?
+    };
+
+    let mut pipeline = Pipeline::new(
+        linktype,
+        config.sip_filter,
+        config.max_message_bytes,
+        &queue,
+        &counters,
+    );
+    let captured = source.run(&stop, |time, frame| pipeline.handle_frame(time, frame));
+    let pcap_stats = source.stats();
+    queue.close();
+    let published = publisher
+        .join()
+        .map_err(|_| RunError("the publish thread panicked".into()))?;
+    Counters::add(&counters.unsent_at_exit, queue.depth().0 as u64);
+    captured.and(published).map_err(RunError)?;
+    Ok((counters, pcap_stats))
+}

@@ -1,0 +1,276 @@
+//! Publish stage: envelopes from the queue to the broker, MQTT v5 QoS 1.
+//!
+//! Runs on its own thread with a single-threaded tokio runtime driving
+//! minimq (0.13, async; docs/design.md says why this version). Up to
+//! [`MAX_IN_FLIGHT`] publishes are outstanding at once; each leaves the
+//! queue when minimq has taken it and is counted `acknowledged` when its
+//! PUBACK arrives. When the broker is unreachable it reconnects with
+//! exponential backoff while capture goes on filling the queue.
+//!
+//! What it does not do: subscribe, or accept anything from the broker. The
+//! only topic it publishes to is the configured one.
+
+use crate::config::Broker;
+use crate::counters::Counters;
+use crate::queue::Queue;
+use embedded_io_adapters::tokio_1::FromTokio;
+use minimq::{Buffers, ConfigBuilder, Connection, Op, Publication, QoS, ResourceError, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep, timeout};
+
+/// Publishes awaiting their PUBACK at once (minimq 0.13 allows 8).
+pub const MAX_IN_FLIGHT: usize = 8;
+/// Receive buffer: the broker only sends small control packets.
+const RX_BYTES: usize = 1024;
+/// MQTT keepalive, seconds.
+const KEEPALIVE_S: u16 = 30;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// After a stop request, how long unsent and unacknowledged envelopes may
+/// still be delivered before the agent exits anyway.
+pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
+/// How often an idle publisher looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// What the publisher needs to know.
+pub struct Settings {
+    pub broker: Broker,
+    pub topic: String,
+    pub client_id: String,
+    /// The largest envelope the queue can hold.
+    pub max_envelope: usize,
+}
+
+type Conn<'a, 'buf> = Connection<'a, 'buf, FromTokio<TcpStream>>;
+
+/// Publish until the queue is closed and drained, or until `stop` has been
+/// set for [`DRAIN_GRACE`].
+pub fn run(
+    settings: &Settings,
+    queue: &Queue,
+    counters: &Counters,
+    stop: &AtomicBool,
+) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+        .map_err(|e| format!("cannot start the publisher runtime: {e}"))?;
+    runtime.block_on(Publisher::new(settings, queue, counters, stop).run())
+}
+
+struct Publisher<'a> {
+    settings: &'a Settings,
+    queue: &'a Queue,
+    counters: &'a Counters,
+    stop: &'a AtomicBool,
+    in_flight: heapless::Vec<Op, MAX_IN_FLIGHT>,
+    /// The oldest queued envelope, copied out for minimq to encode.
+    scratch: Vec<u8>,
+    /// Set when a stop request was first seen.
+    give_up_at: Option<Instant>,
+}
+
+/// Why serving a connection ended.
+enum Ended {
+    /// Everything is delivered, or the grace period after a stop is over.
+    Done,
+    /// The connection broke; reconnect.
+    Lost(String),
+}
+
+impl<'a> Publisher<'a> {
+    fn new(
+        settings: &'a Settings,
+        queue: &'a Queue,
+        counters: &'a Counters,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        Publisher {
+            settings,
+            queue,
+            counters,
+            stop,
+            in_flight: heapless::Vec::new(),
+            scratch: vec![0; settings.max_envelope],
+            give_up_at: None,
+        }
+    }
+
+    async fn run(mut self) -> Result<(), String> {
+        let mut rx = vec![0u8; RX_BYTES];
+        // Room for every in-flight envelope plus minimq's encode workspace.
+        let mut tx = vec![0u8; (MAX_IN_FLIGHT + 1) * (self.settings.max_envelope + 512)];
+        let mut session = Session::new(
+            ConfigBuilder::new(Buffers::new(&mut rx, &mut tx))
+                .client_id(&self.settings.client_id)
+                .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
+                .keepalive_interval(KEEPALIVE_S),
+        );
+        let broker = format!(
+            "{}:{}",
+            self.settings.broker.host, self.settings.broker.port
+        );
+        let mut backoff = BACKOFF_FIRST;
+        let mut connected_before = false;
+        while !self.finished() {
+            let mut conn = match self.connect(&mut session).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    log::warn!(
+                        "broker {broker}: {e}; retrying in {} ms",
+                        backoff.as_millis()
+                    );
+                    self.sleep_unless_stopping(backoff).await;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            };
+            backoff = BACKOFF_FIRST;
+            if connected_before {
+                Counters::inc(&self.counters.reconnects);
+                log::info!("reconnected to broker {broker}");
+            } else {
+                log::info!(
+                    "connected to broker {broker} as {}",
+                    self.settings.client_id
+                );
+            }
+            connected_before = true;
+            match self.serve(&mut conn).await {
+                Ended::Done => {
+                    let _ = timeout(STOP_CHECK, conn.disconnect()).await;
+                    break;
+                }
+                Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
+            }
+        }
+        Counters::add(
+            &self.counters.lost_unacknowledged,
+            self.in_flight.len() as u64,
+        );
+        Ok(())
+    }
+
+    async fn connect<'s, 'buf>(
+        &self,
+        session: &'s mut Session<'buf>,
+    ) -> Result<Conn<'s, 'buf>, String> {
+        let Broker { host, port } = &self.settings.broker;
+        let addr = tokio::net::lookup_host((host.as_str(), *port))
+            .await
+            .map_err(|e| format!("cannot resolve: {e}"))?
+            .next()
+            .ok_or("host has no address")?;
+        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| "TCP connect timed out".to_string())?
+            .map_err(|e| format!("TCP connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        timeout(CONNECT_TIMEOUT, session.connect(FromTokio::new(stream)))
+            .await
+            .map_err(|_| "MQTT CONNECT timed out".to_string())?
+            .map_err(|e| format!("MQTT CONNECT: {e:?}"))
+    }
+
+    /// Publish from the queue and collect acknowledgements until the
+    /// connection breaks or the work is done.
+    async fn serve(&mut self, conn: &mut Conn<'_, '_>) -> Ended {
+        loop {
+            self.retire(conn);
+            if let Err(e) = self.publish_queued(conn).await {
+                return Ended::Lost(e);
+            }
+            if self.finished() {
+                return Ended::Done;
+            }
+            let room = self.has_room(conn);
+            tokio::select! {
+                polled = conn.poll() => {
+                    if let Err(e) = polled {
+                        return Ended::Lost(format!("{e:?}"));
+                    }
+                }
+                () = self.queue.ready(), if room => {}
+                () = sleep(STOP_CHECK) => {}
+            }
+        }
+    }
+
+    fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
+        !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
+    }
+
+    /// Hand queued envelopes to minimq while it has room.
+    async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), String> {
+        while self.has_room(conn) {
+            let Some(len) = self.queue.peek_into(&mut self.scratch) else {
+                return Ok(());
+            };
+            let publication = Publication::bytes(&self.settings.topic, &self.scratch[..len])
+                .qos(QoS::AtLeastOnce);
+            match conn.publish(publication).await {
+                Ok(op) => {
+                    self.queue.pop();
+                    Counters::inc(&self.counters.published);
+                    if let Some(op) = op {
+                        // has_room() guaranteed a free slot.
+                        let _ = self.in_flight.push(op);
+                    }
+                }
+                Err(minimq::PubError::Session(minimq::Error::NotReady))
+                | Err(minimq::PubError::Session(minimq::Error::Resource(
+                    ResourceError::InflightExhausted,
+                ))) => {
+                    return Ok(());
+                }
+                Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
+                    // Too large for the broker's Maximum Packet Size or our
+                    // buffer: retrying cannot help.
+                    self.queue.pop();
+                    Counters::inc(&self.counters.rejected);
+                    log::debug!("envelope of {len} bytes refused: {e}");
+                }
+                Err(e) => return Err(format!("{e:?}")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Count the in-flight publishes that were acknowledged or lost.
+    fn retire(&mut self, conn: &Conn<'_, '_>) {
+        let counters = self.counters;
+        self.in_flight.retain(|op| {
+            if conn.is_complete(op) {
+                Counters::inc(&counters.acknowledged);
+                false
+            } else if conn.is_invalidated(op) {
+                Counters::inc(&counters.lost_unacknowledged);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Done when the queue is closed and everything in it was acknowledged,
+    /// or when the grace period after a stop request has passed.
+    fn finished(&mut self) -> bool {
+        if self.stop.load(Ordering::Relaxed) && self.give_up_at.is_none() {
+            self.give_up_at = Some(Instant::now() + DRAIN_GRACE);
+        }
+        let drained =
+            self.queue.is_closed() && self.queue.depth().0 == 0 && self.in_flight.is_empty();
+        drained || self.give_up_at.is_some_and(|at| Instant::now() >= at)
+    }
+
+    async fn sleep_unless_stopping(&mut self, wait: Duration) {
+        let until = Instant::now() + wait;
+        while Instant::now() < until && !self.finished() {
+            sleep(STOP_CHECK.min(until - Instant::now())).await;
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The queue between capture and publish: a byte ring of fixed size.
+//!
+//! Capture pushes envelopes; the publisher peeks at the oldest, publishes it
+//! and pops it once the MQTT client has taken it. The ring is allocated once
+//! (QUEUE_BYTES) and never grows: when an envelope does not fit, `push`
+//! refuses it and the caller counts a drop. Capture therefore never waits on
+//! the broker, whatever the broker does.
+//!
+//! What it does not do: keep messages after they are handed to the MQTT
+//! client, or persist anything.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::sync::Notify;
+
+/// Each record is a 4-byte length followed by the envelope bytes.
+const LEN_PREFIX: usize = 4;
+
+pub struct Queue {
+    ring: Mutex<Ring>,
+    /// Wakes the publisher when an envelope arrives or the queue closes.
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+struct Ring {
+    buf: Box<[u8]>,
+    /// Offset of the oldest record.
+    head: usize,
+    /// Bytes in use, length prefixes included.
+    used: usize,
+    records: usize,
+}
+
+impl Queue {
+    /// A queue holding at most `capacity` bytes of envelopes and prefixes.
+    pub fn new(capacity: usize) -> Queue {
+        Queue {
+            ring: Mutex::new(Ring {
+                buf: vec![0; capacity].into_boxed_slice(),
+                head: 0,
+                used: 0,
+                records: 0,
+            }),
+            ready: Notify::new(),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Append a copy of `envelope`; `false` when it does not fit.
+    pub fn push(&self, envelope: &[u8]) -> bool {
+        let Ok(len) = u32::try_from(envelope.len()) else {
+            return false;
+        };
+        {
+            let mut ring = self.lock();
+            if ring.buf.len() - ring.used < LEN_PREFIX + envelope.len() {
+                return false;
+            }
+            let tail = (ring.head + ring.used) % ring.buf.len();
+            let tail = ring.write_at(tail, &len.to_le_bytes());
+            ring.write_at(tail, envelope);
+            ring.used += LEN_PREFIX + envelope.len();
+            ring.records += 1;
+        }
+        self.ready.notify_one();
+        true
+    }
+
+    /// Copy the oldest envelope into `out` and return its length, leaving it
+    /// queued. `None` when the queue is empty or `out` is too small.
+    pub fn peek_into(&self, out: &mut [u8]) -> Option<usize> {
+        let ring = self.lock();
+        let len = ring.front_len()?;
+        let out = out.get_mut(..len)?;
+        ring.read_at((ring.head + LEN_PREFIX) % ring.buf.len(), out);
+        Some(len)
+    }
+
+    /// Remove the oldest envelope.
+    pub fn pop(&self) {
+        let mut ring = self.lock();
+        if let Some(len) = ring.front_len() {
+            ring.head = (ring.head + LEN_PREFIX + len) % ring.buf.len();
+            ring.used -= LEN_PREFIX + len;
+            ring.records -= 1;
+        }
+    }
+
+    /// Number of queued envelopes and the bytes they take.
+    pub fn depth(&self) -> (usize, usize) {
+        let ring = self.lock();
+        (ring.records, ring.used)
+    }
+
+    /// No more envelopes will come (end of file or shutdown).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.ready.notify_one();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Wait until something was pushed or the queue closed.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
+        // A panic while holding the lock would leave a consistent ring (the
+        // counters move only after the copy), so a poisoned lock is usable.
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Ring {
+    fn front_len(&self) -> Option<usize> {
+        if self.records == 0 {
+            return None;
+        }
+        let mut len = [0u8; LEN_PREFIX];
+        self.read_at(self.head, &mut len);
+        Some(u32::from_le_bytes(len) as usize)
+    }
+
+    /// Copy `bytes` in at `at`, wrapping around the end; returns the offset
+    /// after them.
+    fn write_at(&mut self, at: usize, bytes: &[u8]) -> usize {
+        let first = bytes.len().min(self.buf.len() - at);
+        self.buf[at..at + first].copy_from_slice(&bytes[..first]);
+        self.buf[..bytes.len() - first].copy_from_slice(&bytes[first..]);
+        (at + bytes.len()) % self.buf.len()
+    }
+
+    fn read_at(&self, at: usize, out: &mut [u8]) {
+        let first = out.len().min(self.buf.len() - at);
+        out[..first].copy_from_slice(&self.buf[at..at + first]);
+        let rest = out.len() - first;
+        out[first..].copy_from_slice(&self.buf[..rest]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_with_wraparound() {
+        let queue = Queue::new(32);
+        let mut out = [0u8; 32];
+        for round in 0..20u8 {
+            let msg = [round; 9];
+            assert!(queue.push(&msg));
+            assert!(queue.push(&msg[..5]));
+            assert_eq!(queue.peek_into(&mut out), Some(9));
+            assert_eq!(out[..9], msg);
+            queue.pop();
+            assert_eq!(queue.peek_into(&mut out), Some(5));
+            queue.pop();
+            assert_eq!(queue.depth(), (0, 0));
+        }
+    }
+
+    #[test]
+    fn full_queue_refuses() {
+        let queue = Queue::new(20);
+        assert!(queue.push(&[1; 8]));
+        assert!(!queue.push(&[2; 5]));
+        assert!(queue.push(&[3; 4]));
+        assert!(!queue.push(&[]));
+        assert_eq!(queue.depth(), (2, 20));
+        let mut small = [0u8; 2];
+        assert_eq!(queue.peek_into(&mut small), None);
+    }
+}

@@ -1,0 +1,354 @@
+//! SIP stage: recognise a SIP message by its content and view its parts.
+//!
+//! [`Message`] is a zero-copy view over the captured bytes: the start line
+//! (request method and URI, or response status), the headers in order, and
+//! the body. Nothing here copies or alters the bytes; the envelope publishes
+//! exactly the slice that was parsed.
+//!
+//! What it does not do: validate the grammar of RFC 3261 beyond the start
+//! line. A sensor must publish what it saw, including malformed messages
+//! (RFC 4475 torture messages are published as they are); consumers judge
+//! validity. Lines may end in CRLF or a bare LF, as real stacks emit both.
+
+/// The first line of a SIP message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    /// `METHOD SP Request-URI SP SIP/2.0`; the method is any RFC 3261 token.
+    Request { method: &'a [u8], uri: &'a [u8] },
+    /// `SIP/2.0 SP 3DIGIT SP reason`.
+    Response { code: u16, reason: &'a [u8] },
+}
+
+/// A SIP message: its raw bytes and the positions of its parts.
+#[derive(Debug, Clone, Copy)]
+pub struct Message<'a> {
+    raw: &'a [u8],
+    start: StartLine<'a>,
+    /// The header block: from the line after the start line up to (not
+    /// including) the empty line that ends it.
+    headers: &'a [u8],
+    body: &'a [u8],
+}
+
+/// One header field as it appears in the message. `value` is the raw value
+/// with surrounding whitespace trimmed; a folded value keeps its CRLF and
+/// leading whitespace, since the bytes are never rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+const SIP_VERSION: &[u8] = b"SIP/2.0";
+
+/// RFC 3261 compact header forms (section 7.3.3 and the extensions that
+/// registered one), as (compact letter, long name).
+const COMPACT_FORMS: &[(u8, &[u8])] = &[
+    (b'a', b"Accept-Contact"),
+    (b'b', b"Referred-By"),
+    (b'c', b"Content-Type"),
+    (b'd', b"Request-Disposition"),
+    (b'e', b"Content-Encoding"),
+    (b'f', b"From"),
+    (b'i', b"Call-ID"),
+    (b'j', b"Reject-Contact"),
+    (b'k', b"Supported"),
+    (b'l', b"Content-Length"),
+    (b'm', b"Contact"),
+    (b'n', b"Identity-Info"),
+    (b'o', b"Event"),
+    (b'r', b"Refer-To"),
+    (b's', b"Subject"),
+    (b't', b"To"),
+    (b'u', b"Allow-Events"),
+    (b'v', b"Via"),
+    (b'x', b"Session-Expires"),
+    (b'y', b"Identity"),
+];
+
+/// The long form of a header name: a compact letter maps to its long name,
+/// any other name is returned as it is.
+pub fn long_header_name(name: &[u8]) -> &[u8] {
+    if let [letter] = name {
+        let letter = letter.to_ascii_lowercase();
+        if let Some((_, long)) = COMPACT_FORMS.iter().find(|(c, _)| *c == letter) {
+            return long;
+        }
+    }
+    name
+}
+
+/// Whether two header names denote the same header: case-insensitive, and a
+/// compact form equals its long name (`t` is `To`, `i` is `Call-ID`).
+pub fn same_header(a: &[u8], b: &[u8]) -> bool {
+    long_header_name(a).eq_ignore_ascii_case(long_header_name(b))
+}
+
+impl<'a> Message<'a> {
+    /// Recognise `raw` as one SIP message by its start line. Returns `None`
+    /// when the first line is neither a request line nor a status line.
+    pub fn parse(raw: &'a [u8]) -> Option<Message<'a>> {
+        let (first, rest) = split_line(raw);
+        let start = parse_start_line(first)?;
+        let (headers, body) = split_header_block(rest);
+        Some(Message {
+            raw,
+            start,
+            headers,
+            body,
+        })
+    }
+
+    /// The bytes the message was parsed from, unaltered.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    pub fn start_line(&self) -> StartLine<'a> {
+        self.start
+    }
+
+    /// The first line of the message, without its line ending.
+    pub fn first_line(&self) -> &'a [u8] {
+        split_line(self.raw).0
+    }
+
+    /// The header block (between the start line and the empty line).
+    pub fn header_block(&self) -> &'a [u8] {
+        self.headers
+    }
+
+    /// The body: everything after the empty line that ends the headers.
+    pub fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// The headers in the order they appear.
+    pub fn headers(&self) -> Headers<'a> {
+        Headers { rest: self.headers }
+    }
+
+    /// The values of every instance of header `name` (long or compact form,
+    /// any case), in order.
+    pub fn header_values<'n>(&self, name: &'n [u8]) -> impl Iterator<Item = &'a [u8]> + 'n
+    where
+        'a: 'n,
+    {
+        self.headers()
+            .filter(move |h| same_header(h.name, name))
+            .map(|h| h.value)
+    }
+}
+
+/// Iterator over the header fields of a message. Continuation lines (those
+/// starting with a space or tab) belong to the header above them.
+#[derive(Debug, Clone)]
+pub struct Headers<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Headers<'a> {
+    type Item = Header<'a>;
+
+    fn next(&mut self) -> Option<Header<'a>> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let field_len = field_length(self.rest);
+            let field = &self.rest[..field_len];
+            self.rest = &self.rest[field_len..];
+            // A line without a colon is not a header; skip it rather than
+            // stop, so one bad line does not hide the headers after it.
+            if let Some(colon) = field.iter().position(|&b| b == b':') {
+                return Some(Header {
+                    name: trim(&field[..colon]),
+                    value: trim(&field[colon + 1..]),
+                });
+            }
+        }
+    }
+}
+
+/// Length of the header field at the start of `block`, including its line
+/// ending and any continuation lines.
+fn field_length(block: &[u8]) -> usize {
+    let mut end = 0;
+    loop {
+        end += line_length(&block[end..]);
+        match block.get(end) {
+            Some(b' ' | b'\t') => continue,
+            _ => return end,
+        }
+    }
+}
+
+/// Length of the line at the start of `bytes`, including its LF (or the
+/// whole slice when there is no LF).
+fn line_length(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(bytes.len(), |lf| lf + 1)
+}
+
+/// Split off the first line: (line without CR/LF, rest after the LF).
+fn split_line(bytes: &[u8]) -> (&[u8], &[u8]) {
+    let len = line_length(bytes);
+    let (line, rest) = bytes.split_at(len);
+    (strip_line_ending(line), rest)
+}
+
+fn strip_line_ending(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Split what follows the start line into (header block, body) at the first
+/// empty line. Without an empty line everything is headers and the body is
+/// empty (a message cut short).
+fn split_header_block(rest: &[u8]) -> (&[u8], &[u8]) {
+    let mut pos = 0;
+    while pos < rest.len() {
+        let len = line_length(&rest[pos..]);
+        if strip_line_ending(&rest[pos..pos + len]).is_empty() {
+            return (&rest[..pos], &rest[pos + len..]);
+        }
+        pos += len;
+    }
+    (rest, &[])
+}
+
+fn trim(bytes: &[u8]) -> &[u8] {
+    bytes.trim_ascii()
+}
+
+/// Whether `line` (without line ending) is a SIP request or status line.
+pub fn is_start_line(line: &[u8]) -> bool {
+    parse_start_line(line).is_some()
+}
+
+fn parse_start_line(line: &[u8]) -> Option<StartLine<'_>> {
+    if let Some(status) = line.strip_prefix(SIP_VERSION) {
+        return parse_status(status);
+    }
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let (method, rest) = (&line[..sp], &line[sp + 1..]);
+    if method.is_empty() || !method.iter().all(|&b| is_token_char(b)) {
+        return None;
+    }
+    // Lenient about the URI (the original published `INVITE foo@bar
+    // SIP/2.0`): anything up to the last space, as long as the line ends in
+    // the SIP version.
+    let last_sp = rest.iter().rposition(|&b| b == b' ')?;
+    let (uri, version) = (&rest[..last_sp], &rest[last_sp + 1..]);
+    if uri.is_empty() || !version.eq_ignore_ascii_case(SIP_VERSION) {
+        return None;
+    }
+    Some(StartLine::Request { method, uri })
+}
+
+/// Parse `SP 3DIGIT [SP reason]` after the version of a status line.
+fn parse_status(after_version: &[u8]) -> Option<StartLine<'_>> {
+    let rest = after_version.strip_prefix(b" ")?;
+    let digits = rest.get(..3)?;
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let code = digits
+        .iter()
+        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let reason = match &rest[3..] {
+        [] => &[][..],
+        [b' ', reason @ ..] => reason,
+        _ => return None,
+    };
+    Some(StartLine::Response { code, reason })
+}
+
+/// RFC 3261 `token` characters: alphanumerics and `-.!%*_+`'~`.
+fn is_token_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP a.example.com;branch=z9hG4bK1\r\n\
+v: SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n\
+t: <sip:bob@example.com>\r\n\
+Subject: a folded\r\n  subject line\r\n\
+Content-Length: 4\r\n\
+\r\n\
+body";
+
+    #[test]
+    fn request_parts() {
+        let m = Message::parse(INVITE).unwrap();
+        assert_eq!(
+            m.start_line(),
+            StartLine::Request {
+                method: b"INVITE",
+                uri: b"sip:bob@example.com"
+            }
+        );
+        assert_eq!(m.body(), b"body");
+        assert_eq!(m.raw(), INVITE);
+        assert_eq!(m.first_line(), b"INVITE sip:bob@example.com SIP/2.0");
+        assert_eq!(m.headers().count(), 5);
+    }
+
+    #[test]
+    fn compact_and_long_forms_are_one_header() {
+        let m = Message::parse(INVITE).unwrap();
+        let vias: Vec<_> = m.header_values(b"VIA").collect();
+        assert_eq!(vias.len(), 2);
+        assert_eq!(m.header_values(b"to").count(), 1);
+        assert_eq!(m.header_values(b"T").count(), 1);
+        assert!(same_header(b"i", b"call-id"));
+        assert!(!same_header(b"i", b"to"));
+    }
+
+    #[test]
+    fn folded_value_is_one_header() {
+        let m = Message::parse(INVITE).unwrap();
+        let subject: Vec<_> = m.header_values(b"s").collect();
+        assert_eq!(subject, [&b"a folded\r\n  subject line"[..]]);
+    }
+
+    #[test]
+    fn status_lines() {
+        let m = Message::parse(b"SIP/2.0 180 Ringing\r\n\r\n").unwrap();
+        assert_eq!(
+            m.start_line(),
+            StartLine::Response {
+                code: 180,
+                reason: b"Ringing"
+            }
+        );
+        assert!(is_start_line(b"SIP/2.0 100 "));
+        assert!(is_start_line(b"SIP/2.0 100"));
+        assert!(!is_start_line(b"SIP/2.0 1000 Trying"));
+        assert!(!is_start_line(b"SIP/2.0 abc Trying"));
+    }
+
+    #[test]
+    fn lenient_request_lines() {
+        assert!(is_start_line(b"INVITE foo@bar SIP/2.0"));
+        assert!(is_start_line(b"NEWMETHOD sip:x SIP/2.0"));
+        assert!(!is_start_line(b"INVITE sip:x SIP/3.0"));
+        assert!(!is_start_line(b"INVITE SIP/2.0"));
+        assert!(!is_start_line(b"IN VITE sip:x HTTP/1.1"));
+        assert!(!is_start_line(b"GET / HTTP/1.1"));
+        assert!(!is_start_line(b""));
+    }
+
+    #[test]
+    fn message_without_blank_line_has_no_body() {
+        let m = Message::parse(b"OPTIONS sip:x SIP/2.0\nVia: a\n").unwrap();
+        assert_eq!(m.headers().count(), 1);
+        assert_eq!(m.body(), b"");
+    }
+}
