@@ -13,6 +13,7 @@ use crate::envelope::Timestamp;
 use pcap::{Active, Capture, Linktype, Offline};
 use rustix::event::{PollFd, PollFlags, poll};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 /// How long a live capture sleeps in `poll(2)` before it looks at the stop
 /// flag again.
@@ -100,13 +101,27 @@ impl PacketSource {
     }
 
     /// Hand every frame to `on_frame` until the file ends or `stop` is set.
+    /// On a stop, a live capture still delivers what the kernel already
+    /// holds, so the last packets before a SIGTERM are not lost.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
         mut on_frame: impl FnMut(Timestamp, &[u8]),
     ) -> Result<(), String> {
+        // Once stopping: deliver until the kernel has nothing more or this
+        // deadline passes (a flood must not keep the agent from stopping).
+        let mut drain_until: Option<Instant> = None;
         loop {
-            if stop.load(Ordering::Relaxed) {
+            if drain_until.is_none() && stop.load(Ordering::Relaxed) {
+                if matches!(self, PacketSource::File(_)) {
+                    return Ok(());
+                }
+                drain_until = Some(Instant::now() + Duration::from_millis(4 * BUFFER_TIMEOUT_MS as u64));
+                // Let the kernel retire the block it is filling.
+                self.wait_readable(2 * BUFFER_TIMEOUT_MS)?;
+            }
+            let stopping = drain_until.is_some();
+            if drain_until.is_some_and(|until| Instant::now() >= until) {
                 return Ok(());
             }
             let next = match self {
@@ -115,26 +130,29 @@ impl PacketSource {
             };
             match next {
                 Ok(packet) => {
+                    // time_t and suseconds_t differ in width between targets.
+                    #[allow(clippy::useless_conversion)]
                     let ts = Timestamp {
                         secs: i64::from(packet.header.ts.tv_sec),
                         micros: u32::try_from(packet.header.ts.tv_usec).unwrap_or(0),
                     };
                     on_frame(ts, packet.data);
                 }
-                Err(pcap::Error::TimeoutExpired) => self.wait_readable()?,
+                Err(pcap::Error::TimeoutExpired) if stopping => return Ok(()),
+                Err(pcap::Error::TimeoutExpired) => self.wait_readable(STOP_CHECK_MS)?,
                 Err(pcap::Error::NoMorePackets) => return Ok(()),
                 Err(e) => return Err(format!("capture failed: {e}")),
             }
         }
     }
 
-    /// Sleep until the live capture has packets or [`STOP_CHECK_MS`] passes.
-    fn wait_readable(&self) -> Result<(), String> {
+    /// Sleep until the live capture has packets or `ms` milliseconds pass.
+    fn wait_readable(&self, ms: i32) -> Result<(), String> {
         if let PacketSource::Live(c) = self {
             let mut fds = [PollFd::new(c, PollFlags::IN)];
             let timeout = rustix::event::Timespec {
                 tv_sec: 0,
-                tv_nsec: i64::from(STOP_CHECK_MS) * 1_000_000,
+                tv_nsec: i64::from(ms) * 1_000_000,
             };
             match poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}

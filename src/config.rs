@@ -22,8 +22,7 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 /// The live capture filter when BPF_FILTER is not set: UDP and TCP, IPv4
 /// fragments after the first (which carry no UDP header), IPv6 fragments,
 /// and VLAN-tagged frames (whose offsets the other terms would misread).
-pub const DEFAULT_LIVE_BPF: &str =
-    "udp or tcp or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44) or vlan";
+pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44) or vlan";
 
 /// A configuration key: its name, default and one-line help.
 pub struct Key {
@@ -205,8 +204,8 @@ pub fn from_sources(
             config_file = Some(PathBuf::from(value));
             continue;
         }
-        let key = key_for_flag(name)
-            .ok_or_else(|| ConfigError::new(flag, &value, "unknown flag (see --help)"))?;
+        let key =
+            key_for_flag(name).ok_or_else(|| ConfigError::new(flag, &value, "unknown flag (see --help)"))?;
         flags.insert(key, value);
     }
 
@@ -269,10 +268,7 @@ fn read_config_file(path: &Path) -> Result<BTreeMap<&'static str, String>, Confi
 
 fn unquote(value: &str) -> &str {
     for quote in ['"', '\''] {
-        if let Some(inner) = value
-            .strip_prefix(quote)
-            .and_then(|v| v.strip_suffix(quote))
-        {
+        if let Some(inner) = value.strip_prefix(quote).and_then(|v| v.strip_suffix(quote)) {
             return inner;
         }
     }
@@ -306,11 +302,15 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
                 "no packet source: set INTERFACE or READ_FILE",
             ));
         }
-        (false, true) => Source::Interface(interface),
+        (false, true) => {
+            if !crate::capture::interface_exists(&interface) {
+                return Err(ConfigError::new("INTERFACE", &interface, "no such interface"));
+            }
+            Source::Interface(interface)
+        }
         (true, false) => {
-            std::fs::File::open(&read_file).map_err(|e| {
-                ConfigError::new("READ_FILE", &read_file, format!("cannot read: {e}"))
-            })?;
+            std::fs::File::open(&read_file)
+                .map_err(|e| ConfigError::new("READ_FILE", &read_file, format!("cannot read: {e}")))?;
             Source::File(PathBuf::from(&read_file))
         }
     };
@@ -331,8 +331,8 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         .map_err(|reason| ConfigError::new("SIP_FILTER", &sip_filter_text, reason))?;
 
     let broker_text = get("BROKER");
-    let broker = parse_broker(&broker_text)
-        .map_err(|reason| ConfigError::new("BROKER", &broker_text, reason))?;
+    let broker =
+        parse_broker(&broker_text).map_err(|reason| ConfigError::new("BROKER", &broker_text, reason))?;
 
     let topic = get("TOPIC");
     check_topic(&topic).map_err(|reason| ConfigError::new("TOPIC", &topic, reason))?;
@@ -350,13 +350,8 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
     }
 
     let level_text = get("LOG_LEVEL");
-    let log_level = parse_log_level(&level_text).ok_or_else(|| {
-        ConfigError::new(
-            "LOG_LEVEL",
-            &level_text,
-            "expected error, warn, info or debug",
-        )
-    })?;
+    let log_level = parse_log_level(&level_text)
+        .ok_or_else(|| ConfigError::new("LOG_LEVEL", &level_text, "expected error, warn, info or debug"))?;
 
     let snaplen = number(&get("SNAPLEN"), "SNAPLEN", 256, 262_144)?;
     let capture_buffer_bytes = number(
@@ -365,8 +360,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         65_536,
         1 << 30,
     )?;
-    let max_message_bytes =
-        number(&get("MAX_MESSAGE_BYTES"), "MAX_MESSAGE_BYTES", 256, 1 << 20)? as usize;
+    let max_message_bytes = number(&get("MAX_MESSAGE_BYTES"), "MAX_MESSAGE_BYTES", 256, 1 << 20)? as usize;
     let queue_text = get("QUEUE_BYTES");
     let queue_bytes = number(&queue_text, "QUEUE_BYTES", 4096, 1 << 30)? as usize;
     let largest_record = envelope_capacity(max_message_bytes) + 4;
@@ -374,9 +368,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         return Err(ConfigError::new(
             "QUEUE_BYTES",
             &queue_text,
-            format!(
-                "cannot hold one envelope of MAX_MESSAGE_BYTES; need at least {largest_record}"
-            ),
+            format!("cannot hold one envelope of MAX_MESSAGE_BYTES; need at least {largest_record}"),
         ));
     }
 
@@ -419,9 +411,7 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
             return Err("TLS brokers are not supported yet; use mqtt://".into());
         }
         other => {
-            return Err(format!(
-                "unsupported scheme '{other}'; use mqtt://host:port"
-            ));
+            return Err(format!("unsupported scheme '{other}'; use mqtt://host:port"));
         }
     }
     let rest = rest.trim_end_matches('/');
@@ -478,13 +468,7 @@ fn number(text: &str, key: &str, min: u32, max: u32) -> Result<u32, ConfigError>
     text.parse::<u32>()
         .ok()
         .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| {
-            ConfigError::new(
-                key,
-                text,
-                format!("expected a whole number from {min} to {max}"),
-            )
-        })
+        .ok_or_else(|| ConfigError::new(key, text, format!("expected a whole number from {min} to {max}")))
 }
 
 fn default_client_id() -> String {

@@ -95,19 +95,15 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> 
         LinkType::LinuxSll2 => {
             // etherparse does not parse SLL2; its protocol type is the
             // EtherType in the first two bytes.
-            let header = frame
-                .get(..LINUX_SLL2_HEADER_LEN)
-                .ok_or(DecodeError::Malformed)?;
+            let header = frame.get(..LINUX_SLL2_HEADER_LEN).ok_or(DecodeError::Malformed)?;
             let ether_type = EtherType(u16::from_be_bytes([header[0], header[1]]));
             SlicedPacket::from_ether_type(ether_type, &frame[LINUX_SLL2_HEADER_LEN..])
         }
         // The address family's byte order depends on the capturing host, so
         // trust the IP version nibble that follows instead.
-        LinkType::Loopback => SlicedPacket::from_ip(
-            frame
-                .get(LOOPBACK_HEADER_LEN..)
-                .ok_or(DecodeError::Malformed)?,
-        ),
+        LinkType::Loopback => {
+            SlicedPacket::from_ip(frame.get(LOOPBACK_HEADER_LEN..).ok_or(DecodeError::Malformed)?)
+        }
         LinkType::RawIp => SlicedPacket::from_ip(frame),
     }
     .map_err(|_| DecodeError::Malformed)?;

@@ -75,8 +75,7 @@ impl EnvelopeWriter {
             return Err(Oversize);
         }
         let mut id = [0u8; 64];
-        let id =
-            base16ct::lower::encode_str(&Sha256::digest(raw), &mut id).map_err(|_| Oversize)?;
+        let id = base16ct::lower::encode_str(&Sha256::digest(raw), &mut id).map_err(|_| Oversize)?;
         let time = rfc3339(origin.time);
         let src = socket_text(origin.src);
         let dst = socket_text(origin.dst);
@@ -103,10 +102,7 @@ impl EnvelopeWriter {
 
     fn append(&mut self, at: usize, bytes: &[u8]) -> Result<usize, Oversize> {
         let end = at + bytes.len();
-        self.buf
-            .get_mut(at..end)
-            .ok_or(Oversize)?
-            .copy_from_slice(bytes);
+        self.buf.get_mut(at..end).ok_or(Oversize)?.copy_from_slice(bytes);
         Ok(end)
     }
 }

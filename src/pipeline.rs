@@ -105,10 +105,7 @@ pub struct RunError(pub String);
 
 /// Run the agent until the file ends or `stop` is set; returns the final
 /// counters and libpcap's statistics.
-pub fn run(
-    config: Config,
-    stop: Arc<AtomicBool>,
-) -> Result<(Arc<Counters>, Option<PcapStats>), RunError> {
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Option<PcapStats>), RunError> {
     let mut source = capture::open(
         &config.source,
         config.bpf_filter.as_deref(),

@@ -48,12 +48,7 @@ type Conn<'a, 'buf> = Connection<'a, 'buf, FromTokio<TcpStream>>;
 
 /// Publish until the queue is closed and drained, or until `stop` has been
 /// set for [`DRAIN_GRACE`].
-pub fn run(
-    settings: &Settings,
-    queue: &Queue,
-    counters: &Counters,
-    stop: &AtomicBool,
-) -> Result<(), String> {
+pub fn run(settings: &Settings, queue: &Queue, counters: &Counters, stop: &AtomicBool) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
@@ -83,12 +78,7 @@ enum Ended {
 }
 
 impl<'a> Publisher<'a> {
-    fn new(
-        settings: &'a Settings,
-        queue: &'a Queue,
-        counters: &'a Counters,
-        stop: &'a AtomicBool,
-    ) -> Self {
+    fn new(settings: &'a Settings, queue: &'a Queue, counters: &'a Counters, stop: &'a AtomicBool) -> Self {
         Publisher {
             settings,
             queue,
@@ -110,20 +100,14 @@ impl<'a> Publisher<'a> {
                 .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
                 .keepalive_interval(KEEPALIVE_S),
         );
-        let broker = format!(
-            "{}:{}",
-            self.settings.broker.host, self.settings.broker.port
-        );
+        let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
         let mut backoff = BACKOFF_FIRST;
         let mut connected_before = false;
         while !self.finished() {
             let mut conn = match self.connect(&mut session).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    log::warn!(
-                        "broker {broker}: {e}; retrying in {} ms",
-                        backoff.as_millis()
-                    );
+                    log::warn!("broker {broker}: {e}; retrying in {} ms", backoff.as_millis());
                     self.sleep_unless_stopping(backoff).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
@@ -134,10 +118,7 @@ impl<'a> Publisher<'a> {
                 Counters::inc(&self.counters.reconnects);
                 log::info!("reconnected to broker {broker}");
             } else {
-                log::info!(
-                    "connected to broker {broker} as {}",
-                    self.settings.client_id
-                );
+                log::info!("connected to broker {broker} as {}", self.settings.client_id);
             }
             connected_before = true;
             match self.serve(&mut conn).await {
@@ -148,17 +129,11 @@ impl<'a> Publisher<'a> {
                 Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
             }
         }
-        Counters::add(
-            &self.counters.lost_unacknowledged,
-            self.in_flight.len() as u64,
-        );
+        Counters::add(&self.counters.lost_unacknowledged, self.in_flight.len() as u64);
         Ok(())
     }
 
-    async fn connect<'s, 'buf>(
-        &self,
-        session: &'s mut Session<'buf>,
-    ) -> Result<Conn<'s, 'buf>, String> {
+    async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
         let Broker { host, port } = &self.settings.broker;
         let addr = tokio::net::lookup_host((host.as_str(), *port))
             .await
@@ -210,8 +185,8 @@ impl<'a> Publisher<'a> {
             let Some(len) = self.queue.peek_into(&mut self.scratch) else {
                 return Ok(());
             };
-            let publication = Publication::bytes(&self.settings.topic, &self.scratch[..len])
-                .qos(QoS::AtLeastOnce);
+            let publication =
+                Publication::bytes(&self.settings.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
                     self.queue.pop();
@@ -222,9 +197,8 @@ impl<'a> Publisher<'a> {
                     }
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
-                | Err(minimq::PubError::Session(minimq::Error::Resource(
-                    ResourceError::InflightExhausted,
-                ))) => {
+                | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
+                {
                     return Ok(());
                 }
                 Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
@@ -262,8 +236,7 @@ impl<'a> Publisher<'a> {
         if self.stop.load(Ordering::Relaxed) && self.give_up_at.is_none() {
             self.give_up_at = Some(Instant::now() + DRAIN_GRACE);
         }
-        let drained =
-            self.queue.is_closed() && self.queue.depth().0 == 0 && self.in_flight.is_empty();
+        let drained = self.queue.is_closed() && self.queue.depth().0 == 0 && self.in_flight.is_empty();
         drained || self.give_up_at.is_some_and(|at| Instant::now() >= at)
     }
 

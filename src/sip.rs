@@ -255,9 +255,7 @@ fn parse_status(after_version: &[u8]) -> Option<StartLine<'_>> {
     if !digits.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let code = digits
-        .iter()
-        .fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
+    let code = digits.iter().fold(0u16, |acc, d| acc * 10 + u16::from(d - b'0'));
     let reason = match &rest[3..] {
         [] => &[][..],
         [b' ', reason @ ..] => reason,

@@ -1,0 +1,244 @@
+//! Test helpers: a real mosquitto per test, a real subscriber, the agent
+//! binary run as a user would run it.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const AGENT: &str = env!("CARGO_BIN_EXE_sip-capture");
+/// The last message of every collection, published after the agent is done.
+const SENTINEL: &str = "--end-of-test--";
+
+pub fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+pub fn pcap(name: &str) -> PathBuf {
+    data(&format!("pcaps/{name}"))
+}
+
+/// A port on 127.0.0.1 that nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private mosquitto on a free loopback port, stopped on drop.
+pub struct Broker {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Broker { port, child, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// A persistent QoS 1 subscription on `topic`: everything published
+    /// from now on is kept for it until [`Subscription::collect`].
+    pub fn subscribe(&self, topic: &str) -> Subscription {
+        let client_id = format!("test-sub-{}", free_port());
+        let status = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "mosquitto_sub could not subscribe");
+        Subscription {
+            port: self.port,
+            topic: topic.to_string(),
+            client_id,
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = &self.dir;
+    }
+}
+
+pub struct Subscription {
+    port: u16,
+    topic: String,
+    client_id: String,
+}
+
+impl Subscription {
+    /// Every message published to the topic since the subscription, in
+    /// order. Publishes a sentinel and reads up to it, so it returns as soon
+    /// as everything has arrived.
+    pub fn collect(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port,
+                "-t",
+                &self.topic,
+                "-q",
+                "1",
+                "-m",
+                SENTINEL,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut sub = Command::new("mosquitto_sub")
+            .args(["-h", "127.0.0.1", "-p", &port])
+            .args([
+                "-t",
+                &self.topic,
+                "-q",
+                "1",
+                "-c",
+                "-i",
+                &self.client_id,
+                "-W",
+                "30",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut messages = Vec::new();
+        for line in BufReader::new(sub.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line == SENTINEL {
+                break;
+            }
+            messages.push(line);
+        }
+        let _ = sub.kill();
+        let _ = sub.wait();
+        messages
+    }
+}
+
+/// The agent with an empty config file and a clean environment, so the
+/// machine's /etc/sip-capture.conf or variables cannot leak in.
+pub fn agent() -> Command {
+    let mut cmd = Command::new(AGENT);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["--config", "/dev/null"]);
+    cmd
+}
+
+/// Run the agent on a capture file against `broker` and return its output.
+pub fn replay(broker: &Broker, topic: &str, file: &Path, extra: &[&str]) -> Output {
+    let output = agent()
+        .args(["--broker", &broker.url(), "--topic", topic, "--read"])
+        .arg(file)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "agent failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The value of `name=` in the agent's summary line.
+pub fn summary_value(stdout: &[u8], name: &str) -> u64 {
+    let text = String::from_utf8_lossy(stdout);
+    let summary = text
+        .lines()
+        .find(|l| l.contains("summary:"))
+        .unwrap_or_else(|| panic!("no summary line in:\n{text}"));
+    summary
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+        .parse()
+        .unwrap()
+}
+
+/// Lines of a child's stdout, read on a thread so tests can wait for one.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl Lines {
+    pub fn of(child: &mut Child) -> Lines {
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines { rx, seen: Vec::new() }
+    }
+
+    /// Wait for a line containing `text`.
+    pub fn wait_for(&mut self, text: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        while !self.seen.iter().any(|l| l.contains(text)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!(
+                    "no line with {text:?} within {within:?}; saw:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+
+    /// Everything printed until the child closed its stdout.
+    pub fn rest(&mut self) -> String {
+        while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(30)) {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
+    }
+}

@@ -1,0 +1,234 @@
+//! Configuration from file, environment and flags: precedence, `--check`,
+//! and every error path (exit code 2, one line naming key, value, reason).
+
+mod common;
+
+use common::{agent, pcap};
+use std::process::Output;
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Run the agent with `args` and assert it refused the configuration with
+/// one stderr line holding every piece of `expected`.
+fn refused(args: &[&str], expected: &[&str]) {
+    let output = agent().args(args).output().unwrap();
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code for {args:?}: {}",
+        stderr(&output)
+    );
+    let err = stderr(&output);
+    assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err}");
+    for piece in expected {
+        assert!(err.contains(piece), "{piece:?} missing from {err:?}");
+    }
+}
+
+fn file_args() -> Vec<String> {
+    vec![
+        "--read".into(),
+        pcap("no-to-tag.pcap").display().to_string(),
+        "--topic".into(),
+        "t".into(),
+    ]
+}
+
+#[test]
+fn missing_topic() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(&["--read", &file], &["TOPIC", "missing"]);
+}
+
+#[test]
+fn bad_broker_urls() {
+    let mut args = file_args();
+    args.extend(["--broker".into(), "http://example.com".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["BROKER", "http://example.com", "unsupported scheme"]);
+
+    let mut args = file_args();
+    args.extend(["--broker".into(), "mqtt://host:99999".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["BROKER", "mqtt://host:99999", "port"]);
+}
+
+#[test]
+fn both_sources() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(
+        &["--read", &file, "--interface", "lo", "--topic", "t"],
+        &["READ_FILE", "INTERFACE is set too"],
+    );
+}
+
+#[test]
+fn no_source() {
+    refused(&["--topic", "t"], &["INTERFACE", "no packet source"]);
+}
+
+#[test]
+fn unreadable_capture_file() {
+    refused(
+        &["--read", "/nonexistent/x.pcap", "--topic", "t"],
+        &["READ_FILE", "/nonexistent/x.pcap", "cannot read"],
+    );
+}
+
+#[test]
+fn unknown_flag() {
+    refused(&["--bogus", "1"], &["--bogus", "unknown flag"]);
+}
+
+#[test]
+fn flag_without_value() {
+    refused(&["--topic"], &["--topic", "missing value"]);
+}
+
+#[test]
+fn unknown_key_in_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("x.conf");
+    std::fs::write(&conf, "# comment\nTOPIC=t\nTOPICS=oops\n").unwrap();
+    let output = common::agent()
+        .args(["--config", conf.to_str().unwrap(), "--check"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let err = stderr(&output);
+    assert!(
+        err.contains("x.conf:3: TOPICS") && err.contains("oops") && err.contains("unknown key"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unreadable_config_file() {
+    refused(
+        &["--config", "/nonexistent/sip-capture.conf"],
+        &["--config", "/nonexistent/sip-capture.conf", "cannot read"],
+    );
+}
+
+#[test]
+fn bad_log_level() {
+    let mut args = file_args();
+    args.extend(["--log-level".into(), "loud".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(
+        &args,
+        &["LOG_LEVEL", "loud", "expected error, warn, info or debug"],
+    );
+}
+
+#[test]
+fn bad_numbers() {
+    for (flag, key, value) in [
+        ("--queue-bytes", "QUEUE_BYTES", "lots"),
+        ("--snaplen", "SNAPLEN", "10"),
+        ("--max-message-bytes", "MAX_MESSAGE_BYTES", "-1"),
+    ] {
+        let mut args = file_args();
+        args.extend([flag.into(), value.into()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, &[key, value, "whole number"]);
+    }
+}
+
+#[test]
+fn queue_smaller_than_one_message() {
+    let mut args = file_args();
+    args.extend(["--queue-bytes".into(), "10000".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["QUEUE_BYTES", "10000", "cannot hold one envelope"]);
+}
+
+#[test]
+fn bad_bpf_filter() {
+    let mut args = file_args();
+    args.extend(["--bpf-filter".into(), "udp and and".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["BPF_FILTER", "udp and and", "syntax error"]);
+}
+
+#[test]
+fn wildcard_topic() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(
+        &["--read", &file, "--topic", "sip/#"],
+        &["TOPIC", "sip/#", "wildcards"],
+    );
+}
+
+#[test]
+fn missing_interface() {
+    refused(
+        &["--interface", "nosuchif0", "--topic", "t"],
+        &["INTERFACE", "nosuchif0", "no such interface"],
+    );
+}
+
+#[test]
+fn check_prints_effective_config_and_exits_zero() {
+    let mut args = file_args();
+    args.push("--check".into());
+    let output = agent().args(&args).output().unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("TOPIC=t\n"), "{out}");
+    assert!(out.contains("BROKER=mqtt://localhost:1883\n"), "{out}");
+    assert!(
+        out.contains("BPF_FILTER=\n"),
+        "files get no BPF by default: {out}"
+    );
+}
+
+#[test]
+fn flags_beat_environment_beat_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("sip-capture.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "READ_FILE={}\nTOPIC=from-file\nCLIENT_ID=from-file\nLOG_LEVEL='debug'\nBROKER=\"tcp://file:1\"\n",
+            pcap("no-to-tag.pcap").display()
+        ),
+    )
+    .unwrap();
+    let output = agent()
+        .args([
+            "--config",
+            conf.to_str().unwrap(),
+            "--check",
+            "--topic",
+            "from-flag",
+        ])
+        .env("TOPIC", "from-env")
+        .env("CLIENT_ID", "from-env")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    let out = stdout(&output);
+    assert!(out.contains("TOPIC=from-flag\n"), "{out}");
+    assert!(out.contains("CLIENT_ID=from-env\n"), "{out}");
+    assert!(out.contains("LOG_LEVEL=debug\n"), "{out}");
+    assert!(out.contains("BROKER=tcp://file:1\n"), "{out}");
+}
+
+#[test]
+fn help_and_version() {
+    let output = agent().arg("--help").output().unwrap();
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("BPF_FILTER"));
+    let output = agent().arg("--version").output().unwrap();
+    assert_eq!(
+        stdout(&output).trim(),
+        format!("sip-capture/{}", env!("CARGO_PKG_VERSION"))
+    );
+}
