@@ -35,6 +35,7 @@ build: rust
 test: rust
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --no-default-features -- -D warnings
 	$(CARGO) test
 
 ## demo: a private mosquitto on a free loopback port, sip-capture replaying a

@@ -12,6 +12,7 @@
 
 use crate::envelope::envelope_capacity;
 use crate::filter::Filter;
+use crate::filter::blob::Endian;
 use core::fmt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,68 +33,28 @@ pub struct Key {
 }
 
 /// Every key sip-capture reads.
+#[rustfmt::skip]
 pub const KEYS: &[Key] = &[
-    Key {
-        name: "INTERFACE",
-        default: "",
-        help: "capture live on this libpcap device (e.g. eth1, any)",
-    },
-    Key {
-        name: "READ_FILE",
-        default: "",
-        help: "read this pcap or pcapng file instead of a device, then exit",
-    },
-    Key {
-        name: "BPF_FILTER",
-        default: "",
-        help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none",
-    },
-    Key {
-        name: "SIP_FILTER",
-        default: "",
-        help: "which SIP messages to publish (filter language, docs/filters.md); empty publishes all",
-    },
-    Key {
-        name: "BROKER",
-        default: "mqtt://localhost:1883",
-        help: "MQTT broker, mqtt://host:port (tcp:// accepted)",
-    },
-    Key {
-        name: "TOPIC",
-        default: "",
-        help: "MQTT topic for SIP envelopes (required)",
-    },
-    Key {
-        name: "CLIENT_ID",
-        default: "",
-        help: "MQTT client id; default sip-capture-<hostname>",
-    },
-    Key {
-        name: "LOG_LEVEL",
-        default: "info",
-        help: "error, warn, info or debug",
-    },
-    Key {
-        name: "SNAPLEN",
-        default: "65535",
-        help: "bytes captured per frame",
-    },
-    Key {
-        name: "CAPTURE_BUFFER_BYTES",
-        default: "8388608",
-        help: "kernel capture buffer",
-    },
-    Key {
-        name: "QUEUE_BYTES",
-        default: "4194304",
-        help: "queue between capture and broker; full means drop and count",
-    },
-    Key {
-        name: "MAX_MESSAGE_BYTES",
-        default: "65535",
-        help: "largest SIP message published; larger ones are dropped and counted",
-    },
+    Key { name: "INTERFACE", default: "", help: "capture live on this libpcap device (e.g. eth1, any)" },
+    Key { name: "READ_FILE", default: "", help: "read this pcap or pcapng file instead of a device, then exit" },
+    Key { name: "BPF_FILTER", default: "", help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none" },
+    Key { name: "SIP_FILTER", default: "", help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
+    Key { name: "FILTER_FILE", default: "", help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
+    Key { name: "FILTER_MAX_DFA_BYTES", default: "1048576", help: "limit on the DFAs of all SIP_FILTER regexes together" },
+    Key { name: "BROKER", default: "mqtt://localhost:1883", help: "MQTT broker, mqtt://host:port (tcp:// accepted)" },
+    Key { name: "TOPIC", default: "", help: "MQTT topic for SIP envelopes (required)" },
+    Key { name: "CLIENT_ID", default: "", help: "MQTT client id; default sip-capture-<hostname>" },
+    Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
+    Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
+    Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
+    Key { name: "QUEUE_BYTES", default: "4194304", help: "queue between capture and broker; full means drop and count" },
+    Key { name: "MAX_MESSAGE_BYTES", default: "65535", help: "largest SIP message published; larger ones are dropped and counted" },
 ];
+
+/// The default value of key `name`.
+fn default_of(name: &str) -> &'static str {
+    KEYS.iter().find(|k| k.name == name).map_or("", |k| k.default)
+}
 
 /// Where packets come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +121,18 @@ pub enum Command {
     Run(Config),
     /// `--check`: validate, print the effective configuration, exit 0.
     Check(Config),
+    /// `compile-filter EXPR -o FILE [--endian little|big]`.
+    CompileFilter {
+        expression: String,
+        output: PathBuf,
+        endian: Endian,
+        max_dfa_bytes: usize,
+    },
+    /// `filter-test EXPR FILE`: show which messages of a capture match.
+    FilterTest {
+        filter: Filter,
+        file: PathBuf,
+    },
     Help,
     Version,
 }
@@ -171,6 +144,11 @@ pub fn from_sources(
     env: impl Fn(&str) -> Option<String>,
     default_file: &Path,
 ) -> Result<Command, ConfigError> {
+    match args.first().map(String::as_str) {
+        Some("compile-filter") => return compile_filter_command(&args[1..]),
+        Some("filter-test") => return filter_test_command(&args[1..]),
+        _ => {}
+    }
     let mut flags = BTreeMap::new();
     let mut config_file = None;
     let mut check = false;
@@ -277,12 +255,10 @@ fn unquote(value: &str) -> &str {
 
 fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
     let get = |name: &'static str| -> String {
-        values.get(name).cloned().unwrap_or_else(|| {
-            KEYS.iter()
-                .find(|k| k.name == name)
-                .map(|k| k.default.to_string())
-                .unwrap_or_default()
-        })
+        values
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| default_of(name).to_string())
     };
 
     let interface = get("INTERFACE");
@@ -326,9 +302,27 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
             .map_err(|reason| ConfigError::new("BPF_FILTER", program, reason))?;
     }
 
+    let max_dfa_bytes = number(
+        &get("FILTER_MAX_DFA_BYTES"),
+        "FILTER_MAX_DFA_BYTES",
+        4096,
+        1 << 28,
+    )? as usize;
     let sip_filter_text = get("SIP_FILTER");
-    let sip_filter = Filter::parse(&sip_filter_text)
-        .map_err(|reason| ConfigError::new("SIP_FILTER", &sip_filter_text, reason))?;
+    let filter_file = get("FILTER_FILE");
+    let sip_filter = if filter_file.is_empty() {
+        Filter::compile(&sip_filter_text, max_dfa_bytes)
+            .map_err(|reason| ConfigError::new("SIP_FILTER", &sip_filter_text, reason))?
+    } else if !sip_filter_text.trim().is_empty() {
+        return Err(ConfigError::new(
+            "FILTER_FILE",
+            &filter_file,
+            "SIP_FILTER is set too; a filter file carries its own expression",
+        ));
+    } else {
+        Filter::load_file(Path::new(&filter_file))
+            .map_err(|reason| ConfigError::new("FILTER_FILE", &filter_file, reason))?
+    };
 
     let broker_text = get("BROKER");
     let broker =
@@ -397,6 +391,79 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         queue_bytes,
         max_message_bytes,
         effective,
+    })
+}
+
+/// `compile-filter EXPR -o FILE [--endian little|big] [--filter-max-dfa-bytes N]`
+fn compile_filter_command(args: &[String]) -> Result<Command, ConfigError> {
+    let mut expression = None;
+    let mut output = None;
+    let mut endian = Endian::NATIVE;
+    let mut max_dfa_bytes = default_of("FILTER_MAX_DFA_BYTES").to_string();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let mut value = |flag: &str| {
+            args.next()
+                .cloned()
+                .ok_or_else(|| ConfigError::new(flag, "", "missing value"))
+        };
+        match arg.as_str() {
+            "-o" | "--output" => output = Some(PathBuf::from(value(arg)?)),
+            "--endian" => {
+                let text = value(arg)?;
+                endian = match text.as_str() {
+                    "little" => Endian::Little,
+                    "big" => Endian::Big,
+                    _ => return Err(ConfigError::new("--endian", &text, "expected little or big")),
+                };
+            }
+            "--filter-max-dfa-bytes" => max_dfa_bytes = value(arg)?,
+            _ if expression.is_none() && !arg.starts_with("--") => expression = Some(arg.clone()),
+            _ => {
+                return Err(ConfigError::new(
+                    "compile-filter",
+                    arg,
+                    "usage: sip-capture compile-filter EXPR -o FILE [--endian little|big]",
+                ));
+            }
+        }
+    }
+    let usage = "usage: sip-capture compile-filter EXPR -o FILE [--endian little|big]";
+    let expression = expression.ok_or_else(|| ConfigError::new("compile-filter", "", usage))?;
+    let output = output.ok_or_else(|| {
+        ConfigError::new("compile-filter", &expression, format!("missing -o FILE; {usage}"))
+    })?;
+    let max_dfa_bytes = number(&max_dfa_bytes, "FILTER_MAX_DFA_BYTES", 4096, 1 << 28)? as usize;
+    Ok(Command::CompileFilter {
+        expression,
+        output,
+        endian,
+        max_dfa_bytes,
+    })
+}
+
+/// `filter-test EXPR FILE`
+fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
+    let [expression, file] = args else {
+        return Err(ConfigError::new(
+            "filter-test",
+            &args.join(" "),
+            "usage: sip-capture filter-test EXPR CAPTURE.pcap",
+        ));
+    };
+    let max_dfa_bytes = number(
+        default_of("FILTER_MAX_DFA_BYTES"),
+        "FILTER_MAX_DFA_BYTES",
+        4096,
+        1 << 28,
+    )? as usize;
+    let filter = Filter::compile(expression, max_dfa_bytes)
+        .map_err(|reason| ConfigError::new("SIP_FILTER", expression, reason))?;
+    std::fs::File::open(file)
+        .map_err(|e| ConfigError::new("filter-test", file, format!("cannot read: {e}")))?;
+    Ok(Command::FilterTest {
+        filter,
+        file: PathBuf::from(file),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use sip_capture::config::{self, Command, Config, DEFAULT_CONFIG_FILE};
 use sip_capture::envelope::AGENT;
+use sip_capture::filter::blob::Endian;
 use sip_capture::pipeline;
 use std::path::Path;
 use std::process::ExitCode;
@@ -36,7 +37,56 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Run(config)) => run(config),
+        Ok(Command::CompileFilter {
+            expression,
+            output,
+            endian,
+            max_dfa_bytes,
+        }) => compile_filter(&expression, &output, endian, max_dfa_bytes),
+        Ok(Command::FilterTest { filter, file }) => {
+            match pipeline::filter_test(&filter, &file, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sip-capture: {}", e.0);
+                    ExitCode::from(EXIT_FAILURE)
+                }
+            }
+        }
     }
+}
+
+#[cfg(feature = "filter-compiler")]
+fn compile_filter(expression: &str, output: &Path, endian: Endian, max_dfa_bytes: usize) -> ExitCode {
+    let blob = match sip_capture::filter::compile_blob(expression, max_dfa_bytes, endian) {
+        Ok(blob) => blob,
+        Err(e) => {
+            eprintln!("sip-capture: config: SIP_FILTER={expression:?}: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match std::fs::write(output, &blob) {
+        Ok(()) => {
+            println!(
+                "wrote {} ({} bytes, {})",
+                output.display(),
+                blob.len(),
+                endian.name()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sip-capture: cannot write {}: {e}", output.display());
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+#[cfg(not(feature = "filter-compiler"))]
+fn compile_filter(_: &str, _: &Path, _: Endian, _: usize) -> ExitCode {
+    eprintln!(
+        "sip-capture: this build has no regex compiler (feature filter-compiler); run compile-filter on a host build"
+    );
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn run(config: Config) -> ExitCode {

@@ -17,34 +17,29 @@ use crate::sip::Message;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// The per-packet stages, from a captured frame to a queued envelope.
-pub struct Pipeline<'q> {
+/// The stages from a captured frame to SIP messages: decode, then
+/// recognise SIP. Shared by the agent and `filter-test`.
+pub struct Extractor<'c> {
     link: Option<LinkType>,
-    filter: Filter,
-    envelopes: EnvelopeWriter,
-    queue: &'q Queue,
-    counters: &'q Counters,
+    counters: &'c Counters,
 }
 
-impl<'q> Pipeline<'q> {
-    pub fn new(
-        linktype: i32,
-        filter: Filter,
-        max_message: usize,
-        queue: &'q Queue,
-        counters: &'q Counters,
-    ) -> Pipeline<'q> {
-        Pipeline {
+impl<'c> Extractor<'c> {
+    pub fn new(linktype: i32, counters: &'c Counters) -> Extractor<'c> {
+        Extractor {
             link: LinkType::from_pcap(linktype),
-            filter,
-            envelopes: EnvelopeWriter::new(max_message),
-            queue,
             counters,
         }
     }
 
-    /// Take one captured frame through every stage.
-    pub fn handle_frame(&mut self, time: Timestamp, frame: &[u8]) {
+    /// Decode one frame and hand each SIP message it completes to
+    /// `on_message`, with where and when it was captured.
+    pub fn extract(
+        &mut self,
+        time: Timestamp,
+        frame: &[u8],
+        mut on_message: impl FnMut(&Origin, &Message<'_>),
+    ) {
         let c = self.counters;
         Counters::inc(&c.packets);
         let Some(link) = self.link else {
@@ -62,41 +57,123 @@ impl<'q> Pipeline<'q> {
             }
             return;
         }
+        let Some(message) = Message::parse(segment.payload) else {
+            return Counters::inc(&c.not_sip);
+        };
+        Counters::inc(&c.sip_messages);
         let origin = Origin {
             time,
             transport: segment.transport,
             src: segment.src,
             dst: segment.dst,
         };
-        self.handle_message(&origin, segment.payload);
+        on_message(&origin, &message);
+    }
+}
+
+/// The per-packet path of the agent, from a captured frame to a queued
+/// envelope.
+pub struct Pipeline<'q> {
+    extractor: Extractor<'q>,
+    filter: Filter,
+    envelopes: EnvelopeWriter,
+    queue: &'q Queue,
+    counters: &'q Counters,
+}
+
+impl<'q> Pipeline<'q> {
+    pub fn new(
+        linktype: i32,
+        filter: Filter,
+        max_message: usize,
+        queue: &'q Queue,
+        counters: &'q Counters,
+    ) -> Pipeline<'q> {
+        Pipeline {
+            extractor: Extractor::new(linktype, counters),
+            filter,
+            envelopes: EnvelopeWriter::new(max_message),
+            queue,
+            counters,
+        }
     }
 
-    /// Recognise, filter, wrap and queue one message.
-    fn handle_message(&mut self, origin: &Origin, raw: &[u8]) {
-        let c = self.counters;
-        let Some(message) = Message::parse(raw) else {
-            return Counters::inc(&c.not_sip);
-        };
-        Counters::inc(&c.sip_messages);
-        if !self.filter.matches(&message) {
-            return Counters::inc(&c.filtered_out);
-        }
-        match self.envelopes.write(origin, raw) {
-            Ok(envelope) => {
-                if !self.queue.push(envelope) {
-                    Counters::inc(&c.dropped_queue_full);
+    /// Take one captured frame through every stage.
+    pub fn handle_frame(&mut self, time: Timestamp, frame: &[u8]) {
+        let Pipeline {
+            extractor,
+            filter,
+            envelopes,
+            queue,
+            counters: c,
+        } = self;
+        extractor.extract(time, frame, |origin, message| {
+            if !filter.matches(message) {
+                return Counters::inc(&c.filtered_out);
+            }
+            let raw = message.raw();
+            match envelopes.write(origin, raw) {
+                Ok(envelope) => {
+                    if !queue.push(envelope) {
+                        Counters::inc(&c.dropped_queue_full);
+                    }
+                }
+                Err(_) => {
+                    Counters::inc(&c.dropped_oversize);
+                    log::debug!(
+                        "dropped a {} byte message from {} (MAX_MESSAGE_BYTES)",
+                        raw.len(),
+                        origin.src
+                    );
                 }
             }
-            Err(_) => {
-                Counters::inc(&c.dropped_oversize);
-                log::debug!(
-                    "dropped a {} byte message from {} (MAX_MESSAGE_BYTES)",
-                    raw.len(),
-                    origin.src
-                );
-            }
-        }
+        });
     }
+}
+
+/// `filter-test`: for each SIP message of a capture, one line with its
+/// time, endpoints, first line and whether `filter` selects it; then counts.
+pub fn filter_test(
+    filter: &Filter,
+    file: &std::path::Path,
+    out: &mut impl std::io::Write,
+) -> Result<(), RunError> {
+    let mut source =
+        capture::open(&crate::config::Source::File(file.to_path_buf()), None, 0, 0).map_err(RunError)?;
+    let counters = Counters::default();
+    let mut extractor = Extractor::new(source.linktype(), &counters);
+    let (mut matched, mut total) = (0u64, 0u64);
+    let mut written = Ok(());
+    let never = AtomicBool::new(false);
+    source
+        .run(&never, |time, frame| {
+            extractor.extract(time, frame, |origin, message| {
+                let hit = filter.matches(message);
+                total += 1;
+                matched += u64::from(hit);
+                if written.is_ok() {
+                    written = writeln!(
+                        out,
+                        "{} {} -> {} {} {}",
+                        crate::envelope::rfc3339(origin.time),
+                        origin.src,
+                        origin.dst,
+                        String::from_utf8_lossy(message.first_line()),
+                        if hit { "MATCH" } else { "no" }
+                    );
+                }
+            });
+        })
+        .map_err(RunError)?;
+    written
+        .and_then(|()| {
+            writeln!(
+                out,
+                "{total} SIP messages: {matched} match, {} do not",
+                total - matched
+            )
+        })
+        .map_err(|e| RunError(format!("cannot write: {e}")))
 }
 
 /// Why the agent stopped with an error.

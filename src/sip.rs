@@ -265,7 +265,7 @@ fn parse_status(after_version: &[u8]) -> Option<StartLine<'_>> {
 }
 
 /// RFC 3261 `token` characters: alphanumerics and `-.!%*_+`'~`.
-fn is_token_char(b: u8) -> bool {
+pub fn is_token_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b)
 }
 

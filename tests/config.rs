@@ -232,3 +232,73 @@ fn help_and_version() {
         format!("sip-capture/{}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn filter_errors_name_the_column() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(
+        &[
+            "--read",
+            &file,
+            "--topic",
+            "t",
+            "--sip-filter",
+            "(all request (metod invite))",
+        ],
+        &[
+            "SIP_FILTER",
+            "column 15: unknown function 'metod' (did you mean 'method'?)",
+        ],
+    );
+    refused(
+        &["--read", &file, "--topic", "t", "--sip-filter", "(body \"[\")"],
+        &["SIP_FILTER", "regex \"[\": unclosed character class"],
+    );
+}
+
+#[test]
+fn filter_file_and_sip_filter_together() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(
+        &[
+            "--read",
+            &file,
+            "--topic",
+            "t",
+            "--sip-filter",
+            "request",
+            "--filter-file",
+            "/x",
+        ],
+        &["FILTER_FILE", "SIP_FILTER is set too"],
+    );
+}
+
+#[test]
+fn foreign_endian_filter_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("f.bin");
+    let other = if cfg!(target_endian = "little") {
+        "big"
+    } else {
+        "little"
+    };
+    let status = common::subcommand("compile-filter")
+        .args(["(to \"x\")", "--endian", other, "-o"])
+        .arg(&blob)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    refused(
+        &[
+            "--read",
+            &file,
+            "--topic",
+            "t",
+            "--filter-file",
+            blob.to_str().unwrap(),
+        ],
+        &["FILTER_FILE", &format!("filter file built for {other}-endian")],
+    );
+}

@@ -175,3 +175,105 @@ fn vlan_and_qinq_tags_are_decoded() {
         assert_eq!(summary_value(&output.stdout, "decode_errors"), 0, "{name}");
     }
 }
+
+/// With a SIP_FILTER, exactly the matching messages are published; the
+/// expectation is computed from the capture's datagrams independently, and
+/// `filter-test` reports the same count.
+#[test]
+fn filtered_replay_publishes_exactly_the_matching_messages() {
+    let name = "wireshark.pcap";
+    let payloads: Vec<String> = datagrams(&pcap(name))
+        .into_iter()
+        .map(|d| String::from_utf8_lossy(&d.payload).into_owned())
+        .collect();
+    let cseq_method = |p: &str| -> String {
+        p.lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("cseq:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or("")
+            .to_string()
+    };
+    type Selects = Box<dyn Fn(&str) -> bool>;
+    let cases: [(&str, Selects); 3] = [
+        ("(status 400-499)", Box::new(|p: &str| p.starts_with("SIP/2.0 4"))),
+        (
+            "(method register)",
+            Box::new(move |p: &str| cseq_method(p) == "REGISTER"),
+        ),
+        (
+            r#"(all request (not (method ack)) (to "35104724"))"#,
+            Box::new(|p: &str| {
+                !p.starts_with("SIP/2.0") && !p.starts_with("ACK ") && {
+                    let to = p
+                        .lines()
+                        .find(|l| l.starts_with("To:") || l.starts_with("t:"))
+                        .unwrap_or("");
+                    to.contains("35104724")
+                }
+            }),
+        ),
+    ];
+    for (filter, select) in cases {
+        let expected = payloads.iter().filter(|p| select(p)).count();
+        assert!(expected > 0 && expected < payloads.len(), "{filter}: {expected}");
+        let broker = Broker::start();
+        let sub = broker.subscribe("sip/filtered");
+        let output = replay(&broker, "sip/filtered", &pcap(name), &["--sip-filter", filter]);
+        assert_eq!(sub.collect().len(), expected, "{filter}");
+        assert_eq!(
+            summary_value(&output.stdout, "filtered_out"),
+            (payloads.len() - expected) as u64
+        );
+
+        let tested = common::subcommand("filter-test")
+            .arg(filter)
+            .arg(pcap(name))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&tested.stdout);
+        assert!(tested.status.success());
+        assert_eq!(
+            text.lines().filter(|l| l.ends_with(" MATCH")).count(),
+            expected,
+            "{filter}"
+        );
+        assert!(text.ends_with(&format!(
+            "{} SIP messages: {expected} match, {} do not\n",
+            payloads.len(),
+            payloads.len() - expected
+        )));
+    }
+}
+
+/// The image workflow: compile on the host, load with FILTER_FILE.
+#[test]
+fn precompiled_filter_file_selects_the_same_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let blob = dir.path().join("filter.bin");
+    let filter = r#"(any (status 400-499) (from "(?i)SIP:35104724"))"#;
+    let status = common::subcommand("compile-filter")
+        .args([filter, "-o"])
+        .arg(&blob)
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let broker = Broker::start();
+    let from_text = broker.subscribe("sip/text");
+    let from_file = broker.subscribe("sip/file");
+    replay(
+        &broker,
+        "sip/text",
+        &pcap("wireshark.pcap"),
+        &["--sip-filter", filter],
+    );
+    replay(
+        &broker,
+        "sip/file",
+        &pcap("wireshark.pcap"),
+        &["--filter-file", blob.to_str().unwrap()],
+    );
+    let (text, file) = (from_text.collect(), from_file.collect());
+    assert!(!text.is_empty() && text.len() < 81);
+    assert_eq!(text, file);
+}

@@ -160,10 +160,18 @@ impl Subscription {
 /// The agent with an empty config file and a clean environment, so the
 /// machine's /etc/sip-capture.conf or variables cannot leak in.
 pub fn agent() -> Command {
+    let mut cmd = subcommand("--config");
+    cmd.arg("/dev/null");
+    cmd
+}
+
+/// The agent's subcommand `name` (compile-filter, filter-test), in a clean
+/// environment.
+pub fn subcommand(name: &str) -> Command {
     let mut cmd = Command::new(AGENT);
     cmd.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .args(["--config", "/dev/null"]);
+        .arg(name);
     cmd
 }
 
