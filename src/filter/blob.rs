@@ -49,6 +49,7 @@ impl Endian {
         }
     }
 
+    #[cfg(feature = "filter-compiler")]
     fn u32_bytes(self, n: u32) -> [u8; 4] {
         match self {
             Endian::Little => n.to_le_bytes(),

@@ -336,12 +336,14 @@ impl Compiler<'_> {
     }
 }
 
-/// The closest function name within two edits, for "did you mean".
+/// The closest function name, for "did you mean": one edit per three
+/// letters, at least one.
 fn suggestion(name: &str) -> Option<&'static str> {
+    let allowed = (name.chars().count() / 3).max(1);
     FUNCTIONS
         .iter()
         .map(|f| (edit_distance(name, f), *f))
-        .filter(|(d, _)| *d <= 2)
+        .filter(|(d, _)| *d <= allowed)
         .min_by_key(|(d, _)| *d)
         .map(|(_, f)| f)
 }
