@@ -1,5 +1,6 @@
 //! Live capture on `lo`: SIP datagrams sent to a loopback port all arrive at
-//! the broker; SIGTERM stops the agent cleanly with a summary line.
+//! the broker, except those the filter leaves out; SIGTERM stops the agent
+//! cleanly with a summary line.
 //! Needs CAP_NET_RAW (CI runs as root); without it the test says so and
 //! skips.
 
@@ -13,6 +14,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const MESSAGES: usize = 500;
+/// INVITEs sent among the OPTIONS, which the filter leaves out.
+const FILTERED: usize = 100;
 
 fn can_capture_on_lo() -> bool {
     match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
@@ -51,6 +54,7 @@ fn live_capture_on_loopback() {
             "sip/live",
         ])
         .args(["--bpf-filter", &format!("udp and dst port {port}")])
+        .args(["--sip-filter", "(method options)"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -63,6 +67,10 @@ fn live_capture_on_loopback() {
         sender
             .send_to(options(n).as_bytes(), ("127.0.0.1", port))
             .unwrap();
+        if n < FILTERED {
+            let invite = options(n).replace("OPTIONS", "INVITE");
+            sender.send_to(invite.as_bytes(), ("127.0.0.1", port)).unwrap();
+        }
     }
     // Let the kernel hand the last batch to libpcap before stopping.
     std::thread::sleep(Duration::from_millis(500));
@@ -77,6 +85,11 @@ fn live_capture_on_loopback() {
     assert_eq!(
         summary_value(stdout.as_bytes(), "acknowledged"),
         MESSAGES as u64,
+        "{stdout}"
+    );
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "filtered_out"),
+        FILTERED as u64,
         "{stdout}"
     );
 

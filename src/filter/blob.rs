@@ -233,10 +233,25 @@ impl Reader {
 }
 
 /// Copy `bytes` into 4-byte aligned storage that lives for the rest of the
-/// program, as DFAs are loaded in place. Called once at start-up.
+/// program, as DFAs are used in place. Called once at start-up.
 pub fn aligned(bytes: &[u8]) -> &'static [u8] {
-    let words: &'static mut [u32] = vec![0u32; bytes.len().div_ceil(4)].leak();
-    let out: &'static mut [u8] = bytemuck::cast_slice_mut(words);
-    out[..bytes.len()].copy_from_slice(bytes);
-    &out[..bytes.len()]
+    let out = aligned_buffer(bytes.len());
+    out.copy_from_slice(bytes);
+    out
+}
+
+/// Read a filter file straight into 4-byte aligned storage that lives for
+/// the rest of the program. Called once at start-up.
+pub fn read_aligned(path: &std::path::Path) -> std::io::Result<&'static [u8]> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).map_err(std::io::Error::other)?;
+    let out = aligned_buffer(len);
+    file.read_exact(out)?;
+    Ok(out)
+}
+
+fn aligned_buffer(len: usize) -> &'static mut [u8] {
+    let words: &'static mut [u32] = vec![0u32; len.div_ceil(4)].leak();
+    &mut bytemuck::cast_slice_mut(words)[..len]
 }

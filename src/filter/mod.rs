@@ -100,8 +100,7 @@ impl Filter {
 
     /// Read and load a filter file written by `sip-capture compile-filter`.
     pub fn load_file(path: &std::path::Path) -> Result<Filter, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-        Filter::from_blob(blob::aligned(&bytes))
+        Filter::from_blob(blob::read_aligned(path).map_err(|e| format!("cannot read: {e}"))?)
     }
 
     /// The filter's source text.
