@@ -49,7 +49,56 @@ pub const KEYS: &[Key] = &[
     Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
     Key { name: "QUEUE_BYTES", default: "4194304", help: "queue between capture and broker; full means drop and count" },
     Key { name: "MAX_MESSAGE_BYTES", default: "65535", help: "largest SIP message published; larger ones are dropped and counted" },
+    Key { name: "FRAG_MAX_DATAGRAMS", default: "32", help: "IP datagrams in reassembly at once; the oldest is evicted beyond" },
+    Key { name: "FRAG_BUFFER_BYTES", default: "2097152", help: "memory for IP reassembly, shared equally by the datagrams" },
+    Key { name: "FRAG_TIMEOUT_MS", default: "10000", help: "an unfinished datagram is dropped this long after its first fragment" },
+    Key { name: "TCP_MAX_FLOWS", default: "4096", help: "TCP streams (one per direction) followed at once; the least recent is evicted beyond" },
+    Key { name: "TCP_BUFFERS", default: "64", help: "stream buffers for messages split across segments or waiting for a hole" },
+    Key { name: "TCP_BUFFER_BYTES", default: "65536", help: "size of each stream buffer; bounds a SIP message over TCP" },
+    Key { name: "TCP_IDLE_TIMEOUT_S", default: "300", help: "a TCP stream without traffic this long is dropped" },
 ];
+
+/// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ReassemblyLimits {
+    pub frag_datagrams: usize,
+    pub frag_buffer_bytes: usize,
+    pub frag_timeout_ms: u64,
+    pub tcp_flows: usize,
+    pub tcp_buffers: usize,
+    pub tcp_buffer_bytes: usize,
+    pub tcp_idle_s: u64,
+}
+
+impl ReassemblyLimits {
+    fn from(get: impl Fn(&'static str) -> String) -> Result<ReassemblyLimits, ConfigError> {
+        let n = |key: &'static str, min: u32, max: u32| number(&get(key), key, min, max);
+        let limits = ReassemblyLimits {
+            frag_datagrams: n("FRAG_MAX_DATAGRAMS", 1, 65_536)? as usize,
+            frag_buffer_bytes: n("FRAG_BUFFER_BYTES", 1024, 1 << 30)? as usize,
+            frag_timeout_ms: u64::from(n("FRAG_TIMEOUT_MS", 1, 3_600_000)?),
+            tcp_flows: n("TCP_MAX_FLOWS", 1, 1 << 24)? as usize,
+            tcp_buffers: n("TCP_BUFFERS", 0, 1 << 20)? as usize,
+            tcp_buffer_bytes: n("TCP_BUFFER_BYTES", 1024, 1 << 24)? as usize,
+            tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S", 1, 86_400)?),
+        };
+        if limits.frag_buffer_bytes / limits.frag_datagrams < 1500 {
+            let text = get("FRAG_BUFFER_BYTES");
+            return Err(ConfigError::new(
+                "FRAG_BUFFER_BYTES",
+                &text,
+                "gives each of FRAG_MAX_DATAGRAMS less than 1500 bytes, smaller than one Ethernet fragment",
+            ));
+        }
+        Ok(limits)
+    }
+
+    /// The limits of the default configuration.
+    pub fn defaults() -> ReassemblyLimits {
+        // The defaults are valid by construction; a test checks it.
+        ReassemblyLimits::from(|key| default_of(key).to_string()).unwrap_or_else(|e| panic!("default {e}"))
+    }
+}
 
 /// The default value of key `name`.
 fn default_of(name: &str) -> &'static str {
@@ -85,6 +134,7 @@ pub struct Config {
     pub capture_buffer_bytes: u32,
     pub queue_bytes: usize,
     pub max_message_bytes: usize,
+    pub reassembly: ReassemblyLimits,
     /// Every key's effective value, for `--check`.
     pub effective: Vec<(&'static str, String)>,
 }
@@ -366,6 +416,8 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         ));
     }
 
+    let reassembly = ReassemblyLimits::from(get)?;
+
     let effective = KEYS
         .iter()
         .map(|k| {
@@ -390,6 +442,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         capture_buffer_bytes,
         queue_bytes,
         max_message_bytes,
+        reassembly,
         effective,
     })
 }
@@ -617,6 +670,12 @@ mod tests {
         assert!(parse_broker("mqtt://h:0").is_err());
         assert!(parse_broker("mqtt://h:x").is_err());
         assert!(parse_broker("mqtt://").is_err());
+    }
+
+    #[test]
+    fn default_limits_are_valid() {
+        let limits = ReassemblyLimits::defaults();
+        assert!(limits.frag_buffer_bytes / limits.frag_datagrams >= 65_535);
     }
 
     #[test]

@@ -35,10 +35,40 @@ counters! {
     decode_errors,
     /// Valid frames carrying neither UDP nor TCP (ARP, ICMP, SCTP, ...).
     not_udp_tcp,
-    /// IP fragments, skipped: fragment reassembly is not implemented yet.
-    ip_fragments_skipped,
-    /// TCP segments with payload, skipped: TCP reassembly is not implemented yet.
-    tcp_segments_skipped,
+    /// IP fragments received.
+    frag_fragments,
+    /// Datagrams reassembled from fragments.
+    frag_reassembled,
+    /// Unfinished datagrams dropped after FRAG_TIMEOUT_MS or at end of file.
+    frag_expired,
+    /// Unfinished datagrams evicted because every slot was busy.
+    frag_evicted,
+    /// Fragments that overlapped data already received (first copy kept).
+    frag_overlaps,
+    /// Datagrams dropped for inconsistent fragments (conflicting ends).
+    frag_invalid,
+    /// Datagrams dropped for being larger than a reassembly slot.
+    frag_too_large,
+    /// TCP segments received.
+    tcp_segments,
+    /// TCP streams (one per direction) opened.
+    tcp_flows,
+    /// Streams evicted because the table was full.
+    tcp_flows_evicted,
+    /// Streams dropped after TCP_IDLE_TIMEOUT_S without traffic.
+    tcp_flows_expired,
+    /// Segments holding only bytes already delivered.
+    tcp_retransmissions,
+    /// Segments kept while waiting for a hole to fill.
+    tcp_out_of_order,
+    /// Holes given up on; the message in progress was dropped.
+    tcp_gaps,
+    /// Partial messages dropped because no stream buffer was free.
+    tcp_no_buffer,
+    /// Lines discarded before a start line (junk, mid-stream starts).
+    tcp_junk_lines,
+    /// Messages discarded for a missing or non-numeric Content-Length.
+    tcp_no_content_length,
     /// UDP payloads that do not start with a SIP request or status line.
     not_sip,
     /// SIP messages recognised.

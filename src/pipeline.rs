@@ -6,28 +6,50 @@
 //! per-packet path; it allocates nothing.
 
 use crate::capture::{self, PcapStats};
-use crate::config::Config;
+use crate::config::{Config, ReassemblyLimits};
 use crate::counters::Counters;
-use crate::decode::{self, Decoded, LinkType, Transport};
+use crate::decode::{self, Decoded, LinkType, Segment};
+use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
 use crate::publish::{self, Settings};
 use crate::queue::Queue;
 use crate::sip::Message;
+use crate::tcp::TcpReassembler;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-/// The stages from a captured frame to SIP messages: decode, then
-/// recognise SIP. Shared by the agent and `filter-test`.
+/// The stages from a captured frame to SIP messages: decode, reassemble
+/// (IP fragments, TCP streams), recognise SIP. Shared by the agent and
+/// `filter-test`.
 pub struct Extractor<'c> {
     link: Option<LinkType>,
+    defrag: Defrag,
+    tcp: TcpReassembler,
     counters: &'c Counters,
 }
 
 impl<'c> Extractor<'c> {
-    pub fn new(linktype: i32, counters: &'c Counters) -> Extractor<'c> {
+    pub fn new(
+        linktype: i32,
+        limits: &ReassemblyLimits,
+        max_message: usize,
+        counters: &'c Counters,
+    ) -> Extractor<'c> {
         Extractor {
             link: LinkType::from_pcap(linktype),
+            defrag: Defrag::new(
+                limits.frag_datagrams,
+                limits.frag_buffer_bytes,
+                limits.frag_timeout_ms,
+            ),
+            tcp: TcpReassembler::new(
+                limits.tcp_flows,
+                limits.tcp_buffers,
+                limits.tcp_buffer_bytes,
+                limits.tcp_idle_s,
+                max_message,
+            ),
             counters,
         }
     }
@@ -38,36 +60,68 @@ impl<'c> Extractor<'c> {
         &mut self,
         time: Timestamp,
         frame: &[u8],
-        mut on_message: impl FnMut(&Origin, &Message<'_>),
+        on_message: &mut dyn FnMut(&Origin, &Message<'_>),
     ) {
         let c = self.counters;
         Counters::inc(&c.packets);
         let Some(link) = self.link else {
             return Counters::inc(&c.link_unsupported);
         };
-        let segment = match decode::decode(link, frame) {
-            Ok(Decoded::Segment(segment)) => segment,
-            Ok(Decoded::Fragment) => return Counters::inc(&c.ip_fragments_skipped),
-            Ok(Decoded::Other) => return Counters::inc(&c.not_udp_tcp),
-            Err(_) => return Counters::inc(&c.decode_errors),
-        };
-        if segment.transport == Transport::Tcp {
-            if !segment.payload.is_empty() {
-                Counters::inc(&c.tcp_segments_skipped);
+        match decode::decode(link, frame) {
+            Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, on_message),
+            Ok(Decoded::Fragment(fragment)) => {
+                let Some(datagram) = self.defrag.add(time, &fragment, c) else {
+                    return;
+                };
+                match decode::decode_transport(
+                    datagram.protocol,
+                    datagram.src,
+                    datagram.dst,
+                    datagram.payload,
+                ) {
+                    Ok(Decoded::Segment(segment)) => {
+                        deliver(&mut self.tcp, c, datagram.first_seen, &segment, on_message)
+                    }
+                    Ok(_) => Counters::inc(&c.not_udp_tcp),
+                    Err(_) => Counters::inc(&c.decode_errors),
+                }
             }
-            return;
+            Ok(Decoded::Other) => Counters::inc(&c.not_udp_tcp),
+            Err(_) => Counters::inc(&c.decode_errors),
         }
-        let Some(message) = Message::parse(segment.payload) else {
-            return Counters::inc(&c.not_sip);
-        };
-        Counters::inc(&c.sip_messages);
-        let origin = Origin {
-            time,
-            transport: segment.transport,
-            src: segment.src,
-            dst: segment.dst,
-        };
-        on_message(&origin, &message);
+    }
+
+    /// End of the capture: unfinished datagrams will never complete.
+    pub fn finish(&mut self) {
+        self.defrag.expire_all(self.counters);
+    }
+}
+
+/// A UDP payload is one message; TCP bytes go through the stream
+/// reassembler and framer first.
+fn deliver(
+    tcp: &mut TcpReassembler,
+    c: &Counters,
+    time: Timestamp,
+    segment: &Segment<'_>,
+    on_message: &mut dyn FnMut(&Origin, &Message<'_>),
+) {
+    let origin = Origin {
+        time,
+        transport: segment.transport(),
+        src: segment.src,
+        dst: segment.dst,
+    };
+    let mut recognise = |raw: &[u8]| match Message::parse(raw) {
+        Some(message) => {
+            Counters::inc(&c.sip_messages);
+            on_message(&origin, &message);
+        }
+        None => Counters::inc(&c.not_sip),
+    };
+    match segment.tcp {
+        None => recognise(segment.payload),
+        Some(header) => tcp.add(time, segment, header, c, &mut recognise),
     }
 }
 
@@ -85,12 +139,13 @@ impl<'q> Pipeline<'q> {
     pub fn new(
         linktype: i32,
         filter: Filter,
+        limits: &ReassemblyLimits,
         max_message: usize,
         queue: &'q Queue,
         counters: &'q Counters,
     ) -> Pipeline<'q> {
         Pipeline {
-            extractor: Extractor::new(linktype, counters),
+            extractor: Extractor::new(linktype, limits, max_message, counters),
             filter,
             envelopes: EnvelopeWriter::new(max_message),
             queue,
@@ -107,7 +162,7 @@ impl<'q> Pipeline<'q> {
             queue,
             counters: c,
         } = self;
-        extractor.extract(time, frame, |origin, message| {
+        extractor.extract(time, frame, &mut |origin, message| {
             if !filter.matches(message) {
                 return Counters::inc(&c.filtered_out);
             }
@@ -141,13 +196,18 @@ pub fn filter_test(
     let mut source =
         capture::open(&crate::config::Source::File(file.to_path_buf()), None, 0, 0).map_err(RunError)?;
     let counters = Counters::default();
-    let mut extractor = Extractor::new(source.linktype(), &counters);
+    let mut extractor = Extractor::new(
+        source.linktype(),
+        &ReassemblyLimits::defaults(),
+        65_535,
+        &counters,
+    );
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
     let never = AtomicBool::new(false);
     source
         .run(&never, |time, frame| {
-            extractor.extract(time, frame, |origin, message| {
+            extractor.extract(time, frame, &mut |origin, message| {
                 let hit = filter.matches(message);
                 total += 1;
                 matched += u64::from(hit);
@@ -165,6 +225,7 @@ pub fn filter_test(
             });
         })
         .map_err(RunError)?;
+    extractor.finish();
     written
         .and_then(|()| {
             writeln!(
@@ -220,11 +281,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Opti
     let mut pipeline = Pipeline::new(
         linktype,
         config.sip_filter,
+        &config.reassembly,
         config.max_message_bytes,
         &queue,
         &counters,
     );
     let captured = source.run(&stop, |time, frame| pipeline.handle_frame(time, frame));
+    pipeline.extractor.finish();
     let pcap_stats = source.stats();
     queue.close();
     let published = publisher

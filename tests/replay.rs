@@ -160,22 +160,6 @@ fn oversize_messages_are_counted_and_dropped() {
     assert_eq!(summary_value(&output.stdout, "dropped_oversize"), 2);
 }
 
-#[test]
-fn vlan_and_qinq_tags_are_decoded() {
-    // Until fragment reassembly lands, the fragmented INVITE is skipped and
-    // counted; the 100 Trying arrives through both tag stacks.
-    for name in ["sip-i_vlan100.pcap", "sip-i_qinq200-100.pcap"] {
-        let broker = Broker::start();
-        let sub = broker.subscribe("sip/vlan");
-        let output = replay(&broker, "sip/vlan", &pcap(name), &[]);
-        let received = sub.collect();
-        assert_eq!(received.len(), 1, "{name}");
-        assert!(received[0].contains(r#""transport":"udp""#));
-        assert_eq!(summary_value(&output.stdout, "ip_fragments_skipped"), 2, "{name}");
-        assert_eq!(summary_value(&output.stdout, "decode_errors"), 0, "{name}");
-    }
-}
-
 /// With a SIP_FILTER, exactly the matching messages are published; the
 /// expectation is computed from the capture's datagrams independently, and
 /// `filter-test` reports the same count.

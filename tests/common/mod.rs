@@ -192,6 +192,28 @@ pub fn replay(broker: &Broker, topic: &str, file: &Path, extra: &[&str]) -> Outp
     output
 }
 
+/// Replay `file` through the agent to a fresh broker: the envelopes that
+/// arrived, parsed, and the agent's stdout.
+pub fn envelopes_of(file: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, Vec<u8>) {
+    let broker = Broker::start();
+    let sub = broker.subscribe("sip/replay");
+    let output = replay(&broker, "sip/replay", file, extra);
+    let envelopes = sub
+        .collect()
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
+    (envelopes, output.stdout)
+}
+
+/// The raw SIP message of an envelope.
+pub fn sip_of(envelope: &serde_json::Value) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(envelope["sip"].as_str().unwrap())
+        .unwrap()
+}
+
 /// The value of `name=` in the agent's summary line.
 pub fn summary_value(stdout: &[u8], name: &str) -> u64 {
     let text = String::from_utf8_lossy(stdout);

@@ -1,0 +1,247 @@
+//! SIP stage over TCP: split a reassembled byte stream into messages.
+//!
+//! A message is a start line, headers up to the empty line, then
+//! Content-Length bytes of body (compact `l:` too). Between messages, CRLF
+//! keep-alives (RFC 5626) are skipped; any other line before a start line is
+//! junk, discarded and counted — which is also how a stream first seen in
+//! the middle resynchronises at the next start line.
+//!
+//! Over a stream, RFC 3261 (18.3) requires Content-Length. A message
+//! without one, or with a value that is not a number, cannot be delimited:
+//! its start line and headers are discarded and counted
+//! (`tcp_no_content_length`), as the original agent's splitter did, and
+//! framing goes on after its empty line.
+//!
+//! The framer keeps only positions, never bytes: the caller holds the
+//! unconsumed bytes and passes them again with more appended. Scanning
+//! resumes where it stopped, so a message arriving byte by byte costs
+//! linear, not quadratic, time.
+
+use crate::counters::Counters;
+use crate::sip::{Message, is_start_line, is_token_char};
+
+/// A line longer than this without a start line is junk, even unfinished.
+const MAX_JUNK_LINE: usize = 4096;
+/// Positions tried for a start line glued to the end of a junk line.
+const MAX_RESYNC_TRIES: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    /// Between messages: skipping keep-alives and junk lines.
+    #[default]
+    Start,
+    /// After a start line; no empty line in the first `scanned` bytes.
+    Headers { scanned: usize },
+    /// Headers done; the message is `len` bytes long in all.
+    Body { len: usize },
+    /// Discarding the rest of a message too large to keep.
+    Skip { left: usize },
+}
+
+/// Where a stream is in its current message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Framer {
+    state: State,
+}
+
+impl Framer {
+    /// Forget any message in progress: the next bytes are searched for a
+    /// start line (after a gap or a lost buffer).
+    pub fn reset(&mut self) {
+        self.state = State::Start;
+    }
+
+    /// Whether a message has started but not completed.
+    pub fn in_message(&self) -> bool {
+        self.state != State::Start
+    }
+
+    /// Frame the unconsumed bytes `stream`, handing each complete message to
+    /// `on_message`; returns how many bytes were consumed. Messages longer
+    /// than `max_message` are dropped and counted.
+    pub fn split(
+        &mut self,
+        stream: &[u8],
+        max_message: usize,
+        counters: &Counters,
+        mut on_message: impl FnMut(&[u8]),
+    ) -> usize {
+        let mut pos = 0;
+        loop {
+            let rest = &stream[pos..];
+            match self.state {
+                State::Start => {
+                    let keepalive = rest.iter().take_while(|&&b| b == b'\r' || b == b'\n').count();
+                    pos += keepalive;
+                    let rest = &rest[keepalive..];
+                    if rest.is_empty() {
+                        return pos;
+                    }
+                    let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                        if rest.len() > MAX_JUNK_LINE {
+                            Counters::inc(&counters.tcp_junk_lines);
+                            pos += rest.len();
+                        }
+                        return pos;
+                    };
+                    let line = &rest[..lf];
+                    let line = line.strip_suffix(b"\r").unwrap_or(line);
+                    match start_line_within(line) {
+                        Some(at) => {
+                            if at > 0 {
+                                Counters::inc(&counters.tcp_junk_lines);
+                            }
+                            pos += at;
+                            self.state = State::Headers { scanned: lf - at };
+                        }
+                        None => {
+                            Counters::inc(&counters.tcp_junk_lines);
+                            pos += lf + 1;
+                        }
+                    }
+                }
+                State::Headers { scanned } => match header_block_len(rest, scanned) {
+                    Ok(headers_len) => {
+                        let length = Message::parse(&rest[..headers_len])
+                            .and_then(|m| m.header_values(b"Content-Length").next())
+                            .and_then(parse_length);
+                        match length {
+                            None => {
+                                Counters::inc(&counters.tcp_no_content_length);
+                                pos += headers_len;
+                                self.state = State::Start;
+                            }
+                            Some(body) => {
+                                let len = headers_len.saturating_add(body);
+                                self.state = if len > max_message {
+                                    Counters::inc(&counters.dropped_oversize);
+                                    State::Skip { left: len }
+                                } else {
+                                    State::Body { len }
+                                };
+                            }
+                        }
+                    }
+                    Err(scanned) => {
+                        if rest.len() > max_message {
+                            // No end of headers within the limit: drop what
+                            // there is and look for the next start line.
+                            Counters::inc(&counters.dropped_oversize);
+                            self.state = State::Start;
+                            return pos + rest.len();
+                        }
+                        self.state = State::Headers { scanned };
+                        return pos;
+                    }
+                },
+                State::Body { len } => {
+                    if rest.len() < len {
+                        return pos;
+                    }
+                    on_message(&rest[..len]);
+                    pos += len;
+                    self.state = State::Start;
+                }
+                State::Skip { left } => {
+                    let n = left.min(rest.len());
+                    pos += n;
+                    if n < left {
+                        self.state = State::Skip { left: left - n };
+                        return pos;
+                    }
+                    self.state = State::Start;
+                }
+            }
+        }
+    }
+}
+
+/// Where a start line begins in `line`: at 0, or after junk glued to it —
+/// the end of a body seen mid-stream that did not end in a line break
+/// (`...</xml>INVITE sip:x SIP/2.0`, `helloSIP/2.0 200 OK`). A request is
+/// recognised after a non-token byte only, since the method is a token.
+/// At most [`MAX_RESYNC_TRIES`] positions are tried, so a hostile line costs
+/// bounded work.
+fn start_line_within(line: &[u8]) -> Option<usize> {
+    if is_start_line(line) {
+        return Some(0);
+    }
+    (1..line.len())
+        .filter(|&at| {
+            line[at].is_ascii_uppercase()
+                && (line[at..].starts_with(b"SIP/2.0 ") || !is_token_char(line[at - 1]))
+        })
+        .take(MAX_RESYNC_TRIES)
+        .find(|&at| is_start_line(&line[at..]))
+}
+
+/// The length of the start line and headers including the empty line, or
+/// `Err(where to resume scanning)` when the empty line has not arrived.
+fn header_block_len(bytes: &[u8], scanned: usize) -> Result<usize, usize> {
+    let mut at = scanned.min(bytes.len());
+    while let Some(lf) = bytes[at..].iter().position(|&b| b == b'\n') {
+        let lf = at + lf;
+        match &bytes[lf + 1..] {
+            [b'\n', ..] => return Ok(lf + 2),
+            [b'\r', b'\n', ..] => return Ok(lf + 3),
+            [] | [b'\r'] => return Err(lf),
+            _ => at = lf + 1,
+        }
+    }
+    Err(bytes.len())
+}
+
+fn parse_length(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let counters = Counters::default();
+        let mut framer = Framer::default();
+        let mut pending = Vec::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            pending.extend_from_slice(chunk);
+            let used = framer.split(&pending, 65_535, &counters, |m| out.push(m.to_vec()));
+            pending.drain(..used);
+        }
+        out
+    }
+
+    const A: &[u8] = b"OPTIONS sip:a SIP/2.0\r\nl: 2\r\n\r\nhi";
+    const B: &[u8] = b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn byte_by_byte() {
+        let stream = [A, b"\r\n\r\n", B].concat();
+        let chunks: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(split_all(&chunks), [A.to_vec(), B.to_vec()]);
+    }
+
+    #[test]
+    fn junk_and_mid_stream_start() {
+        let stream = [&b"ength: 5\r\n\r\nhello"[..], B, b"garbage\r\n", A, b"</x>", A].concat();
+        assert_eq!(split_all(&[&stream]), [B.to_vec(), A.to_vec(), A.to_vec()]);
+    }
+
+    #[test]
+    fn oversize_is_skipped() {
+        let counters = Counters::default();
+        let mut framer = Framer::default();
+        let big = b"INVITE sip:x SIP/2.0\r\nContent-Length: 100\r\n\r\n";
+        let mut stream = big.to_vec();
+        stream.extend_from_slice(&[b'x'; 100]);
+        stream.extend_from_slice(B);
+        let mut out = Vec::new();
+        let used = framer.split(&stream, 64, &counters, |m| out.push(m.to_vec()));
+        assert_eq!(used, stream.len());
+        assert_eq!(out, [B.to_vec()]);
+    }
+}

@@ -1,0 +1,210 @@
+#!/usr/bin/env python3
+"""Write the small reassembly captures in tests/data/pcaps/generated/.
+
+Each capture X.pcap comes with X.expected: the SIP messages sip-capture must
+publish from it, in order, as a JSON list of strings. Deterministic: running
+it again writes the same bytes. Standard library only.
+
+    python3 tests/data/make_captures.py
+"""
+
+import json
+import os
+import struct
+
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pcaps", "generated")
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+T0 = 1_700_000_000
+
+
+def sip(method, n, body=""):
+    """A small SIP request with a distinct Call-ID."""
+    return (
+        f"{method} sip:bob@192.0.2.2 SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 192.0.2.1:5080;branch=z9hG4bK-{method.lower()}-{n}\r\n"
+        f"From: <sip:alice@192.0.2.1>;tag={n}\r\n"
+        f"To: <sip:bob@192.0.2.2>\r\n"
+        f"Call-ID: {n}@generated\r\n"
+        f"CSeq: {n} {method}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n{body}"
+    )
+
+
+def checksum(data):
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def ipv4(src, dst, proto, payload, ident=1, offset=0, more=False):
+    flags = (0x2000 if more else 0) | (offset // 8)
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags, 64, proto, 0,
+                         bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
+    header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + payload
+
+
+def ipv6_addr(text):
+    head, _, tail = text.partition("::")
+    h = [int(x, 16) for x in head.split(":") if x]
+    t = [int(x, 16) for x in tail.split(":") if x]
+    return struct.pack("!8H", *(h + [0] * (8 - len(h) - len(t)) + t))
+
+
+def ipv6(src, dst, next_header, payload):
+    return struct.pack("!IHBB16s16s", 0x60000000, len(payload), next_header, 64,
+                       ipv6_addr(src), ipv6_addr(dst)) + payload
+
+
+def ipv6_fragment(src, dst, proto, data, offset, more, ident):
+    frag = struct.pack("!BBHI", proto, 0, offset | (1 if more else 0), ident)
+    return ipv6(src, dst, 44, frag + data)
+
+
+def udp(sport, dport, payload):
+    return struct.pack("!HHHH", sport, dport, 8 + len(payload), 0) + payload
+
+
+def tcp(sport, dport, seq, payload=b"", flags=0x18):
+    return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, 1, 5 << 4, flags, 65535, 0, 0) + payload
+
+
+def ether(ip_packet, ether_type=0x0800):
+    return MAC_B + MAC_A + struct.pack("!H", ether_type) + ip_packet
+
+
+class Pcap:
+    def __init__(self, name):
+        self.name = name
+        self.frames = []
+
+    def add(self, frame):
+        self.frames.append(frame)
+
+    def write(self, expected):
+        os.makedirs(OUT, exist_ok=True)
+        with open(os.path.join(OUT, self.name + ".pcap"), "wb") as f:
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+            for i, frame in enumerate(self.frames):
+                f.write(struct.pack("<IIII", T0 + i // 1000, (i % 1000) * 1000, len(frame), len(frame)))
+                f.write(frame)
+        with open(os.path.join(OUT, self.name + ".expected"), "w") as f:
+            json.dump(expected, f, indent=1)
+            f.write("\n")
+
+
+class Stream:
+    """One direction of a TCP connection, client 192.0.2.1:40000 -> server."""
+
+    def __init__(self, pcap, dport=5080, isn=1000, syn=True):
+        self.pcap, self.dport, self.seq = pcap, dport, isn
+        if syn:
+            self.segment(b"", flags=0x02)
+            self.seq += 1
+
+    def segment(self, payload, seq=None, flags=0x18):
+        seq = self.seq if seq is None else seq
+        self.pcap.add(ether(ipv4("192.0.2.1", "192.0.2.2", 6, tcp(40000, self.dport, seq, payload, flags))))
+
+    def send(self, payload):
+        self.segment(payload)
+        self.seq += len(payload)
+
+
+def out_of_order():
+    p, msgs = Pcap("tcp-out-of-order"), [sip("INVITE", 1, "v=0\r\n"), sip("ACK", 1), sip("BYE", 1)]
+    s = Stream(p)
+    data = "".join(msgs).encode()
+    cuts = [0, 150, 420, len(data)]
+    chunks = [(s.seq + a, data[a:b]) for a, b in zip(cuts, cuts[1:])]
+    for seq, chunk in [chunks[0], chunks[2], chunks[1]]:
+        s.segment(chunk, seq=seq)
+    p.write(msgs)
+
+
+def retransmissions():
+    p, msgs = Pcap("tcp-retransmissions"), [sip("REGISTER", n) for n in range(3)]
+    s = Stream(p)
+    data = "".join(msgs).encode()
+    base = s.seq
+    for a in range(0, len(data), 200):
+        s.segment(data[a:a + 200], seq=base + a)
+        s.segment(data[a:a + 200], seq=base + a)  # exact retransmission
+    s.segment(data[100:500], seq=base + 100)  # overlaps delivered bytes only
+    p.write(msgs)
+
+
+def byte_by_byte():
+    p, msg = Pcap("tcp-byte-by-byte"), sip("OPTIONS", 7)
+    s = Stream(p)
+    for byte in msg.encode():
+        s.send(bytes([byte]))
+    p.write([msg])
+
+
+def fifty_in_one_segment():
+    p, msgs = Pcap("tcp-50-in-one-segment"), [sip("NOTIFY", n) for n in range(50)]
+    s = Stream(p, dport=6060, syn=False)  # mid-stream, no handshake seen
+    s.send("".join(msgs).encode())
+    p.write(msgs)
+
+
+def keepalives():
+    p, msgs = Pcap("tcp-keepalives"), [sip("OPTIONS", n) for n in range(3)]
+    s = Stream(p)
+    s.send(b"\r\n\r\n")
+    s.send(msgs[0].encode() + b"\r\n\r\n")
+    s.send(b"\r\n")
+    s.send(b"\r\n\r\n" + msgs[1].encode())
+    s.send(b"\r\n\r\n")
+    s.send(msgs[2].encode())
+    p.write(msgs)
+
+
+def cut_mid_message():
+    p, msgs = Pcap("tcp-cut-mid-message"), [sip("INVITE", 1, "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\n"), sip("BYE", 1)]
+    s = Stream(p)
+    s.send(msgs[0].encode() + msgs[1].encode()[:60])
+    p.write(msgs[:1])
+
+
+def overlapping_fragments():
+    msg = sip("INVITE", 3, "v=0\r\n" + "a=x-pad:" + "p" * 300 + "\r\n")
+    datagram = udp(5060, 5060, msg.encode())
+    p = Pcap("ip-overlapping-fragments")
+    pieces = [(0, 200), (192, 400), (400, len(datagram))]  # 192..200 overlaps
+    for a, b in reversed(pieces):
+        p.add(ether(ipv4("192.0.2.1", "192.0.2.2", 17, datagram[a:b], ident=77, offset=a, more=b < len(datagram))))
+    p.add(ether(ipv4("192.0.2.1", "192.0.2.2", 17, datagram[0:200], ident=77, offset=0, more=True)))  # duplicate
+    p.write([msg])
+
+
+def tiny_fragments():
+    msg = sip("MESSAGE", 4, "short fragments, as some carriers send")
+    datagram = udp(5060, 5060, msg.encode())
+    p = Pcap("ip-tiny-fragments")
+    for a in range(0, len(datagram), 16):
+        b = min(a + 16, len(datagram))
+        p.add(ether(ipv4("192.0.2.1", "192.0.2.2", 17, datagram[a:b], ident=78, offset=a, more=b < len(datagram))))
+    p.write([msg])
+
+
+def ipv6_fragments():
+    msg = sip("INVITE", 6, "v=0\r\n" + "a=x-pad:" + "q" * 1200 + "\r\n")
+    src, dst = "2001:db8::1", "2001:db8::2"
+    data = udp(5060, 5060, msg.encode())
+    p = Pcap("ipv6-fragments")
+    cuts = [0, 504, 1008, len(data)]
+    frames = [ipv6_fragment(src, dst, 17, data[a:b], a, b < len(data), 0xABCDEF) for a, b in zip(cuts, cuts[1:])]
+    for frame in [frames[1], frames[2], frames[0]]:
+        p.add(ether(frame, 0x86DD))
+    p.write([msg])
+
+
+if __name__ == "__main__":
+    for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
+                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments]:
+        make()
