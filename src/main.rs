@@ -55,6 +55,13 @@ fn main() -> ExitCode {
     }
 }
 
+/// The process's peak resident memory (VmHWM), from /proc.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(feature = "filter-compiler")]
 fn compile_filter(expression: &str, output: &Path, endian: Endian, max_dfa_bytes: usize) -> ExitCode {
     let blob = match sip_capture::filter::compile_blob(expression, max_dfa_bytes, endian) {
@@ -111,7 +118,10 @@ fn run(config: Config) -> ExitCode {
                     )
                 })
                 .unwrap_or_default();
-            log::info!("summary: {counters}{pcap}");
+            let rss = peak_rss_kib()
+                .map(|kib| format!(" peak_rss_kib={kib}"))
+                .unwrap_or_default();
+            log::info!("summary: {counters}{pcap}{rss}");
             ExitCode::SUCCESS
         }
         Err(e) => {

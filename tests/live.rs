@@ -108,3 +108,106 @@ fn live_capture_on_loopback() {
         assert_eq!(envelope["src"], sender.local_addr().unwrap().to_string());
     }
 }
+
+/// The messages sipp logged as sent (`-trace_msg`): each
+/// "TCP message sent (N bytes):" line, a blank line, then N bytes.
+fn sipp_sent(log: &std::path::Path) -> Vec<Vec<u8>> {
+    let text = std::fs::read(log).unwrap();
+    let marker = b"message sent (";
+    let mut out = Vec::new();
+    let mut at = 0;
+    while let Some(found) = text[at..].windows(marker.len()).position(|w| w == marker) {
+        let start = at + found + marker.len();
+        let digits: Vec<u8> = text[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .copied()
+            .collect();
+        let len: usize = String::from_utf8(digits.clone()).unwrap().parse().unwrap();
+        let body = start + digits.len() + " bytes):\n\n".len();
+        out.push(text[body..body + len].to_vec());
+        at = body + len;
+    }
+    out
+}
+
+/// Real traffic: sipp uac and uas over TCP on loopback, captured live;
+/// every message sipp sent is published once.
+#[test]
+fn sipp_calls_over_tcp() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start();
+    let sub = broker.subscribe("sip/sipp");
+    let uas_port = common::free_port();
+    let mut child = agent()
+        .args([
+            "--interface",
+            "lo",
+            "--broker",
+            &broker.url(),
+            "--topic",
+            "sip/sipp",
+        ])
+        .args(["--bpf-filter", &format!("tcp port {uas_port}")])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("connected to broker", Duration::from_secs(10));
+
+    let (uas_log, uac_log) = (dir.path().join("uas.log"), dir.path().join("uac.log"));
+    let mut uas = Command::new("sipp")
+        .args([
+            "-sn",
+            "uas",
+            "-t",
+            "t1",
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &uas_port.to_string(),
+        ])
+        .args(["-trace_msg", "-message_file"])
+        .arg(&uas_log)
+        .args(["-nostdin"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("sipp is installed (make test installs sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    let uac = Command::new("sipp")
+        .args(["-sn", "uac", "-t", "t1", "-i", "127.0.0.1"])
+        .arg(format!("127.0.0.1:{uas_port}"))
+        .args(["-m", "40", "-r", "40", "-trace_msg", "-message_file"])
+        .arg(&uac_log)
+        .args(["-nostdin", "-timeout", "30s"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(uac.success(), "sipp uac failed");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = uas.kill();
+    let _ = uas.wait();
+    std::thread::sleep(Duration::from_millis(300));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let stdout = lines.rest();
+
+    let mut sent = sipp_sent(&uac_log);
+    sent.extend(sipp_sent(&uas_log));
+    assert_eq!(sent.len(), 240, "40 calls of 6 messages");
+    let mut published: Vec<Vec<u8>> = sub
+        .collect()
+        .iter()
+        .map(|text| common::sip_of(&serde_json::from_str(text).unwrap()))
+        .collect();
+    sent.sort();
+    published.sort();
+    assert_eq!(published.len(), sent.len(), "{stdout}");
+    assert!(published == sent, "published messages differ from what sipp sent");
+}

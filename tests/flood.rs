@@ -1,0 +1,135 @@
+//! Memory stays fixed under a flood: 1,000,000 distinct TCP streams, each
+//! leaving a partial message, and 1,000,000 fragment chains that never
+//! complete. Peak RSS stays within the configured reassembly budget plus a
+//! small constant, and every eviction is counted.
+
+mod common;
+
+use common::{Broker, replay, summary_value};
+use std::io::Write;
+
+const FLOWS: u32 = 1_000_000;
+const CHAINS: u32 = 1_000_000;
+
+/// The limits the flood runs with, as flags, and the bytes they allow.
+const LIMITS: &[(&str, u64)] = &[
+    ("--tcp-max-flows", 4096),
+    ("--tcp-buffers", 64),
+    ("--tcp-buffer-bytes", 65_536),
+    ("--frag-max-datagrams", 32),
+    ("--frag-buffer-bytes", 2_097_152),
+    ("--queue-bytes", 1_048_576),
+];
+/// A generous upper bound on one TCP stream's table entry and index slot.
+const FLOW_ENTRY_BYTES: u64 = 256;
+
+fn limit(flag: &str) -> u64 {
+    LIMITS.iter().find(|(f, _)| *f == flag).unwrap().1
+}
+
+/// A classic pcap file of Ethernet frames, written by hand for speed.
+fn write_flood(path: &std::path::Path) {
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    out.write_all(&[
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ])
+    .unwrap();
+    let partial = b"INVITE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK";
+    let mut frame = Vec::new();
+    for n in 0..FLOWS.max(CHAINS) {
+        let micros = n; // one microsecond apart: nothing times out
+        if n < FLOWS {
+            frame.clear();
+            ethernet_ipv4(&mut frame, n, 6, 0, false, 20 + partial.len());
+            // TCP: ports from n, seq, no SYN: a stream first seen mid-way.
+            frame.extend_from_slice(&(1024 + (n % 60000) as u16).to_be_bytes());
+            frame.extend_from_slice(&5060u16.to_be_bytes());
+            frame.extend_from_slice(&n.to_be_bytes());
+            frame.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+            frame.extend_from_slice(partial);
+            record(&mut out, micros, &frame);
+        }
+        if n < CHAINS {
+            frame.clear();
+            // The first 64 bytes of a UDP datagram, more fragments to come.
+            ethernet_ipv4(&mut frame, n, 17, 0, true, 64);
+            frame.extend_from_slice(&[0x13, 0xc4, 0x13, 0xc4, 0x05, 0xdc, 0, 0]);
+            frame.extend_from_slice(&[b'x'; 56]);
+            record(&mut out, micros, &frame);
+        }
+    }
+}
+
+/// Ethernet and IPv4 headers; the source address and IP id come from `n`.
+fn ethernet_ipv4(frame: &mut Vec<u8>, n: u32, protocol: u8, offset: u16, more: bool, payload_len: usize) {
+    frame.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+    let total = (20 + payload_len) as u16;
+    let flags = if more { 0x2000 } else { 0 } | (offset / 8);
+    frame.extend_from_slice(&[0x45, 0]);
+    frame.extend_from_slice(&total.to_be_bytes());
+    frame.extend_from_slice(&(n as u16).to_be_bytes());
+    frame.extend_from_slice(&flags.to_be_bytes());
+    frame.extend_from_slice(&[64, protocol, 0, 0]);
+    frame.extend_from_slice(&[10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
+    frame.extend_from_slice(&[192, 0, 2, 2]);
+}
+
+fn record(out: &mut impl Write, micros: u32, frame: &[u8]) {
+    out.write_all(&(1_700_000_000 + micros / 1_000_000).to_le_bytes())
+        .unwrap();
+    out.write_all(&(micros % 1_000_000).to_le_bytes()).unwrap();
+    out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
+    out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
+    out.write_all(frame).unwrap();
+}
+
+fn limit_args() -> Vec<String> {
+    LIMITS
+        .iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
+}
+
+#[test]
+fn memory_stays_fixed_under_a_flood() {
+    let dir = tempfile::tempdir().unwrap();
+    let flood = dir.path().join("flood.pcap");
+    write_flood(&flood);
+    let args = limit_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = Broker::start();
+
+    // The same agent and limits on a capture with nothing to reassemble.
+    let baseline = replay(&broker, "sip/flood", &common::pcap("smtp.pcap"), &args);
+    let baseline_kib = summary_value(&baseline.stdout, "peak_rss_kib");
+    let output = replay(&broker, "sip/flood", &flood, &args);
+    let out = &output.stdout;
+    let peak_kib = summary_value(out, "peak_rss_kib");
+
+    let budget = limit("--tcp-buffers") * limit("--tcp-buffer-bytes")
+        + limit("--frag-buffer-bytes")
+        + limit("--tcp-max-flows") * FLOW_ENTRY_BYTES;
+    let constant_kib = 2048;
+    println!(
+        "peak RSS {peak_kib} KiB, baseline {baseline_kib} KiB, reassembly budget {} KiB",
+        budget / 1024
+    );
+    assert!(
+        peak_kib <= baseline_kib + budget / 1024 + constant_kib,
+        "peak RSS {peak_kib} KiB exceeds baseline {baseline_kib} KiB + budget {} KiB + {constant_kib} KiB",
+        budget / 1024
+    );
+
+    let max_flows = limit("--tcp-max-flows");
+    assert_eq!(summary_value(out, "tcp_flows"), u64::from(FLOWS));
+    assert_eq!(
+        summary_value(out, "tcp_flows_evicted"),
+        u64::from(FLOWS) - max_flows
+    );
+    assert!(summary_value(out, "tcp_no_buffer") > 0);
+    let slots = limit("--frag-max-datagrams");
+    assert_eq!(summary_value(out, "frag_fragments"), u64::from(CHAINS));
+    assert_eq!(summary_value(out, "frag_evicted"), u64::from(CHAINS) - slots);
+    assert_eq!(summary_value(out, "frag_expired"), slots);
+    assert_eq!(summary_value(out, "sip_messages"), 0);
+}
