@@ -11,10 +11,10 @@
 //! Data flows one way, one module per stage:
 //!
 //! ```text
-//!  capture ──▶ decode ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
-//!  libpcap     link/IP/    start    SIP_FILTER  JSON + id     fixed     minimq
-//!  live/file   UDP/TCP     line,               base64        byte ring QoS 1
-//!                          headers
+//!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
+//!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
+//!  live/file   UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
+//!                          (streams)       headers
 //! ```
 //!
 //! - [`capture`]: frames from a live interface (non-blocking, `poll(2)`) or
@@ -22,6 +22,10 @@
 //! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
 //!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6), with
 //!   etherparse. Zero-copy.
+//! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
+//! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
+//!   buffer pool; [`split`] cuts a stream into SIP messages by
+//!   Content-Length, skipping keep-alives and junk.
 //! - [`sip`]: recognises SIP by its start line, on any port, and gives a
 //!   zero-copy view of start line, headers (compact forms equal to long
 //!   ones) and body.
