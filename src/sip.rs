@@ -41,6 +41,26 @@ pub struct Header<'a> {
 
 const SIP_VERSION: &[u8] = b"SIP/2.0";
 
+/// The methods of RFC 3261 and its common extensions (PRACK, SUBSCRIBE,
+/// NOTIFY, PUBLISH, INFO, REFER, MESSAGE, UPDATE). Any token is a method;
+/// these are the ones trusted when resynchronising a TCP stream.
+pub const WELL_KNOWN_METHODS: &[&[u8]] = &[
+    b"INVITE",
+    b"ACK",
+    b"BYE",
+    b"CANCEL",
+    b"OPTIONS",
+    b"REGISTER",
+    b"PRACK",
+    b"SUBSCRIBE",
+    b"NOTIFY",
+    b"PUBLISH",
+    b"INFO",
+    b"REFER",
+    b"MESSAGE",
+    b"UPDATE",
+];
+
 /// RFC 3261 compact header forms (section 7.3.3 and the extensions that
 /// registered one), as (compact letter, long name).
 const COMPACT_FORMS: &[(u8, &[u8])] = &[

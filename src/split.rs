@@ -18,11 +18,11 @@
 //! linear, not quadratic, time.
 
 use crate::counters::Counters;
-use crate::sip::{Message, is_start_line, is_token_char};
+use crate::sip::{Message, WELL_KNOWN_METHODS, is_start_line};
 
 /// A line longer than this without a start line is junk, even unfinished.
 const MAX_JUNK_LINE: usize = 4096;
-/// Positions tried for a start line glued to the end of a junk line.
+/// Positions parsed for a start line glued to the end of a junk line.
 const MAX_RESYNC_TRIES: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,18 +42,26 @@ enum State {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Framer {
     state: State,
+    /// Not at a known message boundary (a stream joined mid-way, or after a
+    /// gap): the bytes may be the tail of a body, so only a status line or
+    /// a request with a well-known method counts as a start line, which
+    /// keeps body bytes from being taken for an extension method.
+    resync: bool,
 }
 
 impl Framer {
-    /// Forget any message in progress: the next bytes are searched for a
-    /// start line (after a gap or a lost buffer).
-    pub fn reset(&mut self) {
-        self.state = State::Start;
+    /// A framer for a stream joined mid-way.
+    pub fn resynchronising() -> Framer {
+        Framer {
+            state: State::Start,
+            resync: true,
+        }
     }
 
-    /// Whether a message has started but not completed.
-    pub fn in_message(&self) -> bool {
-        self.state != State::Start
+    /// Forget any message in progress (after a gap or a lost buffer): the
+    /// next bytes are searched for a start line.
+    pub fn reset(&mut self) {
+        *self = Framer::resynchronising();
     }
 
     /// Frame the unconsumed bytes `stream`, handing each complete message to
@@ -86,12 +94,13 @@ impl Framer {
                     };
                     let line = &rest[..lf];
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    match start_line_within(line) {
+                    match start_line_within(line, self.resync) {
                         Some(at) => {
                             if at > 0 {
                                 Counters::inc(&counters.tcp_junk_lines);
                             }
                             pos += at;
+                            self.resync = false;
                             self.state = State::Headers { scanned: lf - at };
                         }
                         None => {
@@ -158,21 +167,27 @@ impl Framer {
 
 /// Where a start line begins in `line`: at 0, or after junk glued to it —
 /// the end of a body seen mid-stream that did not end in a line break
-/// (`...</xml>INVITE sip:x SIP/2.0`, `helloSIP/2.0 200 OK`). A request is
-/// recognised after a non-token byte only, since the method is a token.
-/// At most [`MAX_RESYNC_TRIES`] positions are tried, so a hostile line costs
-/// bounded work.
-fn start_line_within(line: &[u8]) -> Option<usize> {
-    if is_start_line(line) {
+/// (`...</xml>INVITE sip:x SIP/2.0`, `helloSIP/2.0 200 OK`). Glued, and at 0
+/// when resynchronising, only a status line or a well-known method counts.
+/// At most [`MAX_RESYNC_TRIES`] positions are parsed, so a hostile line
+/// costs bounded work.
+fn start_line_within(line: &[u8], resync: bool) -> Option<usize> {
+    if is_start_line(line) && (!resync || is_well_known_start(line)) {
         return Some(0);
     }
     (1..line.len())
-        .filter(|&at| {
-            line[at].is_ascii_uppercase()
-                && (line[at..].starts_with(b"SIP/2.0 ") || !is_token_char(line[at - 1]))
-        })
+        .filter(|&at| line[at].is_ascii_uppercase() && is_well_known_start(&line[at..]))
         .take(MAX_RESYNC_TRIES)
         .find(|&at| is_start_line(&line[at..]))
+}
+
+/// Whether `line` begins like a status line or a request with a method of
+/// [`WELL_KNOWN_METHODS`].
+fn is_well_known_start(line: &[u8]) -> bool {
+    line.starts_with(b"SIP/2.0 ")
+        || WELL_KNOWN_METHODS
+            .iter()
+            .any(|m| line.starts_with(m) && line.get(m.len()) == Some(&b' '))
 }
 
 /// The length of the start line and headers including the empty line, or

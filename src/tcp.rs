@@ -130,7 +130,7 @@ impl TcpReassembler {
             None if tcp.syn || !seg.payload.is_empty() => {
                 // Mid-stream: the first segment seen sets the base.
                 let base = if tcp.syn { tcp.seq.wrapping_add(1) } else { tcp.seq };
-                self.open(key, base, counters)
+                self.open(key, base, counters, tcp.syn)
             }
             None => return,
         };
@@ -138,7 +138,7 @@ impl TcpReassembler {
         if tcp.syn {
             let flow = &mut self.flows[i as usize];
             flow.next_seq = tcp.seq.wrapping_add(1);
-            flow.framer.reset();
+            flow.framer = Framer::default();
             flow.pending = 0;
             flow.holes.clear();
         } else if !seg.payload.is_empty() {
@@ -218,7 +218,7 @@ impl TcpReassembler {
             let flow = &mut self.flows[i as usize];
             let offset = flow.pending + seq.wrapping_sub(flow.next_seq) as usize;
             let end = seq.wrapping_add(payload.len() as u32);
-            if offset + payload.len() <= capacity && flow.holes.push((seq, end)).is_ok() {
+            if offset + payload.len() <= capacity && add_range(&mut flow.holes, flow.next_seq, seq, end) {
                 Counters::inc(&counters.tcp_out_of_order);
                 self.buffers[flow.buffer as usize][offset..offset + payload.len()].copy_from_slice(payload);
                 return;
@@ -333,7 +333,7 @@ impl TcpReassembler {
         }
     }
 
-    fn open(&mut self, key: Key, base: u32, counters: &Counters) -> u32 {
+    fn open(&mut self, key: Key, base: u32, counters: &Counters, syn: bool) -> u32 {
         Counters::inc(&counters.tcp_flows);
         if self.flows.len() == self.flows.capacity() && self.free_flows.is_empty() {
             Counters::inc(&counters.tcp_flows_evicted);
@@ -343,7 +343,11 @@ impl TcpReassembler {
             key,
             next_seq: base,
             last_seen: Timestamp { secs: 0, micros: 0 },
-            framer: Framer::default(),
+            framer: if syn {
+                Framer::default()
+            } else {
+                Framer::resynchronising()
+            },
             buffer: NIL,
             pending: 0,
             holes: heapless::Vec::new(),
@@ -423,4 +427,24 @@ impl TcpReassembler {
         self.flows[i as usize].newer = NIL;
         self.flows[i as usize].older = NIL;
     }
+}
+
+/// Record the out-of-order range `start..end`, joining every range it
+/// overlaps or touches, so duplicates and neighbours take no extra slot.
+/// False when a new slot is needed and none is left.
+fn add_range(ranges: &mut heapless::Vec<(u32, u32), MAX_HOLES>, base: u32, start: u32, end: u32) -> bool {
+    let pos = |s: u32| s.wrapping_sub(base);
+    let (mut start, mut end) = (start, end);
+    let mut i = 0;
+    while i < ranges.len() {
+        let (s, e) = ranges[i];
+        if pos(s) <= pos(end) && pos(start) <= pos(e) {
+            start = if pos(s) < pos(start) { s } else { start };
+            end = if pos(e) > pos(end) { e } else { end };
+            ranges.swap_remove(i);
+        } else {
+            i += 1;
+        }
+    }
+    ranges.push((start, end)).is_ok()
 }

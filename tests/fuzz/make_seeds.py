@@ -1,0 +1,64 @@
+#!/usr/bin/env python3
+"""Write seed corpora for the fuzz targets from the test data.
+
+    python3 tests/fuzz/make_seeds.py
+
+decode_frame: frames of the test captures, each prefixed with the index of
+its link type in targets.rs LINK_TYPES. tcp_stream: the original agent's
+splitter streams and generated messages cut into segments. sip_message: the
+RFC 4475 torture messages and the filter test messages.
+"""
+
+import glob
+import hashlib
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.path.join(HERE, "..", "data")
+LINK_INDEX = {0: 0, 1: 1, 101: 2, 113: 3, 276: 4, 229: 5, 228: 2}
+
+
+def save(target, data):
+    out = os.path.join(HERE, "corpus", target)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, hashlib.sha1(data).hexdigest()), "wb") as f:
+        f.write(data)
+
+
+def frames(path):
+    raw = open(path, "rb").read()
+    magic = raw[:4]
+    endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    linktype = struct.unpack(endian + "I", raw[20:24])[0]
+    at = 24
+    while at + 16 <= len(raw):
+        caplen = struct.unpack(endian + "I", raw[at + 8:at + 12])[0]
+        yield linktype, raw[at + 16:at + 16 + caplen]
+        at += 16 + caplen
+
+
+def segments(stream, cut, seq=1000, flags=0):
+    """Encode a byte stream as tcp_stream segments of `cut` bytes."""
+    out = bytes([flags | 1, seq >> 8 & 0xFF, seq & 0xFF, 0])
+    seq += 1
+    for a in range(0, len(stream), cut):
+        chunk = stream[a:a + cut][:255]
+        out += bytes([flags, seq >> 8 & 0xFF, seq & 0xFF, len(chunk)]) + chunk
+        seq += len(chunk)
+    return out
+
+
+if __name__ == "__main__":
+    for path in sorted(glob.glob(os.path.join(DATA, "pcaps", "*.pcap")) + glob.glob(os.path.join(DATA, "pcaps", "generated", "*.pcap"))):
+        for i, (linktype, frame) in enumerate(frames(path)):
+            if i < 12 and linktype in LINK_INDEX:
+                save("decode_frame", bytes([LINK_INDEX[linktype]]) + frame)
+    for path in sorted(glob.glob(os.path.join(DATA, "sipsplitter", "*.stream"))):
+        stream = open(path, "rb").read()
+        for cut in (7, 64, 255):
+            save("tcp_stream", segments(stream, cut))
+    for path in sorted(glob.glob(os.path.join(DATA, "rfc4475", "*.dat")) + glob.glob(os.path.join(DATA, "messages", "*.sip"))):
+        message = open(path, "rb").read()
+        save("sip_message", message)
+        save("tcp_stream", segments(message + b"\r\n" + message, 100, flags=0x80))

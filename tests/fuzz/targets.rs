@@ -1,0 +1,103 @@
+//! The fuzz targets' bodies, shared by the cargo-fuzz binaries in
+//! `fuzz_targets/` and by `tests/fuzz_corpora.rs`, which replays the
+//! committed corpora on stable Rust so that every input found once stays
+//! fixed.
+
+use sip_capture::config::ReassemblyLimits;
+use sip_capture::counters::Counters;
+use sip_capture::decode::{self, Decoded, LinkType, Segment, TcpHeader};
+use sip_capture::defrag::Defrag;
+use sip_capture::envelope::Timestamp;
+use sip_capture::filter::Filter;
+use sip_capture::sip::Message;
+use sip_capture::split::Framer;
+use sip_capture::tcp::TcpReassembler;
+
+const LINK_TYPES: [i32; 6] = [0, 1, 101, 113, 276, 229];
+
+/// The packet decoder: the first byte picks the link type, the rest is a
+/// frame; fragments go through a small defragmenter, twice, so a frame can
+/// complete its own datagram.
+pub fn decode_frame(data: &[u8]) {
+    let Some((&pick, frame)) = data.split_first() else {
+        return;
+    };
+    let link = LinkType::from_pcap(LINK_TYPES[usize::from(pick) % LINK_TYPES.len()]).unwrap();
+    let counters = Counters::default();
+    let mut defrag = Defrag::new(4, 8192, 1000);
+    let now = Timestamp { secs: 1, micros: 0 };
+    for _ in 0..2 {
+        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, frame) {
+            if let Some(d) = defrag.add(now, &fragment, &counters) {
+                let _ = decode::decode_transport(d.protocol, d.src, d.dst, d.payload);
+            }
+        }
+    }
+}
+
+/// The TCP reassembler and SIP framer: the input is a sequence of segments,
+/// each `[flags, seq_hi, seq_lo, len]` then `len` payload bytes, on two
+/// streams; every message that comes out must parse as SIP.
+pub fn tcp_stream(data: &[u8]) {
+    let counters = Counters::default();
+    let mut tcp = TcpReassembler::new(2, 2, 2048, 10, 2048);
+    let (a, b) = ("10.0.0.1:5060".parse().unwrap(), "10.0.0.2:5060".parse().unwrap());
+    let mut rest = data;
+    let mut n = 0u32;
+    while let [flags, hi, lo, len, tail @ ..] = rest {
+        let len = usize::from(*len).min(tail.len());
+        let (payload, next) = tail.split_at(len);
+        rest = next;
+        n += 1;
+        let (src, dst) = if flags & 0x80 == 0 { (a, b) } else { (b, a) };
+        let header = TcpHeader {
+            seq: u32::from(u16::from_be_bytes([*hi, *lo])),
+            syn: flags & 1 != 0,
+            fin: flags & 2 != 0,
+            rst: flags & 4 != 0,
+        };
+        let segment = Segment {
+            src,
+            dst,
+            payload,
+            tcp: Some(header),
+        };
+        let now = Timestamp {
+            secs: i64::from(n / 4),
+            micros: 0,
+        };
+        tcp.add(now, &segment, header, &counters, &mut |message| {
+            assert!(
+                Message::parse(message).is_some(),
+                "framed bytes are not a SIP message"
+            );
+        });
+    }
+    // The framer alone, fed the raw input in two pieces.
+    let mut framer = Framer::default();
+    let cut = data.len() / 2;
+    let used = framer.split(&data[..cut], 4096, &counters, |_| {});
+    let mut pending = data[used..cut].to_vec();
+    pending.extend_from_slice(&data[cut..]);
+    let _ = framer.split(&pending, 4096, &counters, |_| {});
+    let _ = ReassemblyLimits::defaults();
+}
+
+/// The SIP parser and every filter function on one message.
+pub fn sip_message(data: &[u8]) {
+    thread_local! {
+        static FILTER: Filter = Filter::compile(
+            r#"(any request response (status 100-699) (method invite "x") (hasheader "via")
+               (header "to" "a.*b") (from "b") (body "\x00") (message "SIP") (not (all request)))"#,
+            1 << 20,
+        )
+        .unwrap();
+    }
+    if let Some(m) = Message::parse(data) {
+        let _ = (m.start_line(), m.first_line(), m.body().len());
+        for h in m.headers() {
+            let _ = m.header_values(h.name).count();
+        }
+        FILTER.with(|f| f.matches(&m));
+    }
+}
