@@ -27,10 +27,10 @@ pub fn decode_frame(data: &[u8]) {
     let mut defrag = Defrag::new(4, 8192, 1000);
     let now = Timestamp { secs: 1, micros: 0 };
     for _ in 0..2 {
-        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, frame) {
-            if let Some(d) = defrag.add(now, &fragment, &counters) {
-                let _ = decode::decode_transport(d.protocol, d.src, d.dst, d.payload);
-            }
+        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, frame)
+            && let Some(d) = defrag.add(now, &fragment, &counters)
+        {
+            let _ = decode::decode_transport(d.protocol, d.src, d.dst, d.payload);
         }
     }
 }
