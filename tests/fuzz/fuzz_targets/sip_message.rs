@@ -1,5 +1,6 @@
 #![no_main]
 
+#[allow(dead_code)] // each target uses one function of the shared file
 #[path = "../targets.rs"]
 mod targets;
 
