@@ -1,0 +1,259 @@
+//! Memory discipline: after warm-up, the capture-to-envelope path makes no
+//! heap allocation. A counting global allocator counts the allocations of
+//! the capture thread while 100,000 packets of mixed UDP, TCP and
+//! fragmented SIP go through the whole pipeline to a real broker.
+
+mod common;
+
+use etherparse::PacketBuilder;
+use sip_capture::config::ReassemblyLimits;
+use sip_capture::counters::Counters;
+use sip_capture::envelope::{Timestamp, envelope_capacity};
+use sip_capture::filter::Filter;
+use sip_capture::pipeline::Pipeline;
+use sip_capture::publish::{self, Settings};
+use sip_capture::queue::Queue;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+struct CountingAllocator;
+
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+fn note_allocation() {
+    // try_with: the thread-locals may be gone while a thread exits.
+    let _ = COUNTING.try_with(|on| {
+        if on.get() {
+            let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        note_allocation();
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        note_allocation();
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAllocator = CountingAllocator;
+
+const WARM_UP: usize = 20_000;
+const MEASURED: usize = 100_000;
+
+fn message(kind: &str, n: usize, body_len: usize) -> Vec<u8> {
+    let body = "v".repeat(body_len);
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\nVia: SIP/2.0/{kind} 192.0.2.1;branch=z9hG4bK{n}\r\n\
+To: <sip:bob@example.com>\r\nFrom: <sip:alice@example.com>;tag={n}\r\nCall-ID: {n}@alloc\r\n\
+CSeq: 1 INVITE\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Ethernet frames of mixed traffic: UDP messages, TCP streams of messages
+/// split over segments, and fragmented IPv4 and IPv6 datagrams.
+fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
+    let mut frames = Vec::with_capacity(count);
+    let mut n = 0;
+    while frames.len() < count {
+        n += 1;
+        match n % 4 {
+            0 => {
+                let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                    .udp(5060, 5060);
+                let payload = message("UDP", n, 100);
+                let mut f = Vec::new();
+                b.write(&mut f, &payload).unwrap();
+                frames.push(f);
+            }
+            1 => {
+                // One TCP stream per port, a message split over three segments.
+                let port = 20_000 + (n % 30_000) as u16;
+                let payload = message("TCP", n, 700);
+                let seq = (n as u32).wrapping_mul(7919);
+                let thirds = [0, payload.len() / 3, 2 * payload.len() / 3, payload.len()];
+                let syn = PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4([10, 0, 1, 1], [10, 0, 1, 2], 64)
+                    .tcp(port, 5060, seq, 65535)
+                    .syn();
+                let mut f = Vec::new();
+                syn.write(&mut f, &[]).unwrap();
+                frames.push(f);
+                for w in thirds.windows(2) {
+                    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+                        .ipv4([10, 0, 1, 1], [10, 0, 1, 2], 64)
+                        .tcp(port, 5060, seq.wrapping_add(1 + w[0] as u32), 65535)
+                        .psh();
+                    let mut f = Vec::new();
+                    b.write(&mut f, &payload[w[0]..w[1]]).unwrap();
+                    frames.push(f);
+                }
+                let fin = PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4([10, 0, 1, 1], [10, 0, 1, 2], 64)
+                    .tcp(port, 5060, seq.wrapping_add(1 + payload.len() as u32), 65535)
+                    .fin();
+                let mut f = Vec::new();
+                fin.write(&mut f, &[]).unwrap();
+                frames.push(f);
+            }
+            2 => frames.extend(fragmented_ipv4(n, &message("UDP", n, 2500))),
+            _ => frames.extend(fragmented_ipv6(n, &message("UDP", n, 2500))),
+        }
+    }
+    frames.truncate(count);
+    frames
+}
+
+fn udp_datagram(payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::new();
+    d.extend_from_slice(&5060u16.to_be_bytes());
+    d.extend_from_slice(&5060u16.to_be_bytes());
+    d.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    d.extend_from_slice(&[0, 0]);
+    d.extend_from_slice(payload);
+    d
+}
+
+fn fragmented_ipv4(n: usize, payload: &[u8]) -> Vec<Vec<u8>> {
+    let datagram = udp_datagram(payload);
+    datagram
+        .chunks(1480)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let offset = i * 1480;
+            let more = offset + chunk.len() < datagram.len();
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0];
+            f.extend_from_slice(&((20 + chunk.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+            f.extend_from_slice(&((if more { 0x2000 } else { 0 }) | (offset / 8) as u16).to_be_bytes());
+            f.extend_from_slice(&[64, 17, 0, 0, 10, 0, 2, 1, 10, 0, 2, 2]);
+            f.extend_from_slice(chunk);
+            f
+        })
+        .collect()
+}
+
+fn fragmented_ipv6(n: usize, payload: &[u8]) -> Vec<Vec<u8>> {
+    let datagram = udp_datagram(payload);
+    datagram
+        .chunks(1448)
+        .enumerate()
+        .map(|(i, chunk)| {
+            let offset = i * 1448;
+            let more = offset + chunk.len() < datagram.len();
+            let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd, 0x60, 0, 0, 0];
+            f.extend_from_slice(&((8 + chunk.len()) as u16).to_be_bytes());
+            f.extend_from_slice(&[44, 64]);
+            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            f.extend_from_slice(&[17, 0]);
+            f.extend_from_slice(&((offset as u16) | u16::from(more)).to_be_bytes());
+            f.extend_from_slice(&(n as u32).to_be_bytes());
+            f.extend_from_slice(chunk);
+            f
+        })
+        .collect()
+}
+
+/// The counter itself works: one allocation counts one.
+#[test]
+fn the_allocator_counts() {
+    COUNTING.with(|on| on.set(true));
+    let v: Vec<u8> = Vec::with_capacity(std::hint::black_box(10));
+    COUNTING.with(|on| on.set(false));
+    drop(v);
+    assert_eq!(ALLOCATIONS.with(Cell::get), 1);
+}
+
+#[test]
+fn no_allocation_per_packet_after_warm_up() {
+    let frames = mixed_frames(WARM_UP + MEASURED);
+    let broker = common::Broker::start();
+    let sub = broker.subscribe("sip/alloc");
+
+    let max_message = 65_535;
+    let queue = Arc::new(Queue::new(8 << 20));
+    let counters = Arc::new(Counters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let settings = Settings {
+        broker: sip_capture::config::Broker {
+            host: "127.0.0.1".into(),
+            port: broker.port,
+        },
+        topic: "sip/alloc".into(),
+        client_id: "alloc-test".into(),
+        max_envelope: envelope_capacity(max_message),
+    };
+    let publisher = {
+        let (queue, counters, stop) = (queue.clone(), counters.clone(), stop.clone());
+        std::thread::spawn(move || publish::run(&settings, &queue, &counters, &stop))
+    };
+
+    let filter = Filter::compile(r#"(any request (status 100-699) (to "bob@.*\.com"))"#, 1 << 20).unwrap();
+    let mut pipeline = Pipeline::new(
+        1,
+        filter,
+        &ReassemblyLimits::defaults(),
+        max_message,
+        &queue,
+        &counters,
+    );
+    for (i, frame) in frames.iter().enumerate() {
+        if i == WARM_UP {
+            COUNTING.with(|on| on.set(true));
+        }
+        let time = Timestamp {
+            secs: 1_700_000_000 + (i / 100_000) as i64,
+            micros: (i % 100_000) as u32 * 10,
+        };
+        pipeline.handle_frame(time, frame);
+    }
+    COUNTING.with(|on| on.set(false));
+    let allocations = ALLOCATIONS.with(Cell::get);
+
+    queue.close();
+    publisher.join().unwrap().unwrap();
+    let received = sub.collect().len() as u64;
+    let c = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    println!(
+        "{} packets, {} SIP messages, {} published, {} acknowledged, {} received, {} reassembled, {} dropped (queue full)",
+        c(&counters.packets),
+        c(&counters.sip_messages),
+        c(&counters.published),
+        c(&counters.acknowledged),
+        received,
+        c(&counters.frag_reassembled),
+        c(&counters.dropped_queue_full),
+    );
+    assert_eq!(
+        allocations, 0,
+        "heap allocations on the capture thread after warm-up"
+    );
+    assert!(c(&counters.frag_reassembled) > 1000 && c(&counters.tcp_flows) > 1000);
+    assert_eq!(c(&counters.published), c(&counters.acknowledged));
+    assert_eq!(received, c(&counters.acknowledged));
+    assert_eq!(
+        c(&counters.sip_messages),
+        c(&counters.published) + c(&counters.dropped_queue_full)
+    );
+}
