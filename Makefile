@@ -4,10 +4,10 @@
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := build-essential pkg-config curl python3 libpcap-dev mosquitto mosquitto-clients sip-tester
+APT_PACKAGES := build-essential pkg-config curl python3 libpcap-dev mosquitto mosquitto-clients sip-tester procps
 CARGO := $(shell command -v cargo 2>/dev/null || echo $$HOME/.cargo/bin/cargo)
 
-.PHONY: all build deps rust test demo clean
+.PHONY: all build deps rust test demo bench clean
 
 all: build
 
@@ -65,6 +65,17 @@ demo: build
 	  l=$$(sed 's/.*"sip":"\([^"]*\)".*/\1/' <<<"$$env" | base64 -d | head -n 1 | tr -d '\r'); \
 	  echo "$$t  $$s -> $$d  $$l"; \
 	done < $$dir/envelopes.jsonl
+
+## bench: traces (cached in target/bench/traces), in-process and end-to-end
+## figures, tshark for comparison; a table and target/bench/results.json.
+## Making the sipp traces runs tcpdump on lo: run as root or with CAP_NET_RAW.
+bench: rust
+	@missing=""; for p in tshark tcpdump; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(CARGO) build --release
+	python3 tests/bench/run.py
 
 clean:
 	$(CARGO) clean

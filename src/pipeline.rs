@@ -6,7 +6,7 @@
 //! per-packet path; it allocates nothing.
 
 use crate::capture::{self, PcapStats};
-use crate::config::{Config, ReassemblyLimits};
+use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
 use crate::decode::{self, Decoded, LinkType, Segment};
 use crate::defrag::Defrag;
@@ -125,13 +125,25 @@ fn deliver(
     }
 }
 
+/// What to do with an envelope when the queue to the broker is full.
+#[derive(Debug, Clone, Copy)]
+pub enum WhenFull<'a> {
+    /// Drop it and count it: a live capture must not fall behind the
+    /// kernel, which would drop packets instead.
+    Drop,
+    /// Wait for room until the flag is set: reading a file loses nothing
+    /// by waiting.
+    Wait(&'a AtomicBool),
+}
+
 /// The per-packet path of the agent, from a captured frame to a queued
 /// envelope.
 pub struct Pipeline<'q> {
-    extractor: Extractor<'q>,
+    pub extractor: Extractor<'q>,
     filter: Filter,
     envelopes: EnvelopeWriter,
     queue: &'q Queue,
+    when_full: WhenFull<'q>,
     counters: &'q Counters,
 }
 
@@ -142,6 +154,7 @@ impl<'q> Pipeline<'q> {
         limits: &ReassemblyLimits,
         max_message: usize,
         queue: &'q Queue,
+        when_full: WhenFull<'q>,
         counters: &'q Counters,
     ) -> Pipeline<'q> {
         Pipeline {
@@ -149,6 +162,7 @@ impl<'q> Pipeline<'q> {
             filter,
             envelopes: EnvelopeWriter::new(max_message),
             queue,
+            when_full,
             counters,
         }
     }
@@ -160,6 +174,7 @@ impl<'q> Pipeline<'q> {
             filter,
             envelopes,
             queue,
+            when_full,
             counters: c,
         } = self;
         extractor.extract(time, frame, &mut |origin, message| {
@@ -169,7 +184,11 @@ impl<'q> Pipeline<'q> {
             let raw = message.raw();
             match envelopes.write(origin, raw) {
                 Ok(envelope) => {
-                    if !queue.push(envelope) {
+                    let queued = match when_full {
+                        WhenFull::Drop => queue.push(envelope),
+                        WhenFull::Wait(stop) => queue.push_waiting(envelope, stop),
+                    };
+                    if !queued {
                         Counters::inc(&c.dropped_queue_full);
                     }
                 }
@@ -215,7 +234,7 @@ pub fn filter_test(
                     written = writeln!(
                         out,
                         "{} {} -> {} {} {}",
-                        crate::envelope::rfc3339(origin.time),
+                        String::from_utf8_lossy(&crate::envelope::rfc3339(origin.time)),
                         origin.src,
                         origin.dst,
                         String::from_utf8_lossy(message.first_line()),
@@ -284,6 +303,10 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Opti
         &config.reassembly,
         config.max_message_bytes,
         &queue,
+        match config.source {
+            Source::File(_) => WhenFull::Wait(&stop),
+            Source::Interface(_) => WhenFull::Drop,
+        },
         &counters,
     );
     let captured = source.run(&stop, |time, frame| pipeline.handle_frame(time, frame));

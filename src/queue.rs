@@ -2,15 +2,18 @@
 //!
 //! Capture pushes envelopes; the publisher peeks at the oldest, publishes it
 //! and pops it once the MQTT client has taken it. The ring is allocated once
-//! (QUEUE_BYTES) and never grows: when an envelope does not fit, `push`
-//! refuses it and the caller counts a drop. Capture therefore never waits on
-//! the broker, whatever the broker does.
+//! (QUEUE_BYTES) and never grows. A live capture uses [`Queue::push`]: when
+//! an envelope does not fit it is refused and the caller counts a drop, so
+//! capture never waits on the broker (the kernel would drop packets
+//! instead). Reading a file, nothing is lost by waiting, so
+//! [`Queue::push_waiting`] waits for room.
 //!
 //! What it does not do: keep messages after they are handed to the MQTT
 //! client, or persist anything.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
 use tokio::sync::Notify;
 
 /// Each record is a 4-byte length followed by the envelope bytes.
@@ -20,6 +23,8 @@ pub struct Queue {
     ring: Mutex<Ring>,
     /// Wakes the publisher when an envelope arrives or the queue closes.
     ready: Notify,
+    /// Wakes a waiting pusher when an envelope leaves.
+    room: Condvar,
     closed: AtomicBool,
 }
 
@@ -43,26 +48,40 @@ impl Queue {
                 records: 0,
             }),
             ready: Notify::new(),
+            room: Condvar::new(),
             closed: AtomicBool::new(false),
         }
     }
 
     /// Append a copy of `envelope`; `false` when it does not fit.
     pub fn push(&self, envelope: &[u8]) -> bool {
-        let Ok(len) = u32::try_from(envelope.len()) else {
+        let pushed = self.lock().push(envelope);
+        if pushed {
+            self.ready.notify_one();
+        }
+        pushed
+    }
+
+    /// Append a copy of `envelope`, waiting for room while the publisher
+    /// drains the queue; `false` only if `stop` is set first or the
+    /// envelope can never fit.
+    pub fn push_waiting(&self, envelope: &[u8], stop: &AtomicBool) -> bool {
+        if LEN_PREFIX + envelope.len() > self.lock().buf.len() {
             return false;
-        };
-        {
-            let mut ring = self.lock();
-            if ring.buf.len() - ring.used < LEN_PREFIX + envelope.len() {
+        }
+        let mut ring = self.lock();
+        while !ring.push(envelope) {
+            if stop.load(Ordering::Relaxed) {
                 return false;
             }
-            let tail = (ring.head + ring.used) % ring.buf.len();
-            let tail = ring.write_at(tail, &len.to_le_bytes());
-            ring.write_at(tail, envelope);
-            ring.used += LEN_PREFIX + envelope.len();
-            ring.records += 1;
+            // Timed, so a stop request is seen even if nothing is popped.
+            ring = self
+                .room
+                .wait_timeout(ring, Duration::from_millis(100))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
+        drop(ring);
         self.ready.notify_one();
         true
     }
@@ -85,6 +104,8 @@ impl Queue {
             ring.used -= LEN_PREFIX + len;
             ring.records -= 1;
         }
+        drop(ring);
+        self.room.notify_one();
     }
 
     /// Number of queued envelopes and the bytes they take.
@@ -116,6 +137,21 @@ impl Queue {
 }
 
 impl Ring {
+    fn push(&mut self, envelope: &[u8]) -> bool {
+        let Ok(len) = u32::try_from(envelope.len()) else {
+            return false;
+        };
+        if self.buf.len() - self.used < LEN_PREFIX + envelope.len() {
+            return false;
+        }
+        let tail = (self.head + self.used) % self.buf.len();
+        let tail = self.write_at(tail, &len.to_le_bytes());
+        self.write_at(tail, envelope);
+        self.used += LEN_PREFIX + envelope.len();
+        self.records += 1;
+        true
+    }
+
     fn front_len(&self) -> Option<usize> {
         if self.records == 0 {
             return None;
@@ -161,6 +197,26 @@ mod tests {
             queue.pop();
             assert_eq!(queue.depth(), (0, 0));
         }
+    }
+
+    #[test]
+    fn push_waiting_waits_for_room() {
+        let queue = std::sync::Arc::new(Queue::new(16));
+        let stop = AtomicBool::new(false);
+        assert!(queue.push_waiting(&[1; 8], &stop));
+        let popper = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                queue.pop();
+            })
+        };
+        assert!(queue.push_waiting(&[2; 8], &stop));
+        popper.join().unwrap();
+        assert_eq!(queue.depth(), (1, 12));
+        stop.store(true, Ordering::Relaxed);
+        assert!(!queue.push_waiting(&[3; 8], &stop));
+        assert!(!queue.push_waiting(&[4; 20], &AtomicBool::new(false)));
     }
 
     #[test]

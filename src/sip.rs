@@ -24,10 +24,9 @@ pub enum StartLine<'a> {
 pub struct Message<'a> {
     raw: &'a [u8],
     start: StartLine<'a>,
-    /// The header block: from the line after the start line up to (not
-    /// including) the empty line that ends it.
-    headers: &'a [u8],
-    body: &'a [u8],
+    /// Everything after the start line. Where the headers end is found
+    /// only when asked: publishing a message needs just its start line.
+    rest: &'a [u8],
 }
 
 /// One header field as it appears in the message. `value` is the raw value
@@ -110,13 +109,7 @@ impl<'a> Message<'a> {
     pub fn parse(raw: &'a [u8]) -> Option<Message<'a>> {
         let (first, rest) = split_line(raw);
         let start = parse_start_line(first)?;
-        let (headers, body) = split_header_block(rest);
-        Some(Message {
-            raw,
-            start,
-            headers,
-            body,
-        })
+        Some(Message { raw, start, rest })
     }
 
     /// The bytes the message was parsed from, unaltered.
@@ -133,19 +126,15 @@ impl<'a> Message<'a> {
         split_line(self.raw).0
     }
 
-    /// The header block (between the start line and the empty line).
-    pub fn header_block(&self) -> &'a [u8] {
-        self.headers
-    }
-
-    /// The body: everything after the empty line that ends the headers.
+    /// The body: everything after the empty line that ends the headers
+    /// (empty when there is no such line, as in a message cut short).
     pub fn body(&self) -> &'a [u8] {
-        self.body
+        split_header_block(self.rest).1
     }
 
     /// The headers in the order they appear.
     pub fn headers(&self) -> Headers<'a> {
-        Headers { rest: self.headers }
+        Headers { rest: self.rest }
     }
 
     /// The values of every instance of header `name` (long or compact form,
@@ -172,7 +161,9 @@ impl<'a> Iterator for Headers<'a> {
 
     fn next(&mut self) -> Option<Header<'a>> {
         loop {
-            if self.rest.is_empty() {
+            // The empty line (or the end) ends the headers.
+            if matches!(self.rest, [] | [b'\n', ..] | [b'\r', b'\n', ..] | [b'\r']) {
+                self.rest = &[];
                 return None;
             }
             let field_len = field_length(self.rest);
@@ -180,7 +171,7 @@ impl<'a> Iterator for Headers<'a> {
             self.rest = &self.rest[field_len..];
             // A line without a colon is not a header; skip it rather than
             // stop, so one bad line does not hide the headers after it.
-            if let Some(colon) = field.iter().position(|&b| b == b':') {
+            if let Some(colon) = memchr::memchr(b':', field) {
                 return Some(Header {
                     name: trim(&field[..colon]),
                     value: trim(&field[colon + 1..]),
@@ -205,11 +196,8 @@ fn field_length(block: &[u8]) -> usize {
 
 /// Length of the line at the start of `bytes`, including its LF (or the
 /// whole slice when there is no LF).
-fn line_length(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(bytes.len(), |lf| lf + 1)
+pub fn line_length(bytes: &[u8]) -> usize {
+    memchr::memchr(b'\n', bytes).map_or(bytes.len(), |lf| lf + 1)
 }
 
 /// Split off the first line: (line without CR/LF, rest after the LF).

@@ -18,7 +18,7 @@
 //! linear, not quadratic, time.
 
 use crate::counters::Counters;
-use crate::sip::{Message, WELL_KNOWN_METHODS, is_start_line};
+use crate::sip::{WELL_KNOWN_METHODS, is_start_line, line_length};
 
 /// A line longer than this without a start line is junk, even unfinished.
 const MAX_JUNK_LINE: usize = 4096;
@@ -85,7 +85,7 @@ impl Framer {
                     if rest.is_empty() {
                         return pos;
                     }
-                    let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
+                    let Some(lf) = memchr::memchr(b'\n', rest) else {
                         if rest.len() > MAX_JUNK_LINE {
                             Counters::inc(&counters.tcp_junk_lines);
                             pos += rest.len();
@@ -111,9 +111,7 @@ impl Framer {
                 }
                 State::Headers { scanned } => match header_block_len(rest, scanned) {
                     Ok(headers_len) => {
-                        let length = Message::parse(&rest[..headers_len])
-                            .and_then(|m| m.header_values(b"Content-Length").next())
-                            .and_then(parse_length);
+                        let length = content_length(&rest[..headers_len]);
                         match length {
                             None => {
                                 Counters::inc(&counters.tcp_no_content_length);
@@ -194,7 +192,7 @@ fn is_well_known_start(line: &[u8]) -> bool {
 /// `Err(where to resume scanning)` when the empty line has not arrived.
 fn header_block_len(bytes: &[u8], scanned: usize) -> Result<usize, usize> {
     let mut at = scanned.min(bytes.len());
-    while let Some(lf) = bytes[at..].iter().position(|&b| b == b'\n') {
+    while let Some(lf) = memchr::memchr(b'\n', &bytes[at..]) {
         let lf = at + lf;
         match &bytes[lf + 1..] {
             [b'\n', ..] => return Ok(lf + 2),
@@ -204,6 +202,26 @@ fn header_block_len(bytes: &[u8], scanned: usize) -> Result<usize, usize> {
         }
     }
     Err(bytes.len())
+}
+
+/// The value of the first Content-Length (or `l`) header of a header
+/// block, if it is a number. One pass over the lines: framing runs on every
+/// message of every stream.
+fn content_length(block: &[u8]) -> Option<usize> {
+    let mut rest = block;
+    while !rest.is_empty() {
+        let len = line_length(rest);
+        let line = &rest[..len];
+        rest = &rest[len..];
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        let name = line[..colon].trim_ascii_end();
+        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
+            return parse_length(line[colon + 1..].trim_ascii());
+        }
+    }
+    None
 }
 
 fn parse_length(value: &[u8]) -> Option<usize> {

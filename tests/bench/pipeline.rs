@@ -1,0 +1,100 @@
+//! In-process cost of the pipeline, without the broker: decode → reassemble
+//! → filter → envelope over every frame of a capture held in memory, and
+//! the floor — the work every published message must have done anyway
+//! (SHA-256 and base64 of its bytes, copied into an envelope buffer) — over
+//! the same messages. Prints one JSON object. Run by `make bench`:
+//!
+//!     cargo bench --bench pipeline -- TRACE.pcap [FILTER]
+
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use sip_capture::config::ReassemblyLimits;
+use sip_capture::counters::Counters;
+use sip_capture::envelope::{EnvelopeWriter, Timestamp, envelope_capacity};
+use sip_capture::filter::Filter;
+use sip_capture::pipeline::Extractor;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+const MAX_MESSAGE: usize = 65_535;
+/// Best of this many passes, to see past a noisy machine.
+const PASSES: usize = 5;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let trace = args.first().expect("usage: pipeline TRACE.pcap [FILTER]");
+    let filter_text = args.get(1).map(String::as_str).unwrap_or("");
+    let filter = Filter::compile(filter_text, 1 << 20).expect("filter");
+
+    let mut capture = pcap::Capture::from_file(trace).expect("trace");
+    let linktype = capture.get_datalink().0;
+    let mut frames = Vec::new();
+    while let Ok(packet) = capture.next_packet() {
+        let time = Timestamp {
+            secs: packet.header.ts.tv_sec,
+            micros: packet.header.ts.tv_usec as u32,
+        };
+        frames.push((time, packet.data.to_vec()));
+    }
+
+    // The messages, collected once, for the floor.
+    let counters = Counters::default();
+    let limits = ReassemblyLimits::defaults();
+    let mut messages = Vec::new();
+    let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
+    for (time, frame) in &frames {
+        extractor.extract(*time, frame, &mut |_, m| messages.push(m.raw().to_vec()));
+    }
+    extractor.finish();
+
+    let mut best = Duration::MAX;
+    let mut published = 0;
+    for _ in 0..PASSES {
+        let counters = Counters::default();
+        let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
+        let mut writer = EnvelopeWriter::new(MAX_MESSAGE);
+        published = 0;
+        let start = Instant::now();
+        for (time, frame) in &frames {
+            extractor.extract(*time, frame, &mut |origin, message| {
+                if filter.matches(message) {
+                    published += 1;
+                    black_box(writer.write(origin, message.raw()).map(<[u8]>::len).unwrap_or(0));
+                }
+            });
+        }
+        best = best.min(start.elapsed());
+    }
+
+    let mut floor = Duration::MAX;
+    let mut envelope = vec![0u8; envelope_capacity(MAX_MESSAGE)];
+    for _ in 0..PASSES {
+        let start = Instant::now();
+        for raw in &messages {
+            let digest = Sha256::digest(raw);
+            let mut hex = [0u8; 64];
+            black_box(
+                base16ct::lower::encode(&digest, &mut hex)
+                    .map(<[u8]>::len)
+                    .unwrap_or(0),
+            );
+            let n = base64::engine::general_purpose::STANDARD
+                .encode_slice(raw, &mut envelope)
+                .unwrap_or(0);
+            black_box(&envelope[..n]);
+        }
+        floor = floor.min(start.elapsed());
+    }
+
+    let n = messages.len().max(1) as f64;
+    let ns_per_msg = best.as_nanos() as f64 / n;
+    let floor_ns = floor.as_nanos() as f64 / n;
+    println!(
+        "{{\"trace\":{trace:?},\"filter\":{filter_text:?},\"frames\":{},\"messages\":{},\"published\":{published},\
+\"inproc_ns_per_msg\":{ns_per_msg:.1},\"inproc_msgs_per_s\":{:.0},\"floor_ns_per_msg\":{floor_ns:.1},\"ratio_to_floor\":{:.2}}}",
+        frames.len(),
+        messages.len(),
+        1e9 / ns_per_msg,
+        ns_per_msg / floor_ns
+    );
+}
