@@ -21,6 +21,7 @@
 //! What it does not do: look at the transport header; the reassembled
 //! payload goes back to `decode`.
 
+use crate::buffers::Buffers;
 use crate::counters::Counters;
 use crate::decode::Fragment;
 use crate::envelope::Timestamp;
@@ -54,11 +55,12 @@ struct Slot {
     /// Blocks received, and how many.
     blocks: Box<[u64]>,
     blocks_set: usize,
-    buf: Box<[u8]>,
 }
 
 pub struct Defrag {
     slots: Vec<Slot>,
+    /// One buffer per slot, same index.
+    buffers: Buffers,
     timeout_us: i64,
 }
 
@@ -76,9 +78,9 @@ impl Defrag {
                     total: None,
                     blocks: vec![0; blocks].into_boxed_slice(),
                     blocks_set: 0,
-                    buf: vec![0; slot_bytes].into_boxed_slice(),
                 })
                 .collect(),
+            buffers: Buffers::new(datagrams.max(1), slot_bytes),
             timeout_us: i64::try_from(timeout_ms)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
@@ -116,7 +118,7 @@ impl Defrag {
             slot.key = None;
             return None;
         }
-        if end > slot.buf.len() {
+        if end > self.buffers.each() {
             Counters::inc(&counters.frag_too_large);
             slot.key = None;
             return None;
@@ -124,7 +126,7 @@ impl Defrag {
         if !frag.more {
             slot.total = Some(end);
         }
-        if slot.fill(frag.offset, frag.payload) {
+        if slot.fill(self.buffers.get_mut(index), frag.offset, frag.payload) {
             Counters::inc(&counters.frag_overlaps);
         }
         let total = slot.total?;
@@ -138,7 +140,7 @@ impl Defrag {
             dst: key.dst,
             protocol: key.protocol,
             first_seen: slot.first_seen,
-            payload: &slot.buf[..total],
+            payload: &self.buffers.get(index)[..total],
         })
     }
 
@@ -184,7 +186,7 @@ impl Slot {
     /// Copy the blocks of a fragment that are still missing; a trailing
     /// partial block counts only at the end of the datagram. Returns whether
     /// some blocks had already arrived.
-    fn fill(&mut self, offset: usize, payload: &[u8]) -> bool {
+    fn fill(&mut self, buf: &mut [u8], offset: usize, payload: &[u8]) -> bool {
         let mut overlapped = false;
         for (i, chunk) in payload.chunks(BLOCK).enumerate() {
             let start = offset + i * BLOCK;
@@ -194,7 +196,7 @@ impl Slot {
                 overlapped = true;
                 continue;
             }
-            self.buf[start..start + chunk.len()].copy_from_slice(chunk);
+            buf[start..start + chunk.len()].copy_from_slice(chunk);
             if chunk.len() == BLOCK || self.total == Some(start + chunk.len()) {
                 self.blocks[word] |= bit;
                 self.blocks_set += 1;

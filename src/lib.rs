@@ -39,7 +39,8 @@
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
 //!   runtime, several publishes in flight, reconnect with backoff.
 //!
-//! [`pipeline`] wires the stages and runs the two threads; [`config`] reads
+//! [`pipeline`] wires the stages and runs the two threads; [`buffers`]
+//! carves reassembly buffers from one allocation; [`config`] reads
 //! and validates every setting before anything starts; [`counters`] counts
 //! every packet that does not end up published, by reason.
 //!
@@ -49,6 +50,7 @@
 //! or take configuration or commands over MQTT.
 #![deny(unsafe_code)]
 
+pub mod buffers;
 pub mod capture;
 pub mod config;
 pub mod counters;

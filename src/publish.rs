@@ -13,7 +13,6 @@
 use crate::config::Broker;
 use crate::counters::Counters;
 use crate::queue::Queue;
-use embedded_io_adapters::tokio_1::FromTokio;
 use minimq::{Buffers, ConfigBuilder, Connection, Op, Publication, QoS, ResourceError, Session};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -44,7 +43,107 @@ pub struct Settings {
     pub max_envelope: usize,
 }
 
-type Conn<'a, 'buf> = Connection<'a, 'buf, FromTokio<TcpStream>>;
+type Conn<'a, 'buf> = Connection<'a, 'buf, Coalescing>;
+
+/// Bytes of outgoing MQTT packets gathered into one `send(2)`.
+const SEND_BATCH_BYTES: usize = 64 * 1024;
+/// Bytes taken from the socket in one `recv(2)`: about a thousand PUBACKs.
+const RECEIVE_BATCH_BYTES: usize = 4096;
+
+/// The broker connection, with outgoing packets coalesced.
+///
+/// minimq writes and flushes every packet; on a socket that is a system
+/// call (and a TCP segment) per message, which measured most of the agent's
+/// CPU time (see docs/performance.md). Here `flush` only marks the bytes
+/// ready, and they go out in one `send` when the buffer is full or when
+/// minimq waits to read and nothing has arrived — so while acknowledgements
+/// stream in, the publishes they make room for are gathered, and nothing
+/// stays in the buffer while the client waits for an answer.
+/// [`Coalescing::drain`] sends what is left before the connection is closed.
+///
+/// Reads are buffered too: minimq reads a packet's fixed header a byte at a
+/// time, which made three `recv` calls of every 4-byte PUBACK.
+struct Coalescing {
+    stream: TcpStream,
+    out: Vec<u8>,
+    sent: usize,
+    /// Received bytes not yet handed to minimq: `input[taken..filled]`.
+    input: Box<[u8]>,
+    taken: usize,
+    filled: usize,
+}
+
+impl Coalescing {
+    fn new(stream: TcpStream) -> Coalescing {
+        Coalescing {
+            stream,
+            out: Vec::with_capacity(SEND_BATCH_BYTES),
+            sent: 0,
+            input: vec![0; RECEIVE_BATCH_BYTES].into_boxed_slice(),
+            taken: 0,
+            filled: 0,
+        }
+    }
+
+    /// Send every gathered byte. Progress is kept in `self`, so a cancelled
+    /// call resumes where it stopped.
+    async fn drain(&mut self) -> std::io::Result<()> {
+        while self.sent < self.out.len() {
+            match self.stream.try_write(&self.out[self.sent..]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stream.writable().await?,
+                Err(e) => return Err(e),
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        Ok(())
+    }
+}
+
+impl embedded_io_async::ErrorType for Coalescing {
+    type Error = std::io::Error;
+}
+
+impl embedded_io_async::Write for Coalescing {
+    async fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.out.len() == self.out.capacity() {
+            self.drain().await?;
+        }
+        let n = buf.len().min(self.out.capacity() - self.out.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl embedded_io_async::Read for Coalescing {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        while self.taken == self.filled {
+            match self.stream.try_read(&mut self.input) {
+                Ok(0) => return Ok(0),
+                Ok(n) => (self.taken, self.filled) = (0, n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nothing to read now: send what has gathered, then wait.
+                    self.drain().await?;
+                    self.stream.readable().await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let n = buf.len().min(self.filled - self.taken);
+        buf[..n].copy_from_slice(&self.input[self.taken..self.taken + n]);
+        self.taken += n;
+        Ok(n)
+    }
+}
 
 /// Publish until the queue is closed and drained, or until `stop` has been
 /// set for [`DRAIN_GRACE`].
@@ -124,6 +223,7 @@ impl<'a> Publisher<'a> {
             match self.serve(&mut conn).await {
                 Ended::Done => {
                     let _ = timeout(STOP_CHECK, conn.disconnect()).await;
+                    let _ = timeout(STOP_CHECK, conn.into_inner().drain()).await;
                     break;
                 }
                 Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
@@ -145,7 +245,7 @@ impl<'a> Publisher<'a> {
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        timeout(CONNECT_TIMEOUT, session.connect(FromTokio::new(stream)))
+        timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(stream)))
             .await
             .map_err(|_| "MQTT CONNECT timed out".to_string())?
             .map_err(|e| format!("MQTT CONNECT: {e:?}"))

@@ -25,6 +25,11 @@ pub struct Queue {
     ready: Notify,
     /// Wakes a waiting pusher when an envelope leaves.
     room: Condvar,
+    /// A pusher waits on `room`: only then does `pop` pay for a wake-up,
+    /// and only once the queue is down to half, so that a file read
+    /// faster than the broker takes it wakes once per half queue, not once
+    /// per message.
+    pusher_waiting: AtomicBool,
     closed: AtomicBool,
 }
 
@@ -49,6 +54,7 @@ impl Queue {
             }),
             ready: Notify::new(),
             room: Condvar::new(),
+            pusher_waiting: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }
     }
@@ -63,8 +69,8 @@ impl Queue {
     }
 
     /// Append a copy of `envelope`, waiting for room while the publisher
-    /// drains the queue; `false` only if `stop` is set first or the
-    /// envelope can never fit.
+    /// drains the queue (to half, see `pusher_waiting`); `false` only if
+    /// `stop` is set first or the envelope can never fit.
     pub fn push_waiting(&self, envelope: &[u8], stop: &AtomicBool) -> bool {
         if LEN_PREFIX + envelope.len() > self.lock().buf.len() {
             return false;
@@ -75,12 +81,14 @@ impl Queue {
                 return false;
             }
             // Timed, so a stop request is seen even if nothing is popped.
+            self.pusher_waiting.store(true, Ordering::Release);
             ring = self
                 .room
                 .wait_timeout(ring, Duration::from_millis(100))
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        self.pusher_waiting.store(false, Ordering::Release);
         drop(ring);
         self.ready.notify_one();
         true
@@ -104,8 +112,12 @@ impl Queue {
             ring.used -= LEN_PREFIX + len;
             ring.records -= 1;
         }
+        // Set under the lock by a waiting pusher, so this read cannot miss it.
+        let waiting = self.pusher_waiting.load(Ordering::Acquire) && ring.used <= ring.buf.len() / 2;
         drop(ring);
-        self.room.notify_one();
+        if waiting {
+            self.room.notify_one();
+        }
     }
 
     /// Number of queued envelopes and the bytes they take.

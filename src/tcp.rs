@@ -25,6 +25,7 @@
 //! What it does not do: look inside the bytes (the framer does), or follow
 //! the TCP state machine beyond what delivery needs.
 
+use crate::buffers::Buffers;
 use crate::counters::Counters;
 use crate::decode::{Segment, TcpHeader};
 use crate::defrag::micros_between;
@@ -65,7 +66,7 @@ pub struct TcpReassembler {
     flows: Vec<Flow>,
     index: HashMap<Key, u32>,
     free_flows: Vec<u32>,
-    buffers: Vec<Box<[u8]>>,
+    buffers: Buffers,
     free_buffers: Vec<u32>,
     newest: u32,
     oldest: u32,
@@ -89,9 +90,7 @@ impl TcpReassembler {
             // Twice the entries: removals never force the map to grow.
             index: HashMap::with_capacity(2 * max_flows),
             free_flows: Vec::with_capacity(max_flows),
-            buffers: (0..buffers)
-                .map(|_| vec![0u8; buffer_bytes].into_boxed_slice())
-                .collect(),
+            buffers: Buffers::new(buffers, buffer_bytes),
             free_buffers: (0..buffers as u32).rev().collect(),
             newest: NIL,
             oldest: NIL,
@@ -179,7 +178,7 @@ impl TcpReassembler {
             let rest = &payload[used..];
             if !rest.is_empty() && self.ensure_buffer(i, counters) {
                 let flow = &mut self.flows[i as usize];
-                self.buffers[flow.buffer as usize][..rest.len()].copy_from_slice(rest);
+                self.buffers.get_mut(flow.buffer as usize)[..rest.len()].copy_from_slice(rest);
                 flow.pending = rest.len();
             }
             return self.drop_buffer_if_empty(i);
@@ -196,7 +195,7 @@ impl TcpReassembler {
             let next_seq = flow.next_seq;
             return self.data(i, next_seq, payload, counters, on_message);
         }
-        let buffer = &mut self.buffers[flow.buffer as usize];
+        let buffer = &mut self.buffers.get_mut(flow.buffer as usize);
         buffer[flow.pending..flow.pending + payload.len()].copy_from_slice(payload);
         flow.pending += payload.len();
         flow.next_seq = flow.next_seq.wrapping_add(payload.len() as u32);
@@ -220,7 +219,8 @@ impl TcpReassembler {
             let end = seq.wrapping_add(payload.len() as u32);
             if offset + payload.len() <= capacity && add_range(&mut flow.holes, flow.next_seq, seq, end) {
                 Counters::inc(&counters.tcp_out_of_order);
-                self.buffers[flow.buffer as usize][offset..offset + payload.len()].copy_from_slice(payload);
+                self.buffers.get_mut(flow.buffer as usize)[offset..offset + payload.len()]
+                    .copy_from_slice(payload);
                 return;
             }
         }
@@ -259,7 +259,9 @@ impl TcpReassembler {
                 .map(|&(_, end)| end.wrapping_sub(next) as usize)
                 .max()
                 .unwrap_or(0);
-        self.buffers[flow.buffer as usize].copy_within(from..used, 0);
+        self.buffers
+            .get_mut(flow.buffer as usize)
+            .copy_within(from..used, 0);
         flow.next_seq = first;
         flow.pending = 0;
         flow.framer.reset();
@@ -282,7 +284,7 @@ impl TcpReassembler {
                 flow.next_seq = end;
             }
         }
-        let buffer = &mut self.buffers[flow.buffer as usize];
+        let buffer = &mut self.buffers.get_mut(flow.buffer as usize);
         let used = flow.framer.split(
             &buffer[..flow.pending],
             self.max_message,
@@ -302,7 +304,7 @@ impl TcpReassembler {
     }
 
     fn buffer_len(&self) -> usize {
-        self.buffers.first().map_or(0, |b| b.len())
+        self.buffers.each()
     }
 
     /// Give the stream a buffer if it has none; false (and counted) when the
