@@ -40,6 +40,14 @@ fn file_args() -> Vec<String> {
     ]
 }
 
+/// [`refused`] for a valid file configuration plus `extra` arguments.
+fn refused_with(extra: &[&str], expected: &[&str]) {
+    let mut args = file_args();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, expected);
+}
+
 #[test]
 fn missing_topic() {
     let file = pcap("no-to-tag.pcap").display().to_string();
@@ -48,15 +56,15 @@ fn missing_topic() {
 
 #[test]
 fn bad_broker_urls() {
-    let mut args = file_args();
-    args.extend(["--broker".into(), "http://example.com".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    refused(&args, &["BROKER", "http://example.com", "unsupported scheme"]);
+    refused_with(
+        &["--broker", "http://example.com"],
+        &["BROKER", "http://example.com", "unsupported scheme"],
+    );
 
-    let mut args = file_args();
-    args.extend(["--broker".into(), "mqtt://host:99999".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    refused(&args, &["BROKER", "mqtt://host:99999", "port"]);
+    refused_with(
+        &["--broker", "mqtt://host:99999"],
+        &["BROKER", "mqtt://host:99999", "port"],
+    );
 }
 
 #[test]
@@ -118,11 +126,8 @@ fn unreadable_config_file() {
 
 #[test]
 fn bad_log_level() {
-    let mut args = file_args();
-    args.extend(["--log-level".into(), "loud".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    refused(
-        &args,
+    refused_with(
+        &["--log-level", "loud"],
         &["LOG_LEVEL", "loud", "expected error, warn, info or debug"],
     );
 }
@@ -134,27 +139,24 @@ fn bad_numbers() {
         ("--snaplen", "SNAPLEN", "10"),
         ("--max-message-bytes", "MAX_MESSAGE_BYTES", "-1"),
     ] {
-        let mut args = file_args();
-        args.extend([flag.into(), value.into()]);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        refused(&args, &[key, value, "whole number"]);
+        refused_with(&[flag, value], &[key, value, "whole number"]);
     }
 }
 
 #[test]
 fn queue_smaller_than_one_message() {
-    let mut args = file_args();
-    args.extend(["--queue-bytes".into(), "10000".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    refused(&args, &["QUEUE_BYTES", "10000", "cannot hold one envelope"]);
+    refused_with(
+        &["--queue-bytes", "10000"],
+        &["QUEUE_BYTES", "10000", "cannot hold one envelope"],
+    );
 }
 
 #[test]
 fn bad_bpf_filter() {
-    let mut args = file_args();
-    args.extend(["--bpf-filter".into(), "udp and and".into()]);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    refused(&args, &["BPF_FILTER", "udp and and", "syntax error"]);
+    refused_with(
+        &["--bpf-filter", "udp and and"],
+        &["BPF_FILTER", "udp and and", "syntax error"],
+    );
 }
 
 #[test]

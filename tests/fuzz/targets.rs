@@ -85,19 +85,23 @@ pub fn tcp_stream(data: &[u8]) {
 
 /// The SIP parser and every filter function on one message.
 pub fn sip_message(data: &[u8]) {
-    thread_local! {
-        static FILTER: Filter = Filter::compile(
+    // A static, never dropped: the filter's DFAs live in memory kept for
+    // the whole program (as in the agent), which a leak checker would
+    // otherwise report at exit.
+    static FILTER: std::sync::OnceLock<Filter> = std::sync::OnceLock::new();
+    let filter = FILTER.get_or_init(|| {
+        Filter::compile(
             r#"(any request response (status 100-699) (method invite "x") (hasheader "via")
                (header "to" "a.*b") (from "b") (body "\x00") (message "SIP") (not (all request)))"#,
             1 << 20,
         )
-        .unwrap();
-    }
+        .unwrap()
+    });
     if let Some(m) = Message::parse(data) {
         let _ = (m.start_line(), m.first_line(), m.body().len());
         for h in m.headers() {
             let _ = m.header_values(h.name).count();
         }
-        FILTER.with(|f| f.matches(&m));
+        filter.matches(&m);
     }
 }
