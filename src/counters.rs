@@ -79,16 +79,18 @@ counters! {
     dropped_oversize,
     /// Envelopes dropped because the queue to the broker was full.
     dropped_queue_full,
-    /// Envelopes handed to the MQTT client (sent or being sent).
+    /// Envelopes handed to the MQTT client, counting each send again.
     published,
-    /// Envelopes the broker acknowledged (PUBACK).
+    /// Envelopes the broker acknowledged (PUBACK), each once.
     acknowledged,
-    /// Envelopes the broker or the client refused (too large, rejected).
+    /// Envelopes the broker or the client refused for good (too large, a
+    /// PUBACK with a failure reason): counted and logged, not retried.
     rejected,
-    /// Envelopes whose MQTT session was lost before their PUBACK.
-    lost_unacknowledged,
-    /// Envelopes still queued when the agent stopped, never sent.
-    unsent_at_exit,
+    /// Envelopes sent again because the broker lost the session before
+    /// acknowledging them (at-least-once: the subscriber may see them twice).
+    republished,
+    /// Envelopes still in the store, unacknowledged, when the agent stopped.
+    undelivered_at_exit,
     /// Successful connections to the broker after the first.
     reconnects,
 }

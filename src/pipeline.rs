@@ -316,7 +316,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Opti
     let published = publisher
         .join()
         .map_err(|_| RunError("the publish thread panicked".into()))?;
-    Counters::add(&counters.unsent_at_exit, queue.depth().0 as u64);
+    Counters::add(&counters.undelivered_at_exit, queue.depth().0 as u64);
     captured.and(published).map_err(RunError)?;
     Ok((counters, pcap_stats))
 }

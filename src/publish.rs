@@ -13,7 +13,9 @@
 use crate::config::Broker;
 use crate::counters::Counters;
 use crate::queue::Queue;
-use minimq::{Buffers, ConfigBuilder, Connection, Op, Publication, QoS, ResourceError, Session};
+use minimq::{
+    Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError, Session,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -161,12 +163,30 @@ struct Publisher<'a> {
     queue: &'a Queue,
     counters: &'a Counters,
     stop: &'a AtomicBool,
-    in_flight: heapless::Vec<Op, MAX_IN_FLIGHT>,
-    /// The oldest queued envelope, copied out for minimq to encode.
+    /// Envelopes sent and not yet acknowledged, oldest first; the same
+    /// envelopes, in the same order, as the store's sent ones.
+    in_flight: heapless::Deque<Sent, IN_FLIGHT_ENTRIES>,
+    /// The oldest unsent envelope, copied out for minimq to encode.
     scratch: Vec<u8>,
     /// Set when a stop request was first seen.
     give_up_at: Option<Instant>,
 }
+
+/// An envelope handed to minimq: its operation, or `Refused` when minimq
+/// could not take it for good (too large for the broker or the buffer),
+/// which counts as settled once the envelopes before it are.
+#[derive(Debug, Clone, Copy)]
+enum Sent {
+    Op(Op),
+    Refused,
+}
+
+/// Room for the in-flight window plus refused envelopes interleaved.
+const IN_FLIGHT_ENTRIES: usize = 4 * MAX_IN_FLIGHT;
+
+/// How long the broker keeps the session after a disconnect, so that a
+/// reconnect resumes it and minimq replays its in-flight publishes itself.
+const SESSION_EXPIRY_S: u32 = 3600;
 
 /// Why serving a connection ended.
 enum Ended {
@@ -183,7 +203,7 @@ impl<'a> Publisher<'a> {
             queue,
             counters,
             stop,
-            in_flight: heapless::Vec::new(),
+            in_flight: heapless::Deque::new(),
             scratch: vec![0; settings.max_envelope],
             give_up_at: None,
         }
@@ -197,7 +217,8 @@ impl<'a> Publisher<'a> {
             ConfigBuilder::new(Buffers::new(&mut rx, &mut tx))
                 .client_id(&self.settings.client_id)
                 .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
-                .keepalive_interval(KEEPALIVE_S),
+                .keepalive_interval(KEEPALIVE_S)
+                .session_expiry_interval(SESSION_EXPIRY_S),
         );
         let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
         let mut backoff = BACKOFF_FIRST;
@@ -220,6 +241,15 @@ impl<'a> Publisher<'a> {
                 log::info!("connected to broker {broker} as {}", self.settings.client_id);
             }
             connected_before = true;
+            if conn.connect_event() == ConnectEvent::Connected && !self.in_flight.is_empty() {
+                // The broker has no session to resume (restarted without
+                // persistence, or it expired): what it had not acknowledged
+                // is sent again.
+                self.in_flight.clear();
+                let again = self.queue.rewind();
+                Counters::add(&self.counters.republished, again as u64);
+                log::info!("broker lost the session: sending {again} unacknowledged envelopes again");
+            }
             match self.serve(&mut conn).await {
                 Ended::Done => {
                     let _ = timeout(STOP_CHECK, conn.disconnect()).await;
@@ -229,7 +259,6 @@ impl<'a> Publisher<'a> {
                 Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
             }
         }
-        Counters::add(&self.counters.lost_unacknowledged, self.in_flight.len() as u64);
         Ok(())
     }
 
@@ -263,38 +292,43 @@ impl<'a> Publisher<'a> {
                 return Ended::Done;
             }
             let room = self.has_room(conn);
-            tokio::select! {
-                polled = conn.poll() => {
-                    if let Err(e) = polled {
-                        return Ended::Lost(format!("{e:?}"));
-                    }
+            let polled = tokio::select! {
+                polled = conn.poll() => polled.map(|_| ()),
+                () = self.queue.ready(), if room => Ok(()),
+                () = sleep(STOP_CHECK) => Ok(()),
+            };
+            match polled {
+                Ok(()) => {}
+                // A PUBACK with a failure reason: that envelope is settled,
+                // not delivered.
+                Err(minimq::Error::Peer(PeerError::Rejected(reason))) if conn.is_connected() => {
+                    log::warn!("broker rejected an envelope: {reason:?}");
+                    self.retire_rejected(conn);
                 }
-                () = self.queue.ready(), if room => {}
-                () = sleep(STOP_CHECK) => {}
+                Err(e) => return Ended::Lost(format!("{e:?}")),
             }
         }
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
+        let ops = self.in_flight.iter().filter(|s| matches!(s, Sent::Op(_))).count();
+        ops < MAX_IN_FLIGHT && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
     }
 
     /// Hand queued envelopes to minimq while it has room.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), String> {
         while self.has_room(conn) {
-            let Some(len) = self.queue.peek_into(&mut self.scratch) else {
+            let Some(len) = self.queue.peek_unsent(&mut self.scratch) else {
                 return Ok(());
             };
             let publication =
                 Publication::bytes(&self.settings.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
-                    self.queue.pop();
+                    self.queue.mark_sent();
                     Counters::inc(&self.counters.published);
-                    if let Some(op) = op {
-                        // has_room() guaranteed a free slot.
-                        let _ = self.in_flight.push(op);
-                    }
+                    // QoS 1 always has an operation; has_room() guaranteed a slot.
+                    let _ = self.in_flight.push_back(op.map_or(Sent::Refused, Sent::Op));
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
@@ -304,9 +338,10 @@ impl<'a> Publisher<'a> {
                 Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
-                    self.queue.pop();
+                    self.queue.mark_sent();
+                    let _ = self.in_flight.push_back(Sent::Refused);
                     Counters::inc(&self.counters.rejected);
-                    log::debug!("envelope of {len} bytes refused: {e}");
+                    log::warn!("envelope of {len} bytes refused: {e}");
                 }
                 Err(e) => return Err(format!("{e:?}")),
             }
@@ -314,20 +349,31 @@ impl<'a> Publisher<'a> {
         Ok(())
     }
 
-    /// Count the in-flight publishes that were acknowledged or lost.
+    /// Settle the oldest envelopes whose PUBACK arrived, in order, removing
+    /// them from the store.
     fn retire(&mut self, conn: &Conn<'_, '_>) {
-        let counters = self.counters;
-        self.in_flight.retain(|op| {
-            if conn.is_complete(op) {
-                Counters::inc(&counters.acknowledged);
-                false
-            } else if conn.is_invalidated(op) {
-                Counters::inc(&counters.lost_unacknowledged);
-                false
-            } else {
-                true
+        while let Some(&front) = self.in_flight.front() {
+            match front {
+                Sent::Op(op) if conn.is_complete(&op) => Counters::inc(&self.counters.acknowledged),
+                Sent::Op(_) => return,
+                Sent::Refused => {}
             }
-        });
+            self.in_flight.pop_front();
+            self.queue.acknowledge_oldest();
+        }
+    }
+
+    /// A PUBACK just rejected one envelope: the oldest one that completed
+    /// (PUBACKs come in order). It is settled, counted as rejected.
+    fn retire_rejected(&mut self, conn: &Conn<'_, '_>) {
+        if let Some(Sent::Op(op)) = self.in_flight.front().copied()
+            && conn.is_complete(&op)
+        {
+            self.in_flight.pop_front();
+            self.queue.acknowledge_oldest();
+            Counters::inc(&self.counters.rejected);
+        }
+        self.retire(conn);
     }
 
     /// Done when the queue is closed and everything in it was acknowledged,

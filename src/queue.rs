@@ -1,15 +1,19 @@
-//! The queue between capture and publish: a byte ring of fixed size.
+//! The store between capture and publish: a byte ring of fixed size.
 //!
-//! Capture pushes envelopes; the publisher peeks at the oldest, publishes it
-//! and pops it once the MQTT client has taken it. The ring is allocated once
-//! (QUEUE_BYTES) and never grows. A live capture uses [`Queue::push`]: when
+//! Capture pushes envelopes. The publisher copies out the oldest unsent one,
+//! publishes it and marks it sent; it stays in the ring until the broker
+//! acknowledges it, and if the MQTT session is lost before that, the
+//! publisher rewinds and sends everything unacknowledged again
+//! (at-least-once). The ring is allocated once (QUEUE_BYTES) and never
+//! grows. A live capture uses [`Queue::push`]: when
 //! an envelope does not fit it is refused and the caller counts a drop, so
 //! capture never waits on the broker (the kernel would drop packets
 //! instead). Reading a file, nothing is lost by waiting, so
 //! [`Queue::push_waiting`] waits for room.
 //!
-//! What it does not do: keep messages after they are handed to the MQTT
-//! client, or persist anything.
+//! What it does not do: persist anything. A message the broker acknowledged
+//! is gone from the ring; one in the ring when the agent stops is counted
+//! as undelivered.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
@@ -40,6 +44,10 @@ struct Ring {
     /// Bytes in use, length prefixes included.
     used: usize,
     records: usize,
+    /// The oldest records, sent and awaiting acknowledgement: how many and
+    /// their bytes. The next to send follows them.
+    sent: usize,
+    sent_bytes: usize,
 }
 
 impl Queue {
@@ -51,6 +59,8 @@ impl Queue {
                 head: 0,
                 used: 0,
                 records: 0,
+                sent: 0,
+                sent_bytes: 0,
             }),
             ready: Notify::new(),
             room: Condvar::new(),
@@ -94,23 +104,41 @@ impl Queue {
         true
     }
 
-    /// Copy the oldest envelope into `out` and return its length, leaving it
-    /// queued. `None` when the queue is empty or `out` is too small.
-    pub fn peek_into(&self, out: &mut [u8]) -> Option<usize> {
+    /// Copy the oldest envelope not yet sent into `out` and return its
+    /// length. `None` when everything was sent or `out` is too small.
+    pub fn peek_unsent(&self, out: &mut [u8]) -> Option<usize> {
         let ring = self.lock();
-        let len = ring.front_len()?;
+        if ring.sent == ring.records {
+            return None;
+        }
+        let at = (ring.head + ring.sent_bytes) % ring.buf.len();
+        let len = ring.len_at(at);
         let out = out.get_mut(..len)?;
-        ring.read_at((ring.head + LEN_PREFIX) % ring.buf.len(), out);
+        ring.read_at((at + LEN_PREFIX) % ring.buf.len(), out);
         Some(len)
     }
 
-    /// Remove the oldest envelope.
-    pub fn pop(&self) {
+    /// The envelope last returned by [`Queue::peek_unsent`] was sent.
+    pub fn mark_sent(&self) {
         let mut ring = self.lock();
-        if let Some(len) = ring.front_len() {
-            ring.head = (ring.head + LEN_PREFIX + len) % ring.buf.len();
-            ring.used -= LEN_PREFIX + len;
+        if ring.sent < ring.records {
+            let at = (ring.head + ring.sent_bytes) % ring.buf.len();
+            ring.sent_bytes += LEN_PREFIX + ring.len_at(at);
+            ring.sent += 1;
+        }
+    }
+
+    /// The oldest sent envelope was acknowledged (or refused for good):
+    /// remove it.
+    pub fn acknowledge_oldest(&self) {
+        let mut ring = self.lock();
+        if ring.sent > 0 {
+            let len = LEN_PREFIX + ring.len_at(ring.head);
+            ring.head = (ring.head + len) % ring.buf.len();
+            ring.used -= len;
             ring.records -= 1;
+            ring.sent -= 1;
+            ring.sent_bytes -= len;
         }
         // Set under the lock by a waiting pusher, so this read cannot miss it.
         let waiting = self.pusher_waiting.load(Ordering::Acquire) && ring.used <= ring.buf.len() / 2;
@@ -120,7 +148,17 @@ impl Queue {
         }
     }
 
-    /// Number of queued envelopes and the bytes they take.
+    /// The session that carried the sent envelopes was lost: they will be
+    /// sent again. Returns how many.
+    pub fn rewind(&self) -> usize {
+        let mut ring = self.lock();
+        let sent = ring.sent;
+        ring.sent = 0;
+        ring.sent_bytes = 0;
+        sent
+    }
+
+    /// Number of stored envelopes (sent or not) and the bytes they take.
     pub fn depth(&self) -> (usize, usize) {
         let ring = self.lock();
         (ring.records, ring.used)
@@ -164,13 +202,11 @@ impl Ring {
         true
     }
 
-    fn front_len(&self) -> Option<usize> {
-        if self.records == 0 {
-            return None;
-        }
+    /// The length of the record at offset `at`.
+    fn len_at(&self, at: usize) -> usize {
         let mut len = [0u8; LEN_PREFIX];
-        self.read_at(self.head, &mut len);
-        Some(u32::from_le_bytes(len) as usize)
+        self.read_at(at, &mut len);
+        u32::from_le_bytes(len) as usize
     }
 
     /// Copy `bytes` in at `at`, wrapping around the end; returns the offset
@@ -194,6 +230,14 @@ impl Ring {
 mod tests {
     use super::*;
 
+    /// Send, acknowledge, remove: in order, across the ring's end.
+    fn send_and_acknowledge(queue: &Queue, out: &mut [u8]) -> Option<usize> {
+        let len = queue.peek_unsent(out)?;
+        queue.mark_sent();
+        queue.acknowledge_oldest();
+        Some(len)
+    }
+
     #[test]
     fn fifo_with_wraparound() {
         let queue = Queue::new(32);
@@ -202,13 +246,34 @@ mod tests {
             let msg = [round; 9];
             assert!(queue.push(&msg));
             assert!(queue.push(&msg[..5]));
-            assert_eq!(queue.peek_into(&mut out), Some(9));
+            assert_eq!(send_and_acknowledge(&queue, &mut out), Some(9));
             assert_eq!(out[..9], msg);
-            queue.pop();
-            assert_eq!(queue.peek_into(&mut out), Some(5));
-            queue.pop();
+            assert_eq!(send_and_acknowledge(&queue, &mut out), Some(5));
             assert_eq!(queue.depth(), (0, 0));
         }
+    }
+
+    #[test]
+    fn unacknowledged_envelopes_stay_and_rewind() {
+        let queue = Queue::new(64);
+        let mut out = [0u8; 16];
+        for n in 1..=3u8 {
+            assert!(queue.push(&[n; 4]));
+        }
+        for n in 1..=2u8 {
+            assert_eq!(queue.peek_unsent(&mut out), Some(4));
+            assert_eq!(out[0], n);
+            queue.mark_sent();
+        }
+        queue.acknowledge_oldest();
+        assert_eq!(queue.depth(), (2, 16));
+        // The session is lost: envelope 2 was sent but not acknowledged.
+        assert_eq!(queue.rewind(), 1);
+        assert_eq!(queue.peek_unsent(&mut out), Some(4));
+        assert_eq!(out[0], 2);
+        queue.mark_sent();
+        assert_eq!(queue.peek_unsent(&mut out), Some(4));
+        assert_eq!(out[0], 3);
     }
 
     #[test]
@@ -220,7 +285,7 @@ mod tests {
             let queue = queue.clone();
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(50));
-                queue.pop();
+                send_and_acknowledge(&queue, &mut [0; 16]);
             })
         };
         assert!(queue.push_waiting(&[2; 8], &stop));
@@ -240,6 +305,6 @@ mod tests {
         assert!(!queue.push(&[]));
         assert_eq!(queue.depth(), (2, 20));
         let mut small = [0u8; 2];
-        assert_eq!(queue.peek_into(&mut small), None);
+        assert_eq!(queue.peek_unsent(&mut small), None);
     }
 }

@@ -1,0 +1,267 @@
+//! At-least-once delivery across broker restarts, and exact accounting when
+//! the broker is away longer than the store holds. Live SIP on `lo`, a
+//! real mosquitto restarted under the agent, a persistent QoS 1 subscriber.
+
+mod common;
+
+use common::{Lines, agent, summary_value};
+use std::collections::HashMap;
+use std::net::{TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn can_capture_on_lo() -> bool {
+    match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED delivery test: cannot capture on lo ({e}); it needs CAP_NET_RAW");
+            false
+        }
+    }
+}
+
+/// mosquitto on a fixed port with persistence in `dir`, so that a clean
+/// restart keeps the subscriber's session and queued messages.
+fn start_broker(dir: &Path, port: u16) -> Child {
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            // `user root`: started as root, mosquitto would otherwise run as
+            // its own user, which cannot write the test's directory.
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
+persistence true\npersistence_location {}/\nautosave_interval 0\nuser root\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn stop_broker(mut broker: Child) {
+    Command::new("kill")
+        .args(["-TERM", &broker.id().to_string()])
+        .status()
+        .unwrap();
+    broker.wait().unwrap();
+}
+
+fn options(n: usize) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{n}\r\n\
+From: <sip:delivery@test>;tag={n}\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: delivery-{n}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The Call-ID number of each envelope, with how often it arrived.
+fn arrivals(envelopes: &[String]) -> HashMap<usize, usize> {
+    let mut seen = HashMap::new();
+    for text in envelopes {
+        let sip = common::sip_of(&serde_json::from_str(text).unwrap());
+        let sip = String::from_utf8(sip).unwrap();
+        let n: usize = sip
+            .split("Call-ID: delivery-")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .and_then(|n| n.parse().ok())
+            .expect("a Call-ID");
+        *seen.entry(n).or_insert(0) += 1;
+    }
+    seen
+}
+
+/// Send `count` messages at `per_second` to a port the agent captures,
+/// calling `during(i)` before message `i`.
+fn send_stream(port: u16, count: usize, per_second: usize, mut during: impl FnMut(usize)) {
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let start = Instant::now();
+    for n in 0..count {
+        during(n);
+        let due = start + Duration::from_secs_f64(n as f64 / per_second as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        sender.send_to(&options(n), ("127.0.0.1", port)).unwrap();
+    }
+}
+
+struct Run {
+    stdout: String,
+    envelopes: Vec<String>,
+}
+
+/// Run the agent on `lo` while `count` messages are sent; `during` may
+/// restart the broker. The subscriber collects at the end.
+fn run(
+    dir: &Path,
+    broker_port: u16,
+    count: usize,
+    extra: &[&str],
+    during: impl FnMut(usize, &mut Option<Child>),
+) -> Run {
+    let mut broker = Some(start_broker(dir, broker_port));
+    let url = format!("mqtt://127.0.0.1:{broker_port}");
+    // A persistent subscriber session, offline while the stream runs.
+    let sub_args = [
+        "-p",
+        &broker_port.to_string(),
+        "-t",
+        "sip/delivery",
+        "-q",
+        "1",
+        "-c",
+        "-i",
+        "delivery-sub",
+    ];
+    assert!(
+        Command::new("mosquitto_sub")
+            .args(sub_args)
+            .arg("-E")
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let mut child = agent()
+        .args(["--interface", "lo", "--broker", &url, "--topic", "sip/delivery"])
+        .args(["--bpf-filter", &format!("udp and dst port {port}")])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let mut during = during;
+    send_stream(port, count, 1000, |n| during(n, &mut broker));
+    if broker.is_none() {
+        broker = Some(start_broker(dir, broker_port));
+    }
+    // Let the agent deliver what it holds, then stop it cleanly.
+    std::thread::sleep(Duration::from_secs(3));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let stdout = lines.rest();
+
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &broker_port.to_string(),
+            "-t",
+            "sip/delivery",
+            "-q",
+            "1",
+            "-m",
+            "--end--",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = Command::new("mosquitto_sub")
+        .args(sub_args)
+        .args(["-W", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut envelopes = Vec::new();
+    use std::io::BufRead;
+    let mut out = out;
+    for line in std::io::BufReader::new(out.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if line == "--end--" {
+            break;
+        }
+        envelopes.push(line);
+    }
+    let _ = out.kill();
+    let _ = out.wait();
+    stop_broker(broker.unwrap());
+    Run { stdout, envelopes }
+}
+
+/// The broker is stopped and restarted three times during the stream: every
+/// message arrives at least once; duplicates are counted and reported.
+#[test]
+fn broker_restarts_lose_nothing() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    const COUNT: usize = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let run = run(dir.path(), port, COUNT, &[], |n, broker| {
+        if n > 0 && n % 3000 == 0 {
+            // Down for half a second, then back on the same port.
+            stop_broker(broker.take().unwrap());
+            std::thread::sleep(Duration::from_millis(500));
+            *broker = Some(start_broker(dir.path(), port));
+        }
+    });
+    let seen = arrivals(&run.envelopes);
+    let missing: Vec<usize> = (0..COUNT).filter(|n| !seen.contains_key(n)).collect();
+    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    println!(
+        "{} envelopes, {} distinct, {duplicates} duplicates, reconnects {}, republished {}",
+        run.envelopes.len(),
+        seen.len(),
+        summary_value(run.stdout.as_bytes(), "reconnects"),
+        summary_value(run.stdout.as_bytes(), "republished")
+    );
+    assert!(
+        missing.is_empty(),
+        "{} never arrived, first {:?}\n{}",
+        missing.len(),
+        &missing[..missing.len().min(10)],
+        run.stdout
+    );
+    assert_eq!(summary_value(run.stdout.as_bytes(), "reconnects"), 3);
+    assert_eq!(summary_value(run.stdout.as_bytes(), "dropped_queue_full"), 0);
+    assert_eq!(summary_value(run.stdout.as_bytes(), "undelivered_at_exit"), 0);
+}
+
+/// The broker is away longer than the store holds: the agent's drop counter
+/// equals exactly the number of messages that never arrive.
+#[test]
+fn broker_away_longer_than_the_store_holds() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    const COUNT: usize = 4000;
+    let dir = tempfile::tempdir().unwrap();
+    // About 60 envelopes of ~700 bytes fit.
+    let small_store = ["--queue-bytes", "140000", "--max-message-bytes", "1024"];
+    let port = common::free_port();
+    let run = run(dir.path(), port, COUNT, &small_store, |n, broker| {
+        if n == 1000 {
+            stop_broker(broker.take().unwrap());
+        }
+        if n == 3000 {
+            *broker = Some(start_broker(dir.path(), port));
+        }
+    });
+    let seen = arrivals(&run.envelopes);
+    let missing = (0..COUNT).filter(|n| !seen.contains_key(n)).count() as u64;
+    let dropped = summary_value(run.stdout.as_bytes(), "dropped_queue_full");
+    println!("{missing} missing, {dropped} dropped");
+    assert!(dropped > 1000, "the store overflowed: {dropped}");
+    assert_eq!(missing, dropped, "{}", run.stdout);
+}
