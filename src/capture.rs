@@ -9,6 +9,7 @@
 //! timestamp and the capture's link type, untouched.
 
 use crate::config::Source;
+use crate::counters::Counters;
 use crate::envelope::Timestamp;
 use pcap::{Active, Capture, Linktype, Offline};
 use rustix::event::{PollFd, PollFlags, poll};
@@ -31,13 +32,8 @@ pub enum PacketSource {
     File(Capture<Offline>),
 }
 
-/// libpcap's own counts for a live capture.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PcapStats {
-    pub received: u32,
-    pub dropped: u32,
-    pub if_dropped: u32,
-}
+/// How often a live capture copies libpcap's statistics into the counters.
+const STATS_EVERY: Duration = Duration::from_secs(1);
 
 /// Open the configured source and apply the BPF program, if any.
 pub fn open(
@@ -106,8 +102,11 @@ impl PacketSource {
     pub fn run(
         &mut self,
         stop: &AtomicBool,
+        counters: &Counters,
         mut on_frame: impl FnMut(Timestamp, &[u8]),
     ) -> Result<(), String> {
+        let mut stats_due = Instant::now();
+        let mut frames_since_stats = 0u32;
         // Once stopping: deliver until the kernel has nothing more or this
         // deadline passes (a flood must not keep the agent from stopping).
         let mut drain_until: Option<Instant> = None;
@@ -122,6 +121,7 @@ impl PacketSource {
             }
             let stopping = drain_until.is_some();
             if drain_until.is_some_and(|until| Instant::now() >= until) {
+                self.copy_stats(counters);
                 return Ok(());
             }
             let next = match self {
@@ -137,9 +137,28 @@ impl PacketSource {
                         micros: u32::try_from(packet.header.ts.tv_usec).unwrap_or(0),
                     };
                     on_frame(ts, packet.data);
+                    // Under steady traffic reads never time out: look at the
+                    // clock every few thousand packets instead.
+                    frames_since_stats += 1;
+                    if frames_since_stats == 4096 {
+                        frames_since_stats = 0;
+                        if Instant::now() >= stats_due {
+                            self.copy_stats(counters);
+                            stats_due = Instant::now() + STATS_EVERY;
+                        }
+                    }
                 }
-                Err(pcap::Error::TimeoutExpired) if stopping => return Ok(()),
-                Err(pcap::Error::TimeoutExpired) => self.wait_readable(STOP_CHECK_MS)?,
+                Err(pcap::Error::TimeoutExpired) if stopping => {
+                    self.copy_stats(counters);
+                    return Ok(());
+                }
+                Err(pcap::Error::TimeoutExpired) => {
+                    if Instant::now() >= stats_due {
+                        self.copy_stats(counters);
+                        stats_due = Instant::now() + STATS_EVERY;
+                    }
+                    self.wait_readable(STOP_CHECK_MS)?
+                }
                 Err(pcap::Error::NoMorePackets) => return Ok(()),
                 Err(e) => return Err(format!("capture failed: {e}")),
             }
@@ -162,15 +181,14 @@ impl PacketSource {
         Ok(())
     }
 
-    /// libpcap's counters (live captures only).
-    pub fn stats(&mut self) -> Option<PcapStats> {
-        match self {
-            PacketSource::Live(c) => c.stats().ok().map(|s| PcapStats {
-                received: s.received,
-                dropped: s.dropped,
-                if_dropped: s.if_dropped,
-            }),
-            PacketSource::File(_) => None,
+    /// Copy libpcap's statistics into the counters (live captures only).
+    fn copy_stats(&mut self, counters: &Counters) {
+        if let PacketSource::Live(c) = self
+            && let Ok(stats) = c.stats()
+        {
+            Counters::set(&counters.pcap_received, u64::from(stats.received));
+            Counters::set(&counters.pcap_dropped, u64::from(stats.dropped));
+            Counters::set(&counters.pcap_if_dropped, u64::from(stats.if_dropped));
         }
     }
 }

@@ -44,6 +44,9 @@ pub const KEYS: &[Key] = &[
     Key { name: "BROKER", default: "mqtt://localhost:1883", help: "MQTT broker, mqtt://host:port (tcp:// accepted)" },
     Key { name: "TOPIC", default: "", help: "MQTT topic for SIP envelopes (required)" },
     Key { name: "CLIENT_ID", default: "", help: "MQTT client id; default sip-capture-<hostname>" },
+    Key { name: "STATUS_TOPIC", default: "", help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
+    Key { name: "TELEMETRY_TOPIC", default: "", help: "where the agent's counters are published as JSON; default TOPIC/telemetry/CLIENT_ID" },
+    Key { name: "TELEMETRY_INTERVAL_S", default: "60", help: "seconds between telemetry reports; 0 turns them off" },
     Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
     Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
     Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
@@ -129,6 +132,10 @@ pub struct Config {
     pub broker: Broker,
     pub topic: String,
     pub client_id: String,
+    pub status_topic: String,
+    pub telemetry_topic: String,
+    /// `None`: no telemetry.
+    pub telemetry_interval: Option<std::time::Duration>,
     pub log_level: log::LevelFilter,
     pub snaplen: u32,
     pub capture_buffer_bytes: u32,
@@ -393,6 +400,18 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         ));
     }
 
+    let status_topic = side_topic(&get, "STATUS_TOPIC", "status", &topic, &client_id)?;
+    if status_topic.len() > MAX_STATUS_TOPIC_LEN {
+        return Err(ConfigError::new(
+            "STATUS_TOPIC",
+            &status_topic,
+            "longer than 128 bytes (minimq's Last Will topic capacity)",
+        ));
+    }
+    let telemetry_topic = side_topic(&get, "TELEMETRY_TOPIC", "telemetry", &topic, &client_id)?;
+    let interval = number(&get("TELEMETRY_INTERVAL_S"), "TELEMETRY_INTERVAL_S", 0, 86_400)?;
+    let telemetry_interval = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
+
     let level_text = get("LOG_LEVEL");
     let log_level = parse_log_level(&level_text)
         .ok_or_else(|| ConfigError::new("LOG_LEVEL", &level_text, "expected error, warn, info or debug"))?;
@@ -423,6 +442,8 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         .map(|k| {
             let value = match k.name {
                 "CLIENT_ID" => client_id.clone(),
+                "STATUS_TOPIC" => status_topic.clone(),
+                "TELEMETRY_TOPIC" => telemetry_topic.clone(),
                 "BPF_FILTER" => bpf_filter.clone().unwrap_or_default(),
                 _ => get(k.name),
             };
@@ -437,6 +458,9 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         broker,
         topic,
         client_id,
+        status_topic,
+        telemetry_topic,
+        telemetry_interval,
         log_level,
         snaplen,
         capture_buffer_bytes,
@@ -519,6 +543,34 @@ fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
         file: PathBuf::from(file),
     })
 }
+
+/// A topic beside TOPIC for the agent's own reports: the key's value, or
+/// `TOPIC/<kind>/CLIENT_ID`; never TOPIC itself, which carries only SIP.
+fn side_topic(
+    get: &impl Fn(&'static str) -> String,
+    key: &'static str,
+    kind: &str,
+    topic: &str,
+    client_id: &str,
+) -> Result<String, ConfigError> {
+    let mut value = get(key);
+    if value.is_empty() {
+        value = format!("{topic}/{kind}/{client_id}");
+    }
+    check_topic(&value)
+        .and_then(|()| {
+            if value == topic {
+                Err("must differ from TOPIC, which carries only SIP envelopes")
+            } else {
+                Ok(())
+            }
+        })
+        .map_err(|reason| ConfigError::new(key, &value, reason))?;
+    Ok(value)
+}
+
+/// minimq's fixed Last Will topic capacity.
+const MAX_STATUS_TOPIC_LEN: usize = 128;
 
 /// minimq's fixed client id capacity.
 const MAX_CLIENT_ID_LEN: usize = 64;

@@ -93,6 +93,12 @@ counters! {
     undelivered_at_exit,
     /// Successful connections to the broker after the first.
     reconnects,
+    /// libpcap's own statistics of a live capture (totals, refreshed about
+    /// once a second): packets received, dropped for lack of buffer space,
+    /// dropped by the interface.
+    pcap_received,
+    pcap_dropped,
+    pcap_if_dropped,
 }
 
 impl Counters {
@@ -102,6 +108,11 @@ impl Counters {
 
     pub fn inc(counter: &AtomicU64) {
         Counters::add(counter, 1);
+    }
+
+    /// Set a counter that mirrors a total kept elsewhere (libpcap's).
+    pub fn set(counter: &AtomicU64, value: u64) {
+        counter.store(value, Ordering::Relaxed);
     }
 }
 

@@ -42,7 +42,8 @@
 //! [`pipeline`] wires the stages and runs the two threads; [`buffers`]
 //! carves reassembly buffers from one allocation; [`config`] reads
 //! and validates every setting before anything starts; [`counters`] counts
-//! every packet that does not end up published, by reason.
+//! every packet that does not end up published, by reason, and
+//! [`telemetry`] reports them to TELEMETRY_TOPIC.
 //!
 //! # What it never does
 //!
@@ -64,3 +65,4 @@ pub mod queue;
 pub mod sip;
 pub mod split;
 pub mod tcp;
+pub mod telemetry;

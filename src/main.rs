@@ -109,19 +109,11 @@ fn run(config: Config) -> ExitCode {
         }
     }
     match pipeline::run(config, stop) {
-        Ok((counters, pcap)) => {
-            let pcap = pcap
-                .map(|s| {
-                    format!(
-                        " pcap_received={} pcap_dropped={} pcap_if_dropped={}",
-                        s.received, s.dropped, s.if_dropped
-                    )
-                })
-                .unwrap_or_default();
+        Ok(counters) => {
             let rss = peak_rss_kib()
                 .map(|kib| format!(" peak_rss_kib={kib}"))
                 .unwrap_or_default();
-            log::info!("summary: {counters}{pcap}{rss}");
+            log::info!("summary: {counters}{rss}");
             ExitCode::SUCCESS
         }
         Err(e) => {

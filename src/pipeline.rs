@@ -5,7 +5,7 @@
 //! broker. Data flows one way. [`Pipeline::handle_frame`] is the whole
 //! per-packet path; it allocates nothing.
 
-use crate::capture::{self, PcapStats};
+use crate::capture;
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
 use crate::decode::{self, Decoded, LinkType, Segment};
@@ -225,7 +225,7 @@ pub fn filter_test(
     let mut written = Ok(());
     let never = AtomicBool::new(false);
     source
-        .run(&never, |time, frame| {
+        .run(&never, &counters, |time, frame| {
             extractor.extract(time, frame, &mut |origin, message| {
                 let hit = filter.matches(message);
                 total += 1;
@@ -262,7 +262,7 @@ pub struct RunError(pub String);
 
 /// Run the agent until the file ends or `stop` is set; returns the final
 /// counters and libpcap's statistics.
-pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Option<PcapStats>), RunError> {
+pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunError> {
     let mut source = capture::open(
         &config.source,
         config.bpf_filter.as_deref(),
@@ -280,6 +280,9 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Opti
         broker: config.broker,
         topic: config.topic,
         client_id: config.client_id,
+        status_topic: config.status_topic,
+        telemetry_topic: config.telemetry_topic,
+        telemetry_interval: config.telemetry_interval,
         max_envelope: envelope_capacity(config.max_message_bytes),
     };
     log::info!(
@@ -309,14 +312,13 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<(Arc<Counters>, Opti
         },
         &counters,
     );
-    let captured = source.run(&stop, |time, frame| pipeline.handle_frame(time, frame));
+    let captured = source.run(&stop, &counters, |time, frame| pipeline.handle_frame(time, frame));
     pipeline.extractor.finish();
-    let pcap_stats = source.stats();
     queue.close();
     let published = publisher
         .join()
         .map_err(|_| RunError("the publish thread panicked".into()))?;
     Counters::add(&counters.undelivered_at_exit, queue.depth().0 as u64);
     captured.and(published).map_err(RunError)?;
-    Ok((counters, pcap_stats))
+    Ok(counters)
 }

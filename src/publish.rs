@@ -13,8 +13,10 @@
 use crate::config::Broker;
 use crate::counters::Counters;
 use crate::queue::Queue;
+use crate::telemetry::{REPORT_CAPACITY, Report};
 use minimq::{
-    Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError, Session,
+    Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
+    Session, Will,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -41,6 +43,12 @@ pub struct Settings {
     pub broker: Broker,
     pub topic: String,
     pub client_id: String,
+    /// Retained `online` after each connect; `offline` at a clean stop and,
+    /// as the Last Will, when the agent dies or loses the broker.
+    pub status_topic: String,
+    /// Where [`crate::telemetry::Report`]s go, and how often (`None`: never).
+    pub telemetry_topic: String,
+    pub telemetry_interval: Option<Duration>,
     /// The largest envelope the queue can hold.
     pub max_envelope: usize,
 }
@@ -170,6 +178,9 @@ struct Publisher<'a> {
     scratch: Vec<u8>,
     /// Set when a stop request was first seen.
     give_up_at: Option<Instant>,
+    started: Instant,
+    next_telemetry: Option<Instant>,
+    report: Vec<u8>,
 }
 
 /// An envelope handed to minimq: its operation, or `Refused` when minimq
@@ -183,6 +194,9 @@ enum Sent {
 
 /// Room for the in-flight window plus refused envelopes interleaved.
 const IN_FLIGHT_ENTRIES: usize = 4 * MAX_IN_FLIGHT;
+
+const ONLINE: &[u8] = b"online";
+const OFFLINE: &[u8] = b"offline";
 
 /// How long the broker keeps the session after a disconnect, so that a
 /// reconnect resumes it and minimq replays its in-flight publishes itself.
@@ -206,6 +220,9 @@ impl<'a> Publisher<'a> {
             in_flight: heapless::Deque::new(),
             scratch: vec![0; settings.max_envelope],
             give_up_at: None,
+            started: Instant::now(),
+            next_telemetry: settings.telemetry_interval.map(|every| Instant::now() + every),
+            report: vec![0; REPORT_CAPACITY],
         }
     }
 
@@ -218,7 +235,14 @@ impl<'a> Publisher<'a> {
                 .client_id(&self.settings.client_id)
                 .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
                 .keepalive_interval(KEEPALIVE_S)
-                .session_expiry_interval(SESSION_EXPIRY_S),
+                .session_expiry_interval(SESSION_EXPIRY_S)
+                .will(
+                    Will::new(&self.settings.status_topic, OFFLINE, &[])
+                        .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.status_topic))?
+                        .retained()
+                        .qos(QoS::AtLeastOnce),
+                )
+                .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.status_topic))?,
         );
         let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
         let mut backoff = BACKOFF_FIRST;
@@ -250,8 +274,19 @@ impl<'a> Publisher<'a> {
                 Counters::add(&self.counters.republished, again as u64);
                 log::info!("broker lost the session: sending {again} unacknowledged envelopes again");
             }
+            if let Err(e) = self.publish_status(&mut conn, ONLINE).await {
+                if !conn.is_connected() {
+                    log::warn!("lost broker {broker}: {e}");
+                    continue;
+                }
+                // No room right now (a resumed session replaying): the Will
+                // still stands for the agent; say online next connect.
+                log::debug!("status not published: {e}");
+            }
             match self.serve(&mut conn).await {
                 Ended::Done => {
+                    // A clean DISCONNECT suppresses the Will: say it here.
+                    let _ = timeout(STOP_CHECK, self.publish_status(&mut conn, OFFLINE)).await;
                     let _ = timeout(STOP_CHECK, conn.disconnect()).await;
                     let _ = timeout(STOP_CHECK, conn.into_inner().drain()).await;
                     break;
@@ -280,11 +315,47 @@ impl<'a> Publisher<'a> {
             .map_err(|e| format!("MQTT CONNECT: {e:?}"))
     }
 
+    /// Publish the retained status. Not tracked in `in_flight`, which
+    /// mirrors the store of envelopes.
+    async fn publish_status(&self, conn: &mut Conn<'_, '_>, status: &[u8]) -> Result<(), String> {
+        let publication = Publication::bytes(&self.settings.status_topic, status)
+            .qos(QoS::AtLeastOnce)
+            .retain();
+        conn.publish(publication)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{e:?}"))
+    }
+
+    /// Publish a telemetry report when one is due (QoS 1, not retained,
+    /// untracked like the status). A report that cannot go now is skipped.
+    async fn publish_telemetry_if_due(&mut self, conn: &mut Conn<'_, '_>) {
+        let (Some(due), Some(every)) = (self.next_telemetry, self.settings.telemetry_interval) else {
+            return;
+        };
+        if Instant::now() < due {
+            return;
+        }
+        self.next_telemetry = Some(due.max(Instant::now() - every) + every);
+        let report = Report {
+            counters: self.counters,
+            uptime_s: self.started.elapsed().as_secs(),
+        };
+        let Ok(json) = report.write(&mut self.report) else {
+            return log::warn!("telemetry report does not fit its buffer");
+        };
+        let publication = Publication::bytes(&self.settings.telemetry_topic, json).qos(QoS::AtLeastOnce);
+        if let Err(e) = conn.publish(publication).await {
+            log::debug!("telemetry not published: {e:?}");
+        }
+    }
+
     /// Publish from the queue and collect acknowledgements until the
     /// connection breaks or the work is done.
     async fn serve(&mut self, conn: &mut Conn<'_, '_>) -> Ended {
         loop {
             self.retire(conn);
+            self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
                 return Ended::Lost(e);
             }

@@ -202,6 +202,9 @@ fn no_allocation_per_packet_after_warm_up() {
         },
         topic: "sip/alloc".into(),
         client_id: "alloc-test".into(),
+        status_topic: "sip/alloc/status".into(),
+        telemetry_topic: "sip/alloc/telemetry".into(),
+        telemetry_interval: None,
         max_envelope: envelope_capacity(max_message),
     };
     let publisher = {

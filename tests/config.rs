@@ -304,3 +304,23 @@ fn foreign_endian_filter_file() {
         &["FILTER_FILE", &format!("filter file built for {other}-endian")],
     );
 }
+
+#[test]
+fn status_topic_is_derived_and_checked() {
+    let mut args = file_args();
+    args.extend(["--client-id".into(), "tap-3".into(), "--check".into()]);
+    let output = agent().args(&args).output().unwrap();
+    assert!(
+        stdout(&output).contains("STATUS_TOPIC=t/status/tap-3\n"),
+        "{}",
+        stdout(&output)
+    );
+    refused_with(
+        &["--status-topic", "sip/+/status"],
+        &["STATUS_TOPIC", "sip/+/status", "wildcards"],
+    );
+    refused_with(
+        &["--status-topic", "t"],
+        &["STATUS_TOPIC", "must differ from TOPIC"],
+    );
+}

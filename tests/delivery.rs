@@ -265,3 +265,116 @@ fn broker_away_longer_than_the_store_holds() {
     assert!(dropped > 1000, "the store overflowed: {dropped}");
     assert_eq!(missing, dropped, "{}", run.stdout);
 }
+
+/// The retained status: `online` while the agent runs, `offline` after it
+/// is killed (the Last Will) and after a clean stop.
+#[test]
+fn status_online_then_offline() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    let broker = common::Broker::start();
+    let port = broker.port.to_string();
+    let status = |topic: &str| -> String {
+        let out = Command::new("mosquitto_sub")
+            .args(["-p", &port, "-t", topic, "-C", "1", "-W", "5"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for (stop, how) in [("-KILL", "killed"), ("-TERM", "stopped")] {
+        let mut child = agent()
+            .args([
+                "--interface",
+                "lo",
+                "--bpf-filter",
+                "udp port 9",
+                "--broker",
+                &broker.url(),
+            ])
+            .args(["--topic", "sip/status-test", "--client-id", "sensor-7"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::of(&mut child);
+        lines.wait_for("connected to broker", Duration::from_secs(10));
+        let topic = "sip/status-test/status/sensor-7";
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status(topic) != "online" {
+            assert!(Instant::now() < deadline, "no retained online status");
+        }
+        Command::new("kill")
+            .args([stop, &child.id().to_string()])
+            .status()
+            .unwrap();
+        let _ = child.wait();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while status(topic) != "offline" {
+            assert!(
+                Instant::now() < deadline,
+                "no retained offline status after the agent was {how}"
+            );
+        }
+    }
+}
+
+/// Telemetry arrives on its topic, with counters that match what was sent.
+#[test]
+fn telemetry_reports_the_counters() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    let broker = common::Broker::start();
+    let telemetry = broker.subscribe("sip/telemetry-test/telemetry/sensor-9");
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let mut child = agent()
+        .args([
+            "--interface",
+            "lo",
+            "--bpf-filter",
+            &format!("udp and dst port {port}"),
+        ])
+        .args([
+            "--broker",
+            &broker.url(),
+            "--topic",
+            "sip/telemetry-test",
+            "--client-id",
+            "sensor-9",
+        ])
+        .args(["--telemetry-interval-s", "1"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("connected to broker", Duration::from_secs(10));
+    send_stream(port, 50, 1000, |_| {});
+    std::thread::sleep(Duration::from_millis(2500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    lines.rest();
+
+    let reports: Vec<serde_json::Value> = telemetry
+        .collect()
+        .iter()
+        .map(|text| serde_json::from_str(text).unwrap())
+        .collect();
+    assert!(reports.len() >= 2, "one report a second: {reports:?}");
+    let last = reports.last().unwrap();
+    assert_eq!(
+        last["agent"],
+        format!("sip-capture/{}", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(last["sip_messages"], 50);
+    assert_eq!(last["acknowledged"], 50);
+    assert_eq!(
+        last["pcap_received"].as_u64().map(|n| n >= 50),
+        Some(true),
+        "{last}"
+    );
+    assert!(last["uptime_s"].as_u64().unwrap() >= 2);
+}
