@@ -5,7 +5,7 @@
 //! [`MAX_IN_FLIGHT`] publishes are outstanding at once; each leaves the
 //! queue when minimq has taken it and is counted `acknowledged` when its
 //! PUBACK arrives. When the broker is unreachable it reconnects with
-//! exponential backoff while capture goes on filling the queue.
+//! exponential backoff and jitter while capture goes on filling the queue.
 //!
 //! What it does not do: subscribe, or accept anything from the broker. The
 //! only topic it publishes to is the configured one.
@@ -183,6 +183,27 @@ struct Publisher<'a> {
     report: Vec<u8>,
 }
 
+/// A small xorshift generator for backoff jitter, seeded from the clock and
+/// the process id: it only has to differ between sensors.
+struct Jitter(u64);
+
+impl Jitter {
+    fn seeded() -> Jitter {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Jitter(u64::from(nanos) << 32 | u64::from(std::process::id()) | 1)
+    }
+
+    /// A number in [0, 1).
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 /// An envelope handed to minimq: its operation, or `Refused` when minimq
 /// could not take it for good (too large for the broker or the buffer),
 /// which counts as settled once the envelopes before it are.
@@ -246,13 +267,17 @@ impl<'a> Publisher<'a> {
         );
         let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
         let mut backoff = BACKOFF_FIRST;
+        let mut jitter = Jitter::seeded();
         let mut connected_before = false;
         while !self.finished() {
             let mut conn = match self.connect(&mut session).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    log::warn!("broker {broker}: {e}; retrying in {} ms", backoff.as_millis());
-                    self.sleep_unless_stopping(backoff).await;
+                    // Jitter: sensors restarted together must not reconnect
+                    // in lockstep.
+                    let wait = backoff.mul_f64(0.5 + 0.5 * jitter.next());
+                    log::warn!("broker {broker}: {e}; retrying in {} ms", wait.as_millis());
+                    self.sleep_unless_stopping(wait).await;
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                     continue;
                 }
