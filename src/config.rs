@@ -47,6 +47,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "STATUS_TOPIC", default: "", help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
     Key { name: "TELEMETRY_TOPIC", default: "", help: "where the agent's counters are published as JSON; default TOPIC/telemetry/CLIENT_ID" },
     Key { name: "TELEMETRY_INTERVAL_S", default: "60", help: "seconds between telemetry reports; 0 turns them off" },
+    Key { name: "METRICS_ADDR", default: "", help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560); off when empty" },
     Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
     Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
     Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
@@ -136,6 +137,8 @@ pub struct Config {
     pub telemetry_topic: String,
     /// `None`: no telemetry.
     pub telemetry_interval: Option<std::time::Duration>,
+    /// `None`: no metrics endpoint, no listening socket.
+    pub metrics_addr: Option<std::net::SocketAddr>,
     pub log_level: log::LevelFilter,
     pub snaplen: u32,
     pub capture_buffer_bytes: u32,
@@ -412,6 +415,18 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
     let interval = number(&get("TELEMETRY_INTERVAL_S"), "TELEMETRY_INTERVAL_S", 0, 86_400)?;
     let telemetry_interval = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
 
+    let metrics_text = get("METRICS_ADDR");
+    let metrics_addr = match metrics_text.as_str() {
+        "" => None,
+        text => Some(text.parse().map_err(|_| {
+            ConfigError::new(
+                "METRICS_ADDR",
+                text,
+                "expected IP:port, such as 127.0.0.1:9560 or [::1]:9560",
+            )
+        })?),
+    };
+
     let level_text = get("LOG_LEVEL");
     let log_level = parse_log_level(&level_text)
         .ok_or_else(|| ConfigError::new("LOG_LEVEL", &level_text, "expected error, warn, info or debug"))?;
@@ -461,6 +476,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         status_topic,
         telemetry_topic,
         telemetry_interval,
+        metrics_addr,
         log_level,
         snaplen,
         capture_buffer_bytes,

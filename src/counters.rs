@@ -7,24 +7,43 @@
 use core::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// A counter's name, value and one-line help (its doc comment).
+#[derive(Debug, Clone, Copy)]
+pub struct Reading {
+    pub name: &'static str,
+    pub value: u64,
+    pub help: &'static str,
+    /// A level that goes up and down (Prometheus `gauge`), not a total.
+    pub gauge: bool,
+}
+
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Monotonic event counts; relaxed atomics, read for reporting only.
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// Event counts and a few levels; relaxed atomics, read for
+        /// reporting only.
         #[derive(Debug, Default)]
         pub struct Counters {
-            $($(#[$doc])* pub $name: AtomicU64,)*
+            $($(#[doc = $doc])* pub $name: AtomicU64,)*
         }
 
         impl Counters {
-            /// Each counter's name and current value, in declaration order.
-            pub fn snapshot(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-                [$((stringify!($name), &self.$name)),*]
+            /// Every counter, in declaration order.
+            pub fn snapshot(&self) -> impl Iterator<Item = Reading> + '_ {
+                [$((stringify!($name), &self.$name, concat!($($doc),*))),*]
                     .into_iter()
-                    .map(|(name, value)| (name, value.load(Ordering::Relaxed)))
+                    .map(|(name, value, help)| Reading {
+                        name,
+                        value: value.load(Ordering::Relaxed),
+                        help: help.trim(),
+                        gauge: GAUGES.contains(&name),
+                    })
             }
         }
     };
 }
+
+/// The counters that are levels, not totals.
+const GAUGES: &[&str] = &["store_envelopes", "store_bytes", "in_flight"];
 
 counters! {
     /// Frames read from libpcap.
@@ -93,11 +112,18 @@ counters! {
     undelivered_at_exit,
     /// Successful connections to the broker after the first.
     reconnects,
-    /// libpcap's own statistics of a live capture (totals, refreshed about
-    /// once a second): packets received, dropped for lack of buffer space,
-    /// dropped by the interface.
+    /// Envelopes in the store now, sent or not (a level).
+    store_envelopes,
+    /// Bytes the store holds now (a level).
+    store_bytes,
+    /// Publishes awaiting their PUBACK now (a level).
+    in_flight,
+    /// libpcap: packets the kernel received for a live capture (refreshed
+    /// about once a second).
     pcap_received,
+    /// libpcap: packets dropped for lack of buffer space (CAPTURE_BUFFER_BYTES).
     pcap_dropped,
+    /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
 }
 
@@ -119,11 +145,11 @@ impl Counters {
 /// `name=value` pairs on one line, for the summary log.
 impl fmt::Display for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (name, value)) in self.snapshot().enumerate() {
+        for (i, r) in self.snapshot().enumerate() {
             if i > 0 {
                 f.write_str(" ")?;
             }
-            write!(f, "{name}={value}")?;
+            write!(f, "{}={}", r.name, r.value)?;
         }
         Ok(())
     }

@@ -43,7 +43,8 @@
 //! carves reassembly buffers from one allocation; [`config`] reads
 //! and validates every setting before anything starts; [`counters`] counts
 //! every packet that does not end up published, by reason, and
-//! [`telemetry`] reports them to TELEMETRY_TOPIC.
+//! [`telemetry`] reports them to TELEMETRY_TOPIC and [`metrics`] on an
+//! optional Prometheus endpoint.
 //!
 //! # What it never does
 //!
@@ -59,6 +60,7 @@ pub mod decode;
 pub mod defrag;
 pub mod envelope;
 pub mod filter;
+pub mod metrics;
 pub mod pipeline;
 pub mod publish;
 pub mod queue;

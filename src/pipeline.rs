@@ -292,11 +292,20 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         settings.topic
     );
 
+    // Bound here, before any thread starts, so a port in use is a clear
+    // start-up error.
+    let metrics = config
+        .metrics_addr
+        .map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|e| RunError(format!("cannot serve metrics on METRICS_ADDR {addr}: {e}")))
+        })
+        .transpose()?;
     let publisher = {
         let (queue, counters, stop) = (queue.clone(), counters.clone(), stop.clone());
         std::thread::Builder::new()
             .name("publish".into())
-            .spawn(move || publish::run(&settings, &queue, &counters, &stop))
+            .spawn(move || publish::run(&settings, &queue, &counters, &stop, metrics))
             .map_err(|e| RunError(format!("cannot start the publish thread: {e}")))?
     };
 

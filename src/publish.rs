@@ -157,13 +157,31 @@ impl embedded_io_async::Read for Coalescing {
 
 /// Publish until the queue is closed and drained, or until `stop` has been
 /// set for [`DRAIN_GRACE`].
-pub fn run(settings: &Settings, queue: &Queue, counters: &Counters, stop: &AtomicBool) -> Result<(), String> {
+/// With `metrics`, the Prometheus endpoint is served on the same runtime.
+pub fn run(
+    settings: &Settings,
+    queue: &Queue,
+    counters: &Counters,
+    stop: &AtomicBool,
+    metrics: Option<std::net::TcpListener>,
+) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .enable_time()
         .build()
         .map_err(|e| format!("cannot start the publisher runtime: {e}"))?;
-    runtime.block_on(Publisher::new(settings, queue, counters, stop).run())
+    runtime.block_on(async {
+        let publisher = Publisher::new(settings, queue, counters, stop).run();
+        match metrics {
+            None => publisher.await,
+            Some(listener) => tokio::select! {
+                done = publisher => done,
+                failed = crate::metrics::serve(listener, counters) => {
+                    failed.map_err(|e| format!("metrics endpoint: {e}"))
+                }
+            },
+        }
+    })
 }
 
 struct Publisher<'a> {
@@ -380,6 +398,10 @@ impl<'a> Publisher<'a> {
     async fn serve(&mut self, conn: &mut Conn<'_, '_>) -> Ended {
         loop {
             self.retire(conn);
+            let (envelopes, bytes) = self.queue.depth();
+            Counters::set(&self.counters.store_envelopes, envelopes as u64);
+            Counters::set(&self.counters.store_bytes, bytes as u64);
+            Counters::set(&self.counters.in_flight, self.in_flight.len() as u64);
             self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
                 return Ended::Lost(e);

@@ -24,8 +24,8 @@ impl Serialize for Report<'_> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("agent", AGENT)?;
         map.serialize_entry("uptime_s", &self.uptime_s)?;
-        for (name, value) in self.counters.snapshot() {
-            map.serialize_entry(name, &value)?;
+        for reading in self.counters.snapshot() {
+            map.serialize_entry(reading.name, &reading.value)?;
         }
         map.end()
     }

@@ -209,7 +209,7 @@ fn no_allocation_per_packet_after_warm_up() {
     };
     let publisher = {
         let (queue, counters, stop) = (queue.clone(), counters.clone(), stop.clone());
-        std::thread::spawn(move || publish::run(&settings, &queue, &counters, &stop))
+        std::thread::spawn(move || publish::run(&settings, &queue, &counters, &stop, None))
     };
 
     let filter = Filter::compile(r#"(any request (status 100-699) (to "bob@.*\.com"))"#, 1 << 20).unwrap();

@@ -378,3 +378,93 @@ fn telemetry_reports_the_counters() {
     );
     assert!(last["uptime_s"].as_u64().unwrap() >= 2);
 }
+
+/// Inodes of the TCP sockets in LISTEN state that process `pid` holds.
+fn listening_sockets(pid: u32) -> Vec<String> {
+    let mut listening = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(3) == Some(&"0A") {
+                listening.push(fields[9].to_string());
+            }
+        }
+    }
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|link| {
+            let link = link.to_string_lossy().into_owned();
+            let inode = link.strip_prefix("socket:[")?.strip_suffix(']')?.to_string();
+            listening.contains(&inode).then_some(inode)
+        })
+        .collect()
+}
+
+/// METRICS_ADDR serves counters that promtool accepts; without it the agent
+/// listens on nothing.
+#[test]
+fn metrics_endpoint_passes_promtool_and_is_off_by_default() {
+    if !can_capture_on_lo() {
+        return;
+    }
+    let broker = common::Broker::start();
+    let metrics_port = common::free_port();
+    let start = |extra: &[&str]| {
+        let mut child = agent()
+            .args([
+                "--interface",
+                "lo",
+                "--bpf-filter",
+                "udp port 9",
+                "--broker",
+                &broker.url(),
+            ])
+            .args(["--topic", "sip/metrics-test"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::of(&mut child);
+        lines.wait_for("connected to broker", Duration::from_secs(10));
+        (child, lines)
+    };
+
+    let (mut quiet, _lines) = start(&[]);
+    assert_eq!(listening_sockets(quiet.id()), Vec::<String>::new());
+    let _ = quiet.kill();
+    let _ = quiet.wait();
+
+    let addr = format!("127.0.0.1:{metrics_port}");
+    let (mut child, _lines) = start(&["--metrics-addr", &addr]);
+    assert_eq!(listening_sockets(child.id()).len(), 1);
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(body.contains("sip_capture_packets_total "), "{body}");
+    assert!(body.contains("# TYPE sip_capture_store_bytes gauge"), "{body}");
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (make test installs prometheus)");
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
