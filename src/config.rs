@@ -49,6 +49,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "TELEMETRY_INTERVAL_S", default: "60", help: "seconds between telemetry reports; 0 turns them off" },
     Key { name: "METRICS_ADDR", default: "", help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560); off when empty" },
     Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
+    Key { name: "USER", default: "", help: "after opening the capture, run as this user (name or uid)" },
+    Key { name: "GROUP", default: "", help: "and this group (default: the user's primary group)" },
     Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
     Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
     Key { name: "QUEUE_BYTES", default: "4194304", help: "queue between capture and broker; full means drop and count" },
@@ -139,6 +141,8 @@ pub struct Config {
     pub telemetry_interval: Option<std::time::Duration>,
     /// `None`: no metrics endpoint, no listening socket.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// `None`: keep the identity the agent was started with.
+    pub run_as: Option<crate::privileges::RunAs>,
     pub log_level: log::LevelFilter,
     pub snaplen: u32,
     pub capture_buffer_bytes: u32,
@@ -427,6 +431,10 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         })?),
     };
 
+    let (user, group) = (get("USER"), get("GROUP"));
+    let run_as = crate::privileges::resolve(&user, &group)
+        .map_err(|(key, reason)| ConfigError::new(key, if key == "USER" { &user } else { &group }, reason))?;
+
     let level_text = get("LOG_LEVEL");
     let log_level = parse_log_level(&level_text)
         .ok_or_else(|| ConfigError::new("LOG_LEVEL", &level_text, "expected error, warn, info or debug"))?;
@@ -477,6 +485,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         telemetry_topic,
         telemetry_interval,
         metrics_addr,
+        run_as,
         log_level,
         snaplen,
         capture_buffer_bytes,

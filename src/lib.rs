@@ -39,7 +39,8 @@
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
 //!   runtime, several publishes in flight, reconnect with backoff.
 //!
-//! [`pipeline`] wires the stages and runs the two threads; [`buffers`]
+//! [`pipeline`] wires the stages and runs the two threads, after
+//! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
 //! carves reassembly buffers from one allocation; [`config`] reads
 //! and validates every setting before anything starts; [`counters`] counts
 //! every packet that does not end up published, by reason, and
@@ -62,6 +63,7 @@ pub mod envelope;
 pub mod filter;
 pub mod metrics;
 pub mod pipeline;
+pub mod privileges;
 pub mod publish;
 pub mod queue;
 pub mod sip;

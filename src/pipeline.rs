@@ -301,6 +301,16 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
                 .map_err(|e| RunError(format!("cannot serve metrics on METRICS_ADDR {addr}: {e}")))
         })
         .transpose()?;
+    // Everything privileged is open; no other thread exists yet.
+    if let Some(run_as) = &config.run_as {
+        crate::privileges::drop_to(run_as).map_err(RunError)?;
+        log::info!(
+            "running as user {} (uid {}, gid {})",
+            run_as.user,
+            run_as.uid,
+            run_as.gid
+        );
+    }
     let publisher = {
         let (queue, counters, stop) = (queue.clone(), counters.clone(), stop.clone());
         std::thread::Builder::new()

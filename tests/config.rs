@@ -324,3 +324,16 @@ fn status_topic_is_derived_and_checked() {
         &["STATUS_TOPIC", "must differ from TOPIC"],
     );
 }
+
+#[test]
+fn unknown_user_or_group() {
+    refused_with(
+        &["--user", "no-such-user-x"],
+        &["USER", "no-such-user-x", "no such user"],
+    );
+    refused_with(
+        &["--user", "nobody", "--group", "no-such-group-x"],
+        &["GROUP", "no-such-group-x", "no such group"],
+    );
+    refused_with(&["--group", "nogroup"], &["GROUP", "set USER too"]);
+}

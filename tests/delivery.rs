@@ -468,3 +468,63 @@ fn metrics_endpoint_passes_promtool_and_is_off_by_default() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The real and effective uid and gid of process `pid`.
+fn ids(pid: u32) -> (String, String) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    (field("Uid:"), field("Gid:"))
+}
+
+/// With USER, the agent runs as that user after start-up and still captures.
+#[test]
+fn drops_privileges_and_still_captures() {
+    if !can_capture_on_lo() || ids(std::process::id()).0 != "0 0" {
+        eprintln!("SKIPPED privilege test: it needs root to drop from");
+        return;
+    }
+    let broker = common::Broker::start();
+    let sub = broker.subscribe("sip/privileges");
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let mut child = agent()
+        .args([
+            "--interface",
+            "lo",
+            "--bpf-filter",
+            &format!("udp and dst port {port}"),
+        ])
+        .args([
+            "--broker",
+            &broker.url(),
+            "--topic",
+            "sip/privileges",
+            "--user",
+            "nobody",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("connected to broker", Duration::from_secs(10));
+    assert_eq!(ids(child.id()).0, "65534 65534", "running as nobody");
+    send_stream(port, 100, 1000, |_| {});
+    std::thread::sleep(Duration::from_millis(500));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let stdout = lines.rest();
+    assert!(stdout.contains("running as user nobody"), "{stdout}");
+    assert_eq!(sub.collect().len(), 100);
+}
