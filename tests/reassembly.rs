@@ -344,3 +344,12 @@ fn tcp_losses_never_alter_messages() {
     }
     assert!(delivered > 1000, "most messages still arrive: {delivered}");
 }
+
+/// Link types no shared capture has: Linux cooked v2, BSD loopback, raw
+/// IPv6.
+#[test]
+fn sll2_loopback_and_raw_ipv6_link_types() {
+    for name in ["link-sll2", "link-null", "link-raw-ipv6"] {
+        check_generated(name, "udp");
+    }
+}

@@ -77,8 +77,9 @@ def ether(ip_packet, ether_type=0x0800):
 
 
 class Pcap:
-    def __init__(self, name):
+    def __init__(self, name, linktype=1):
         self.name = name
+        self.linktype = linktype
         self.frames = []
 
     def add(self, frame):
@@ -87,7 +88,7 @@ class Pcap:
     def write(self, expected):
         os.makedirs(OUT, exist_ok=True)
         with open(os.path.join(OUT, self.name + ".pcap"), "wb") as f:
-            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, self.linktype))
             for i, frame in enumerate(self.frames):
                 f.write(struct.pack("<IIII", T0 + i // 1000, (i % 1000) * 1000, len(frame), len(frame)))
                 f.write(frame)
@@ -204,7 +205,27 @@ def ipv6_fragments():
     p.write([msg])
 
 
+def link_types():
+    """The same two messages over the link types no shared capture has:
+    Linux cooked v2 (276), BSD loopback (0) and raw IPv6 (229)."""
+    msgs = [sip("OPTIONS", 8), sip("NOTIFY", 9)]
+    v4 = [ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5062, m.encode())) for m in msgs]
+    sll2 = Pcap("link-sll2", 276)
+    for packet in v4:
+        # protocol, reserved, ifindex, hatype, pkttype, halen, address
+        sll2.add(struct.pack("!HHIHBB8s", 0x0800, 0, 2, 1, 0, 6, MAC_A + b"\0\0") + packet)
+    sll2.write(msgs)
+    null = Pcap("link-null", 0)
+    for packet in v4:
+        null.add(struct.pack("<I", 2) + packet)  # AF_INET, little-endian host
+    null.write(msgs)
+    raw6 = Pcap("link-raw-ipv6", 229)
+    for m in msgs:
+        raw6.add(ipv6("2001:db8::1", "2001:db8::2", 17, udp(5060, 5062, m.encode())))
+    raw6.write(msgs)
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
-                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments]:
+                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types]:
         make()
