@@ -41,7 +41,12 @@ pub const KEYS: &[Key] = &[
     Key { name: "SIP_FILTER", default: "", help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
     Key { name: "FILTER_FILE", default: "", help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
     Key { name: "FILTER_MAX_DFA_BYTES", default: "1048576", help: "limit on the DFAs of all SIP_FILTER regexes together" },
-    Key { name: "BROKER", default: "mqtt://localhost:1883", help: "MQTT broker, mqtt://host:port (tcp:// accepted)" },
+    Key { name: "BROKER", default: "mqtt://localhost:1883", help: "MQTT broker, mqtt://host:port (tcp:// accepted), or mqtts://host:port for TLS (ssl:// accepted)" },
+    Key { name: "CA_FILE", default: "", help: "TLS: PEM CA certificates to verify the broker; default the system's roots" },
+    Key { name: "CERT_FILE", default: "", help: "TLS: PEM client certificate (chain), with KEY_FILE" },
+    Key { name: "KEY_FILE", default: "", help: "TLS: PEM private key of CERT_FILE" },
+    Key { name: "USERNAME", default: "", help: "MQTT user name, with PASSWORD_FILE" },
+    Key { name: "PASSWORD_FILE", default: "", help: "file holding the MQTT password (one line)" },
     Key { name: "TOPIC", default: "", help: "MQTT topic for SIP envelopes (required)" },
     Key { name: "CLIENT_ID", default: "", help: "MQTT client id; default sip-capture-<hostname>" },
     Key { name: "STATUS_TOPIC", default: "", help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
@@ -123,6 +128,8 @@ pub enum Source {
 pub struct Broker {
     pub host: String,
     pub port: u16,
+    /// `mqtts://`: TLS to the broker.
+    pub tls: bool,
 }
 
 /// The validated configuration.
@@ -133,6 +140,10 @@ pub struct Config {
     pub bpf_filter: Option<String>,
     pub sip_filter: Filter,
     pub broker: Broker,
+    /// Set for `mqtts://`.
+    pub tls: Option<crate::tls::Client>,
+    /// USERNAME and the password from PASSWORD_FILE.
+    pub credentials: Option<(String, Vec<u8>)>,
     pub topic: String,
     pub client_id: String,
     pub status_topic: String,
@@ -392,6 +403,26 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
     let broker =
         parse_broker(&broker_text).map_err(|reason| ConfigError::new("BROKER", &broker_text, reason))?;
 
+    let tls = if broker.tls {
+        Some(
+            crate::tls::client(&broker.host, &get("CA_FILE"), &get("CERT_FILE"), &get("KEY_FILE"))
+                .map_err(|(key, reason)| ConfigError::new(key, &get(key), reason))?,
+        )
+    } else {
+        if let Some(key) = ["CA_FILE", "CERT_FILE", "KEY_FILE"]
+            .into_iter()
+            .find(|k| !get(k).is_empty())
+        {
+            return Err(ConfigError::new(
+                key,
+                &get(key),
+                "set, but BROKER is not mqtts://",
+            ));
+        }
+        None
+    };
+    let credentials = credentials(&get("USERNAME"), &get("PASSWORD_FILE"))?;
+
     let topic = get("TOPIC");
     check_topic(&topic).map_err(|reason| ConfigError::new("TOPIC", &topic, reason))?;
 
@@ -479,6 +510,8 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         bpf_filter,
         sip_filter,
         broker,
+        tls,
+        credentials,
         topic,
         client_id,
         status_topic,
@@ -594,6 +627,31 @@ fn side_topic(
     Ok(value)
 }
 
+/// USERNAME and PASSWORD_FILE: both or neither. The password is the file's
+/// first line.
+fn credentials(user: &str, password_file: &str) -> Result<Option<(String, Vec<u8>)>, ConfigError> {
+    match (user.is_empty(), password_file.is_empty()) {
+        (true, true) => Ok(None),
+        (false, true) => Err(ConfigError::new(
+            "PASSWORD_FILE",
+            "",
+            "missing: USERNAME needs a password",
+        )),
+        (true, false) => Err(ConfigError::new(
+            "USERNAME",
+            "",
+            "missing: PASSWORD_FILE needs a user name",
+        )),
+        (false, false) => {
+            let text = std::fs::read(password_file)
+                .map_err(|e| ConfigError::new("PASSWORD_FILE", password_file, format!("cannot read: {e}")))?;
+            let password = text.split(|&b| b == b'\n').next().unwrap_or(&[]);
+            let password = password.strip_suffix(b"\r").unwrap_or(password).to_vec();
+            Ok(Some((user.to_string(), password)))
+        }
+    }
+}
+
 /// minimq's fixed Last Will topic capacity.
 const MAX_STATUS_TOPIC_LEN: usize = 128;
 
@@ -602,15 +660,15 @@ const MAX_CLIENT_ID_LEN: usize = 64;
 
 fn parse_broker(text: &str) -> Result<Broker, String> {
     let (scheme, rest) = text.split_once("://").ok_or("expected mqtt://host:port")?;
-    match scheme {
-        "mqtt" | "tcp" => {}
-        "mqtts" | "ssl" | "tls" => {
-            return Err("TLS brokers are not supported yet; use mqtt://".into());
-        }
+    let tls = match scheme {
+        "mqtt" | "tcp" => false,
+        "mqtts" | "ssl" => true,
         other => {
-            return Err(format!("unsupported scheme '{other}'; use mqtt://host:port"));
+            return Err(format!(
+                "unsupported scheme '{other}'; use mqtt://host:port or mqtts://host:port"
+            ));
         }
-    }
+    };
     let rest = rest.trim_end_matches('/');
     if rest.contains('/') || rest.contains('@') {
         return Err("expected mqtt://host:port with no path or user".into());
@@ -625,7 +683,7 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
                 .ok_or_else(|| format!("port '{port}' is not a number from 1 to 65535"))?;
             (host, port)
         }
-        _ => (rest, 1883),
+        _ => (rest, if tls { 8883 } else { 1883 }),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
@@ -634,6 +692,7 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
     Ok(Broker {
         host: host.to_string(),
         port,
+        tls,
     })
 }
 
@@ -721,27 +780,16 @@ mod tests {
     #[test]
     fn brokers() {
         let ok = |t| parse_broker(t).unwrap();
-        assert_eq!(
-            ok("mqtt://h:1"),
-            Broker {
-                host: "h".into(),
-                port: 1
-            }
-        );
-        assert_eq!(
-            ok("tcp://h"),
-            Broker {
-                host: "h".into(),
-                port: 1883
-            }
-        );
-        assert_eq!(
-            ok("mqtt://[::1]:8883"),
-            Broker {
-                host: "::1".into(),
-                port: 8883
-            }
-        );
+        let broker = |host: &str, port, tls| Broker {
+            host: host.into(),
+            port,
+            tls,
+        };
+        assert_eq!(ok("mqtt://h:1"), broker("h", 1, false));
+        assert_eq!(ok("tcp://h"), broker("h", 1883, false));
+        assert_eq!(ok("mqtt://[::1]:8883"), broker("::1", 8883, false));
+        assert_eq!(ok("mqtts://h"), broker("h", 8883, true));
+        assert_eq!(ok("ssl://h:8884"), broker("h", 8884, true));
         assert!(parse_broker("h:1883").is_err());
         assert!(parse_broker("http://h").is_err());
         assert!(parse_broker("mqtt://h:0").is_err());

@@ -37,7 +37,8 @@
 //!   the publish thread; when full, envelopes are dropped and counted, so
 //!   capture never waits on the broker.
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
-//!   runtime, several publishes in flight, reconnect with backoff.
+//!   runtime, several publishes in flight, reconnect with backoff; [`tls`]
+//!   for `mqtts://`.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -70,3 +71,4 @@ pub mod sip;
 pub mod split;
 pub mod tcp;
 pub mod telemetry;
+pub mod tls;

@@ -278,6 +278,8 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
     let queue = Arc::new(Queue::new(config.queue_bytes));
     let settings = Settings {
         broker: config.broker,
+        tls: config.tls,
+        credentials: config.credentials,
         topic: config.topic,
         client_id: config.client_id,
         status_topic: config.status_topic,

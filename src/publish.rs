@@ -41,6 +41,10 @@ const STOP_CHECK: Duration = Duration::from_millis(250);
 /// What the publisher needs to know.
 pub struct Settings {
     pub broker: Broker,
+    /// TLS to the broker (`mqtts://`).
+    pub tls: Option<crate::tls::Client>,
+    /// USERNAME and password.
+    pub credentials: Option<(String, Vec<u8>)>,
     pub topic: String,
     pub client_id: String,
     /// Retained `online` after each connect; `offline` at a clean stop and,
@@ -74,7 +78,7 @@ const RECEIVE_BATCH_BYTES: usize = 4096;
 /// Reads are buffered too: minimq reads a packet's fixed header a byte at a
 /// time, which made three `recv` calls of every 4-byte PUBACK.
 struct Coalescing {
-    stream: TcpStream,
+    stream: Link,
     out: Vec<u8>,
     sent: usize,
     /// Received bytes not yet handed to minimq: `input[taken..filled]`.
@@ -83,8 +87,14 @@ struct Coalescing {
     filled: usize,
 }
 
+/// The broker connection: plain TCP or TLS over it.
+enum Link {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
 impl Coalescing {
-    fn new(stream: TcpStream) -> Coalescing {
+    fn new(stream: Link) -> Coalescing {
         Coalescing {
             stream,
             out: Vec::with_capacity(SEND_BATCH_BYTES),
@@ -98,17 +108,35 @@ impl Coalescing {
     /// Send every gathered byte. Progress is kept in `self`, so a cancelled
     /// call resumes where it stopped.
     async fn drain(&mut self) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
         while self.sent < self.out.len() {
-            match self.stream.try_write(&self.out[self.sent..]) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => self.stream.writable().await?,
-                Err(e) => return Err(e),
+            match self.stream.write(&self.out[self.sent..]).await? {
+                0 => return Err(std::io::ErrorKind::WriteZero.into()),
+                n => self.sent += n,
             }
+        }
+        if !self.out.is_empty() {
+            // TLS holds records until flushed; plain TCP flushes as a no-op.
+            self.stream.flush().await?;
         }
         self.out.clear();
         self.sent = 0;
         Ok(())
+    }
+
+    /// Take what can be read without waiting: `None` when nothing can.
+    async fn read_now(&mut self) -> Option<std::io::Result<usize>> {
+        use std::pin::Pin;
+        use std::task::Poll;
+        use tokio::io::AsyncRead;
+        std::future::poll_fn(|cx| {
+            let mut buf = tokio::io::ReadBuf::new(&mut self.input);
+            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
+                Poll::Ready(result) => Poll::Ready(Some(result.map(|()| buf.filled().len()))),
+                Poll::Pending => Poll::Ready(None),
+            }
+        })
+        .await
     }
 }
 
@@ -133,25 +161,74 @@ impl embedded_io_async::Write for Coalescing {
 
 impl embedded_io_async::Read for Coalescing {
     async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
         if buf.is_empty() {
             return Ok(0);
         }
-        while self.taken == self.filled {
-            match self.stream.try_read(&mut self.input) {
-                Ok(0) => return Ok(0),
-                Ok(n) => (self.taken, self.filled) = (0, n),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+        if self.taken == self.filled {
+            let got = match self.read_now().await {
+                Some(result) => result?,
+                None => {
                     // Nothing to read now: send what has gathered, then wait.
                     self.drain().await?;
-                    self.stream.readable().await?;
+                    self.stream.read(&mut self.input).await?
                 }
-                Err(e) => return Err(e),
+            };
+            if got == 0 {
+                return Ok(0);
             }
+            (self.taken, self.filled) = (0, got);
         }
         let n = buf.len().min(self.filled - self.taken);
         buf[..n].copy_from_slice(&self.input[self.taken..self.taken + n]);
         self.taken += n;
         Ok(n)
+    }
+}
+
+impl tokio::io::AsyncRead for Link {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Link::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Link {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Link::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Link::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Link::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -269,8 +346,14 @@ impl<'a> Publisher<'a> {
         let mut rx = vec![0u8; RX_BYTES];
         // Room for every in-flight envelope plus minimq's encode workspace.
         let mut tx = vec![0u8; (MAX_IN_FLIGHT + 1) * (self.settings.max_envelope + 512)];
+        let mut config = ConfigBuilder::new(Buffers::new(&mut rx, &mut tx));
+        if let Some((user, password)) = &self.settings.credentials {
+            config = config
+                .auth(user, password)
+                .map_err(|e| format!("USERNAME {user:?}: {e}"))?;
+        }
         let mut session = Session::new(
-            ConfigBuilder::new(Buffers::new(&mut rx, &mut tx))
+            config
                 .client_id(&self.settings.client_id)
                 .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
                 .keepalive_interval(KEEPALIVE_S)
@@ -341,7 +424,7 @@ impl<'a> Publisher<'a> {
     }
 
     async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
-        let Broker { host, port } = &self.settings.broker;
+        let Broker { host, port, .. } = &self.settings.broker;
         let addr = tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| format!("cannot resolve: {e}"))?
@@ -352,10 +435,26 @@ impl<'a> Publisher<'a> {
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(stream)))
+        let link = match &self.settings.tls {
+            None => Link::Plain(stream),
+            Some(tls) => {
+                let connecting = tls.connector.connect(tls.server_name.clone(), stream);
+                let stream = timeout(CONNECT_TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| "TLS handshake timed out".to_string())?
+                    .map_err(|e| crate::tls::describe(&e))?;
+                Link::Tls(Box::new(stream))
+            }
+        };
+        timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(link)))
             .await
             .map_err(|_| "MQTT CONNECT timed out".to_string())?
-            .map_err(|e| format!("MQTT CONNECT: {e:?}"))
+            .map_err(|e| match e {
+                // A broker that refuses the client certificate says so on
+                // the first read after the TLS 1.3 handshake.
+                minimq::Error::Transport(io) => crate::tls::describe(&io),
+                other => format!("MQTT CONNECT: {other:?}"),
+            })
     }
 
     /// Publish the retained status. Not tracked in `in_flight`, which

@@ -199,7 +199,10 @@ fn no_allocation_per_packet_after_warm_up() {
         broker: sip_capture::config::Broker {
             host: "127.0.0.1".into(),
             port: broker.port,
+            tls: false,
         },
+        tls: None,
+        credentials: None,
         topic: "sip/alloc".into(),
         client_id: "alloc-test".into(),
         status_topic: "sip/alloc/status".into(),

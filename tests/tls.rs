@@ -1,0 +1,264 @@
+//! TLS to a real mosquitto with a CA, server and client certificates made
+//! by openssl in the test: publishes arrive; a wrong CA, a name mismatch and
+//! a missing client certificate each fail with their own clear error.
+
+mod common;
+
+use common::{Lines, agent, free_port, pcap};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An EC key and a certificate for `name`, signed by `ca` (self-signed when
+/// `ca` is None), with `san` as subjectAltName.
+fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
+    let key = format!("{name}.key");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &key,
+        ],
+    );
+    let subject = format!("/CN={name}");
+    match ca {
+        None => openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-key",
+                &key,
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "2",
+                "-subj",
+                &subject,
+            ],
+        ),
+        Some(ca) => {
+            let csr = format!("{name}.csr");
+            openssl(
+                dir,
+                &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subject],
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName={san}\n")).unwrap();
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &csr,
+                    "-CA",
+                    &format!("{ca}.crt"),
+                    "-CAkey",
+                    &format!("{ca}.key"),
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{name}.crt"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        }
+    }
+}
+
+struct TlsBroker {
+    child: Child,
+    plain: u16,
+    tls: u16,
+    dir: PathBuf,
+}
+
+impl Drop for TlsBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// mosquitto with a plain listener (for the test's subscriber) and a TLS
+/// listener that requires a client certificate from the test CA.
+fn tls_broker(dir: &Path) -> TlsBroker {
+    certificate(dir, "ca", None, "");
+    certificate(dir, "server", Some("ca"), "IP:127.0.0.1");
+    certificate(dir, "client", Some("ca"), "DNS:sensor");
+    certificate(dir, "other-ca", None, "");
+    let (plain, tls) = (free_port(), free_port());
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "allow_anonymous true\nuser root\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\n\
+cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", tls)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto with TLS did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsBroker {
+        child,
+        plain,
+        tls,
+        dir: dir.to_path_buf(),
+    }
+}
+
+/// Run the agent on a capture against the TLS listener with `extra`; wait
+/// for `expect` in its log, then stop it.
+fn agent_log(broker: &TlsBroker, url: &str, extra: &[String], expect: &str) -> String {
+    let mut child = agent()
+        .args(["--read"])
+        .arg(pcap("no-to-tag.pcap"))
+        .args(["--broker", url, "--topic", "sip/tls"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = broker.tls;
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for(expect, Duration::from_secs(15));
+    let _ = child.kill();
+    let _ = child.wait();
+    lines.seen.join("\n")
+}
+
+fn file(broker: &TlsBroker, name: &str) -> String {
+    broker.dir.join(name).display().to_string()
+}
+
+#[test]
+fn tls_with_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = tls_broker(dir.path());
+    let url = format!("mqtts://127.0.0.1:{}", broker.tls);
+    let ca = |name: &str| vec!["--ca-file".to_string(), file(&broker, name)];
+    let client_cert = vec![
+        "--cert-file".to_string(),
+        file(&broker, "client.crt"),
+        "--key-file".to_string(),
+        file(&broker, "client.key"),
+    ];
+
+    // Everything right: the envelope arrives.
+    let sub_port = broker.plain.to_string();
+    let sub_args = ["-p", &sub_port, "-t", "sip/tls", "-q", "1", "-c", "-i", "tls-sub"];
+    assert!(
+        Command::new("mosquitto_sub")
+            .args(sub_args)
+            .arg("-E")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let output = agent()
+        .args(["--read"])
+        .arg(pcap("no-to-tag.pcap"))
+        .args(["--broker", &url, "--topic", "sip/tls"])
+        .args(ca("ca.crt"))
+        .args(&client_cert)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        common::summary_value(&output.stdout, "acknowledged"),
+        1,
+        "{stdout}"
+    );
+    let got = Command::new("mosquitto_sub")
+        .args(sub_args)
+        .args(["-C", "1", "-W", "10"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&got.stdout).contains(r#""transport":"udp""#));
+
+    // A CA that did not sign the broker's certificate.
+    let args = [ca("other-ca.crt"), client_cert.clone()].concat();
+    agent_log(&broker, &url, &args, "unknown CA");
+
+    // The certificate is for 127.0.0.1, the agent asks for localhost.
+    let localhost = format!("mqtts://localhost:{}", broker.tls);
+    let args = [ca("ca.crt"), client_cert.clone()].concat();
+    agent_log(&broker, &localhost, &args, "name mismatch");
+
+    // No client certificate, which the broker requires.
+    agent_log(&broker, &url, &ca("ca.crt"), "client certificate rejected");
+}
+
+#[test]
+fn tls_files_are_checked_at_start_up() {
+    let file_args = [
+        "--read",
+        &pcap("no-to-tag.pcap").display().to_string(),
+        "--topic",
+        "t",
+    ]
+    .map(String::from);
+    let refused = |extra: &[&str], expect: &[&str]| {
+        let out = agent()
+            .args(&file_args)
+            .args(extra)
+            .arg("--check")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        for piece in expect {
+            assert!(err.contains(piece), "{piece:?} not in {err}");
+        }
+    };
+    refused(
+        &["--broker", "mqtts://h", "--ca-file", "/nonexistent.pem"],
+        &["CA_FILE", "/nonexistent.pem", "cannot read"],
+    );
+    refused(
+        &["--broker", "mqtts://h", "--ca-file", "/etc/hostname"],
+        &["CA_FILE", "no PEM certificate"],
+    );
+    refused(
+        &["--broker", "mqtt://h", "--ca-file", "/etc/hostname"],
+        &["CA_FILE", "BROKER is not mqtts://"],
+    );
+    refused(
+        &["--broker", "mqtts://h", "--cert-file", "/etc/hostname"],
+        &["KEY_FILE", "missing"],
+    );
+    refused(&["--username", "u"], &["PASSWORD_FILE", "missing"]);
+}
