@@ -453,6 +453,9 @@ impl<'a> Publisher<'a> {
                 // A broker that refuses the client certificate says so on
                 // the first read after the TLS 1.3 handshake.
                 minimq::Error::Transport(io) => crate::tls::describe(&io),
+                minimq::Error::Peer(PeerError::Rejected(reason)) => {
+                    format!("broker refused the connection: {reason:?}")
+                }
                 other => format!("MQTT CONNECT: {other:?}"),
             })
     }

@@ -151,11 +151,10 @@ fn agent_log(broker: &TlsBroker, url: &str, extra: &[String], expect: &str) -> S
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let _ = broker.tls;
     let mut lines = Lines::of(&mut child);
+    let child = common::KillOnDrop(child);
     lines.wait_for(expect, Duration::from_secs(15));
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     lines.seen.join("\n")
 }
 
@@ -261,4 +260,67 @@ fn tls_files_are_checked_at_start_up() {
         &["KEY_FILE", "missing"],
     );
     refused(&["--username", "u"], &["PASSWORD_FILE", "missing"]);
+}
+
+/// USERNAME and PASSWORD_FILE against a broker that requires them.
+#[test]
+fn username_and_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let passwords = dir.path().join("passwords");
+    let made = Command::new("mosquitto_passwd")
+        .args(["-b", "-c"])
+        .arg(&passwords)
+        .args(["sensor", "s3cret"])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "user root\nlistener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n",
+            passwords.display()
+        ),
+    )
+    .unwrap();
+    let broker = common::KillOnDrop(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let run = |password: &str, expect: &str| {
+        let file = dir.path().join("password");
+        std::fs::write(&file, format!("{password}\n")).unwrap();
+        let mut child = agent()
+            .args(["--read"])
+            .arg(pcap("no-to-tag.pcap"))
+            .args([
+                "--broker",
+                &format!("mqtt://127.0.0.1:{port}"),
+                "--topic",
+                "sip/auth",
+            ])
+            .args(["--username", "sensor", "--password-file"])
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = Lines::of(&mut child);
+        let child = common::KillOnDrop(child);
+        lines.wait_for(expect, Duration::from_secs(15));
+        drop(child);
+    };
+    run("s3cret", "acknowledged=1");
+    run("wrong", "broker refused the connection: NotAuthorized");
+    drop(broker);
 }

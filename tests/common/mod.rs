@@ -77,12 +77,19 @@ impl Broker {
     /// from now on is kept for it until [`Subscription::collect`].
     pub fn subscribe(&self, topic: &str) -> Subscription {
         let client_id = format!("test-sub-{}", free_port());
-        let status = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
-            .status()
-            .unwrap();
-        assert!(status.success(), "mosquitto_sub could not subscribe");
+        // A loaded machine can make a first attempt fail: try a few times.
+        let mut last_error = String::new();
+        let subscribed = (0..5).any(|attempt| {
+            std::thread::sleep(Duration::from_millis(200 * attempt));
+            let out = Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+                .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
+                .output()
+                .unwrap();
+            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(subscribed, "mosquitto_sub could not subscribe: {last_error}");
         Subscription {
             port: self.port,
             topic: topic.to_string(),
@@ -227,6 +234,17 @@ pub fn summary_value(stdout: &[u8], name: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {name} in {summary}"))
         .parse()
         .unwrap()
+}
+
+/// A child process killed when the test ends, also when it fails, so no
+/// agent or broker outlives its test.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Lines of a child's stdout, read on a thread so tests can wait for one.
