@@ -142,7 +142,7 @@ cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_cert
 
 /// Run the agent on a capture against the TLS listener with `extra`; wait
 /// for `expect` in its log, then stop it.
-fn agent_log(broker: &TlsBroker, url: &str, extra: &[String], expect: &str) -> String {
+fn agent_log(url: &str, extra: &[String], expect: &str) -> String {
     let mut child = agent()
         .args(["--read"])
         .arg(pcap("no-to-tag.pcap"))
@@ -210,15 +210,15 @@ fn tls_with_client_certificate() {
 
     // A CA that did not sign the broker's certificate.
     let args = [ca("other-ca.crt"), client_cert.clone()].concat();
-    agent_log(&broker, &url, &args, "unknown CA");
+    agent_log(&url, &args, "unknown CA");
 
     // The certificate is for 127.0.0.1, the agent asks for localhost.
     let localhost = format!("mqtts://localhost:{}", broker.tls);
     let args = [ca("ca.crt"), client_cert.clone()].concat();
-    agent_log(&broker, &localhost, &args, "name mismatch");
+    agent_log(&localhost, &args, "name mismatch");
 
     // No client certificate, which the broker requires.
-    agent_log(&broker, &url, &ca("ca.crt"), "client certificate rejected");
+    agent_log(&url, &ca("ca.crt"), "client certificate rejected");
 }
 
 #[test]
