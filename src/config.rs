@@ -139,17 +139,7 @@ pub struct Config {
     /// `None`: no BPF program at all.
     pub bpf_filter: Option<String>,
     pub sip_filter: Filter,
-    pub broker: Broker,
-    /// Set for `mqtts://`.
-    pub tls: Option<crate::tls::Client>,
-    /// USERNAME and the password from PASSWORD_FILE.
-    pub credentials: Option<(String, Vec<u8>)>,
-    pub topic: String,
-    pub client_id: String,
-    pub status_topic: String,
-    pub telemetry_topic: String,
-    /// `None`: no telemetry.
-    pub telemetry_interval: Option<std::time::Duration>,
+    pub mqtt: Mqtt,
     /// `None`: no metrics endpoint, no listening socket.
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// `None`: keep the identity the agent was started with.
@@ -162,6 +152,25 @@ pub struct Config {
     pub reassembly: ReassemblyLimits,
     /// Every key's effective value, for `--check`.
     pub effective: Vec<(&'static str, String)>,
+}
+
+/// Everything the publisher needs to reach the broker and what it sends.
+#[derive(Debug)]
+pub struct Mqtt {
+    pub broker: Broker,
+    /// Set for `mqtts://`.
+    pub tls: Option<crate::tls::Client>,
+    /// USERNAME and the password from PASSWORD_FILE.
+    pub credentials: Option<(String, Vec<u8>)>,
+    /// The one topic for SIP envelopes.
+    pub topic: String,
+    pub client_id: String,
+    /// Retained `online` after each connect; `offline` at a clean stop and,
+    /// as the Last Will, when the agent dies or loses the broker.
+    pub status_topic: String,
+    /// Where telemetry reports go, and how often (`None`: never).
+    pub telemetry_topic: String,
+    pub telemetry_interval: Option<std::time::Duration>,
 }
 
 /// A configuration problem: the key, the offending value and why.
@@ -509,14 +518,16 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         source,
         bpf_filter,
         sip_filter,
-        broker,
-        tls,
-        credentials,
-        topic,
-        client_id,
-        status_topic,
-        telemetry_topic,
-        telemetry_interval,
+        mqtt: Mqtt {
+            broker,
+            tls,
+            credentials,
+            topic,
+            client_id,
+            status_topic,
+            telemetry_topic,
+            telemetry_interval,
+        },
         metrics_addr,
         run_as,
         log_level,

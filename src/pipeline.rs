@@ -277,21 +277,14 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
     let counters = Arc::new(Counters::default());
     let queue = Arc::new(Queue::new(config.queue_bytes));
     let settings = Settings {
-        broker: config.broker,
-        tls: config.tls,
-        credentials: config.credentials,
-        topic: config.topic,
-        client_id: config.client_id,
-        status_topic: config.status_topic,
-        telemetry_topic: config.telemetry_topic,
-        telemetry_interval: config.telemetry_interval,
+        mqtt: config.mqtt,
         max_envelope: envelope_capacity(config.max_message_bytes),
     };
     log::info!(
         "{} starting: source {:?}, link type {linktype}, topic {:?}",
         crate::envelope::AGENT,
         config.source,
-        settings.topic
+        settings.mqtt.topic
     );
 
     // Bound here, before any thread starts, so a port in use is a clear

@@ -10,7 +10,7 @@
 //! What it does not do: subscribe, or accept anything from the broker. The
 //! only topic it publishes to is the configured one.
 
-use crate::config::Broker;
+use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
@@ -40,19 +40,7 @@ const STOP_CHECK: Duration = Duration::from_millis(250);
 
 /// What the publisher needs to know.
 pub struct Settings {
-    pub broker: Broker,
-    /// TLS to the broker (`mqtts://`).
-    pub tls: Option<crate::tls::Client>,
-    /// USERNAME and password.
-    pub credentials: Option<(String, Vec<u8>)>,
-    pub topic: String,
-    pub client_id: String,
-    /// Retained `online` after each connect; `offline` at a clean stop and,
-    /// as the Last Will, when the agent dies or loses the broker.
-    pub status_topic: String,
-    /// Where [`crate::telemetry::Report`]s go, and how often (`None`: never).
-    pub telemetry_topic: String,
-    pub telemetry_interval: Option<Duration>,
+    pub mqtt: Mqtt,
     /// The largest envelope the queue can hold.
     pub max_envelope: usize,
 }
@@ -337,7 +325,10 @@ impl<'a> Publisher<'a> {
             scratch: vec![0; settings.max_envelope],
             give_up_at: None,
             started: Instant::now(),
-            next_telemetry: settings.telemetry_interval.map(|every| Instant::now() + every),
+            next_telemetry: settings
+                .mqtt
+                .telemetry_interval
+                .map(|every| Instant::now() + every),
             report: vec![0; REPORT_CAPACITY],
         }
     }
@@ -347,26 +338,29 @@ impl<'a> Publisher<'a> {
         // Room for every in-flight envelope plus minimq's encode workspace.
         let mut tx = vec![0u8; (MAX_IN_FLIGHT + 1) * (self.settings.max_envelope + 512)];
         let mut config = ConfigBuilder::new(Buffers::new(&mut rx, &mut tx));
-        if let Some((user, password)) = &self.settings.credentials {
+        if let Some((user, password)) = &self.settings.mqtt.credentials {
             config = config
                 .auth(user, password)
                 .map_err(|e| format!("USERNAME {user:?}: {e}"))?;
         }
         let mut session = Session::new(
             config
-                .client_id(&self.settings.client_id)
-                .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.client_id))?
+                .client_id(&self.settings.mqtt.client_id)
+                .map_err(|e| format!("CLIENT_ID {:?}: {e}", self.settings.mqtt.client_id))?
                 .keepalive_interval(KEEPALIVE_S)
                 .session_expiry_interval(SESSION_EXPIRY_S)
                 .will(
-                    Will::new(&self.settings.status_topic, OFFLINE, &[])
-                        .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.status_topic))?
+                    Will::new(&self.settings.mqtt.status_topic, OFFLINE, &[])
+                        .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.mqtt.status_topic))?
                         .retained()
                         .qos(QoS::AtLeastOnce),
                 )
-                .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.status_topic))?,
+                .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.mqtt.status_topic))?,
         );
-        let broker = format!("{}:{}", self.settings.broker.host, self.settings.broker.port);
+        let broker = format!(
+            "{}:{}",
+            self.settings.mqtt.broker.host, self.settings.mqtt.broker.port
+        );
         let mut backoff = BACKOFF_FIRST;
         let mut jitter = Jitter::seeded();
         let mut connected_before = false;
@@ -388,7 +382,7 @@ impl<'a> Publisher<'a> {
                 Counters::inc(&self.counters.reconnects);
                 log::info!("reconnected to broker {broker}");
             } else {
-                log::info!("connected to broker {broker} as {}", self.settings.client_id);
+                log::info!("connected to broker {broker} as {}", self.settings.mqtt.client_id);
             }
             connected_before = true;
             if conn.connect_event() == ConnectEvent::Connected && !self.in_flight.is_empty() {
@@ -424,7 +418,7 @@ impl<'a> Publisher<'a> {
     }
 
     async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
-        let Broker { host, port, .. } = &self.settings.broker;
+        let Broker { host, port, .. } = &self.settings.mqtt.broker;
         let addr = tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| format!("cannot resolve: {e}"))?
@@ -435,7 +429,7 @@ impl<'a> Publisher<'a> {
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let link = match &self.settings.tls {
+        let link = match &self.settings.mqtt.tls {
             None => Link::Plain(stream),
             Some(tls) => {
                 let connecting = tls.connector.connect(tls.server_name.clone(), stream);
@@ -463,7 +457,7 @@ impl<'a> Publisher<'a> {
     /// Publish the retained status. Not tracked in `in_flight`, which
     /// mirrors the store of envelopes.
     async fn publish_status(&self, conn: &mut Conn<'_, '_>, status: &[u8]) -> Result<(), String> {
-        let publication = Publication::bytes(&self.settings.status_topic, status)
+        let publication = Publication::bytes(&self.settings.mqtt.status_topic, status)
             .qos(QoS::AtLeastOnce)
             .retain();
         conn.publish(publication)
@@ -475,7 +469,7 @@ impl<'a> Publisher<'a> {
     /// Publish a telemetry report when one is due (QoS 1, not retained,
     /// untracked like the status). A report that cannot go now is skipped.
     async fn publish_telemetry_if_due(&mut self, conn: &mut Conn<'_, '_>) {
-        let (Some(due), Some(every)) = (self.next_telemetry, self.settings.telemetry_interval) else {
+        let (Some(due), Some(every)) = (self.next_telemetry, self.settings.mqtt.telemetry_interval) else {
             return;
         };
         if Instant::now() < due {
@@ -489,7 +483,7 @@ impl<'a> Publisher<'a> {
         let Ok(json) = report.write(&mut self.report) else {
             return log::warn!("telemetry report does not fit its buffer");
         };
-        let publication = Publication::bytes(&self.settings.telemetry_topic, json).qos(QoS::AtLeastOnce);
+        let publication = Publication::bytes(&self.settings.mqtt.telemetry_topic, json).qos(QoS::AtLeastOnce);
         if let Err(e) = conn.publish(publication).await {
             log::debug!("telemetry not published: {e:?}");
         }
@@ -542,7 +536,7 @@ impl<'a> Publisher<'a> {
                 return Ok(());
             };
             let publication =
-                Publication::bytes(&self.settings.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
+                Publication::bytes(&self.settings.mqtt.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
                     self.queue.mark_sent();

@@ -196,18 +196,20 @@ fn no_allocation_per_packet_after_warm_up() {
     let counters = Arc::new(Counters::default());
     let stop = Arc::new(AtomicBool::new(false));
     let settings = Settings {
-        broker: sip_capture::config::Broker {
-            host: "127.0.0.1".into(),
-            port: broker.port,
-            tls: false,
+        mqtt: sip_capture::config::Mqtt {
+            broker: sip_capture::config::Broker {
+                host: "127.0.0.1".into(),
+                port: broker.port,
+                tls: false,
+            },
+            tls: None,
+            credentials: None,
+            topic: "sip/alloc".into(),
+            client_id: "alloc-test".into(),
+            status_topic: "sip/alloc/status".into(),
+            telemetry_topic: "sip/alloc/telemetry".into(),
+            telemetry_interval: None,
         },
-        tls: None,
-        credentials: None,
-        topic: "sip/alloc".into(),
-        client_id: "alloc-test".into(),
-        status_topic: "sip/alloc/status".into(),
-        telemetry_topic: "sip/alloc/telemetry".into(),
-        telemetry_interval: None,
         max_envelope: envelope_capacity(max_message),
     };
     let publisher = {

@@ -11,16 +11,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn can_capture_on_lo() -> bool {
-    match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED delivery test: cannot capture on lo ({e}); it needs CAP_NET_RAW");
-            false
-        }
-    }
-}
-
 /// mosquitto on a fixed port with persistence in `dir`, so that a clean
 /// restart keeps the subscriber's session and queued messages.
 fn start_broker(dir: &Path, port: u16) -> Child {
@@ -36,19 +26,7 @@ persistence true\npersistence_location {}/\nautosave_interval 0\nuser root\n",
         ),
     )
     .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    common::mosquitto(&conf, port).expect("mosquitto started")
 }
 
 fn stop_broker(mut broker: Child) {
@@ -202,7 +180,7 @@ fn run(
 /// message arrives at least once; duplicates are counted and reported.
 #[test]
 fn broker_restarts_lose_nothing() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     const COUNT: usize = 12_000;
@@ -242,7 +220,7 @@ fn broker_restarts_lose_nothing() {
 /// equals exactly the number of messages that never arrive.
 #[test]
 fn broker_away_longer_than_the_store_holds() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     const COUNT: usize = 4000;
@@ -270,7 +248,7 @@ fn broker_away_longer_than_the_store_holds() {
 /// is killed (the Last Will) and after a clean stop.
 #[test]
 fn status_online_then_offline() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     let broker = common::Broker::start();
@@ -321,7 +299,7 @@ fn status_online_then_offline() {
 /// Telemetry arrives on its topic, with counters that match what was sent.
 #[test]
 fn telemetry_reports_the_counters() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     let broker = common::Broker::start();
@@ -405,7 +383,7 @@ fn listening_sockets(pid: u32) -> Vec<String> {
 /// listens on nothing.
 #[test]
 fn metrics_endpoint_passes_promtool_and_is_off_by_default() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     let broker = common::Broker::start();
@@ -488,7 +466,7 @@ fn ids(pid: u32) -> (String, String) {
 /// With USER, the agent runs as that user after start-up and still captures.
 #[test]
 fn drops_privileges_and_still_captures() {
-    if !can_capture_on_lo() || ids(std::process::id()).0 != "0 0" {
+    if !common::can_capture_on_lo() || ids(std::process::id()).0 != "0 0" {
         eprintln!("SKIPPED privilege test: it needs root to drop from");
         return;
     }

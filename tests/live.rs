@@ -17,16 +17,6 @@ const MESSAGES: usize = 500;
 /// INVITEs sent among the OPTIONS, which the filter leaves out.
 const FILTERED: usize = 100;
 
-fn can_capture_on_lo() -> bool {
-    match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED live capture test: cannot capture on lo ({e}); it needs CAP_NET_RAW");
-            false
-        }
-    }
-}
-
 fn options(n: usize) -> String {
     format!(
         "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{n}\r\n\
@@ -37,7 +27,7 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
 
 #[test]
 fn live_capture_on_loopback() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     let broker = Broker::start();
@@ -135,7 +125,7 @@ fn sipp_sent(log: &std::path::Path) -> Vec<Vec<u8>> {
 /// every message sipp sent is published once.
 #[test]
 fn sipp_calls_over_tcp() {
-    if !can_capture_on_lo() {
+    if !common::can_capture_on_lo() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -5,10 +5,9 @@
 mod common;
 
 use common::{Lines, agent, free_port, pcap};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
@@ -120,18 +119,7 @@ cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_cert
         ),
     )
     .unwrap();
-    let child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", tls)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto with TLS did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let child = common::mosquitto(&conf, tls).expect("mosquitto with TLS started");
     TlsBroker {
         child,
         plain,
@@ -284,20 +272,7 @@ fn username_and_password() {
         ),
     )
     .unwrap();
-    let broker = common::KillOnDrop(
-        Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "mosquitto did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let broker = common::KillOnDrop(common::mosquitto(&conf, port).expect("mosquitto started"));
     let run = |password: &str, expect: &str| {
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{password}\n")).unwrap();

@@ -236,6 +236,42 @@ pub fn summary_value(stdout: &[u8], name: &str) -> u64 {
         .unwrap()
 }
 
+/// Start mosquitto with config file `conf` and wait until `port` accepts
+/// connections; `None` if mosquitto exited first (its port was taken).
+pub fn mosquitto(conf: &Path, port: u16) -> Option<Child> {
+    let mut child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto is installed (make test installs it)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Some(child)
+}
+
+/// Whether this process may capture on `lo` (CAP_NET_RAW). When it may
+/// not, the test says it skipped.
+pub fn can_capture_on_lo() -> bool {
+    match pcap::Capture::from_device("lo").and_then(|c| c.open()) {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot capture on lo ({e}); this test needs CAP_NET_RAW");
+            false
+        }
+    }
+}
+
 /// A child process killed when the test ends, also when it fails, so no
 /// agent or broker outlives its test.
 pub struct KillOnDrop(pub Child);
