@@ -78,7 +78,7 @@ struct Coalescing {
 /// The broker connection: plain TCP or TLS over it.
 enum Link {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Tls(Box<crate::tls::Stream>),
 }
 
 impl Coalescing {
@@ -432,8 +432,7 @@ impl<'a> Publisher<'a> {
         let link = match &self.settings.mqtt.tls {
             None => Link::Plain(stream),
             Some(tls) => {
-                let connecting = tls.connector.connect(tls.server_name.clone(), stream);
-                let stream = timeout(CONNECT_TIMEOUT, connecting)
+                let stream = timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, stream))
                     .await
                     .map_err(|_| "TLS handshake timed out".to_string())?
                     .map_err(|e| crate::tls::describe(&e))?;

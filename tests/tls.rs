@@ -1,6 +1,7 @@
 //! TLS to a real mosquitto with a CA, server and client certificates made
 //! by openssl in the test: publishes arrive; a wrong CA, a name mismatch and
 //! a missing client certificate each fail with their own clear error.
+#![cfg(feature = "tls")]
 
 mod common;
 
