@@ -33,12 +33,14 @@
 //! - [`envelope`]: the JSON envelope (`id` = SHA-256 of the message, capture
 //!   `time`, `agent`, `transport`, `src`, `dst`, base64 `sip`), written into
 //!   a buffer sized at start-up.
-//! - [`queue`]: a byte ring of QUEUE_BYTES between the capture thread and
-//!   the publish thread; when full, envelopes are dropped and counted, so
-//!   capture never waits on the broker.
+//! - [`queue`]: the store, a byte ring of QUEUE_BYTES between the capture
+//!   thread and the publish thread, holding each envelope until the broker
+//!   acknowledges it; when full, a live capture drops and counts new
+//!   envelopes, so capture never waits on the broker.
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
-//!   runtime, several publishes in flight, reconnect with backoff; [`tls`]
-//!   for `mqtts://`.
+//!   runtime, several publishes in flight, replay after a lost session,
+//!   reconnect with backoff and jitter, retained status with a Last Will;
+//!   [`tls`] for `mqtts://`.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -50,8 +52,10 @@
 //!
 //! # What it never does
 //!
-//! Alter a message, persist data, publish anywhere but the configured topic,
-//! or take configuration or commands over MQTT.
+//! Alter a message, persist data, publish anywhere but the configured
+//! topics (TOPIC for SIP; the status and telemetry topics for the agent's
+//! own state), or take configuration or commands over MQTT: it subscribes
+//! to nothing.
 #![deny(unsafe_code)]
 
 pub mod buffers;

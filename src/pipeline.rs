@@ -139,7 +139,7 @@ pub enum WhenFull<'a> {
 /// The per-packet path of the agent, from a captured frame to a queued
 /// envelope.
 pub struct Pipeline<'q> {
-    pub extractor: Extractor<'q>,
+    extractor: Extractor<'q>,
     filter: Filter,
     envelopes: EnvelopeWriter,
     queue: &'q Queue,
@@ -165,6 +165,11 @@ impl<'q> Pipeline<'q> {
             when_full,
             counters,
         }
+    }
+
+    /// End of the capture: unfinished reassembly will never complete.
+    pub fn finish(&mut self) {
+        self.extractor.finish();
     }
 
     /// Take one captured frame through every stage.
@@ -327,7 +332,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         &counters,
     );
     let captured = source.run(&stop, &counters, |time, frame| pipeline.handle_frame(time, frame));
-    pipeline.extractor.finish();
+    pipeline.finish();
     queue.close();
     let published = publisher
         .join()
