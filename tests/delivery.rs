@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Lines, agent, summary_value};
+use common::summary_value;
 use std::collections::HashMap;
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
@@ -117,15 +117,8 @@ fn run(
 
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
-    let mut child = agent()
-        .args(["--interface", "lo", "--broker", &url, "--topic", "sip/delivery"])
-        .args(["--bpf-filter", &format!("udp and dst port {port}")])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let (mut child, mut lines) =
+        common::live_agent(&url, "sip/delivery", &format!("udp and dst port {port}"), extra);
     let mut during = during;
     send_stream(port, count, 1000, |n| during(n, &mut broker));
     if broker.is_none() {
@@ -261,21 +254,12 @@ fn status_online_then_offline() {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
     for (stop, how) in [("-KILL", "killed"), ("-TERM", "stopped")] {
-        let mut child = agent()
-            .args([
-                "--interface",
-                "lo",
-                "--bpf-filter",
-                "udp port 9",
-                "--broker",
-                &broker.url(),
-            ])
-            .args(["--topic", "sip/status-test", "--client-id", "sensor-7"])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Lines::of(&mut child);
-        lines.wait_for("connected to broker", Duration::from_secs(10));
+        let (mut child, _lines) = common::live_agent(
+            &broker.url(),
+            "sip/status-test",
+            "udp port 9",
+            &["--client-id", "sensor-7"],
+        );
         let topic = "sip/status-test/status/sensor-7";
         let deadline = Instant::now() + Duration::from_secs(5);
         while status(topic) != "online" {
@@ -306,27 +290,12 @@ fn telemetry_reports_the_counters() {
     let telemetry = broker.subscribe("sip/telemetry-test/telemetry/sensor-9");
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
-    let mut child = agent()
-        .args([
-            "--interface",
-            "lo",
-            "--bpf-filter",
-            &format!("udp and dst port {port}"),
-        ])
-        .args([
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "sip/telemetry-test",
-            "--client-id",
-            "sensor-9",
-        ])
-        .args(["--telemetry-interval-s", "1"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let (mut child, mut lines) = common::live_agent(
+        &broker.url(),
+        "sip/telemetry-test",
+        &format!("udp and dst port {port}"),
+        &["--client-id", "sensor-9", "--telemetry-interval-s", "1"],
+    );
     send_stream(port, 50, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(2500));
     Command::new("kill")
@@ -389,22 +358,7 @@ fn metrics_endpoint_passes_promtool_and_is_off_by_default() {
     let broker = common::Broker::start();
     let metrics_port = common::free_port();
     let start = |extra: &[&str]| {
-        let mut child = agent()
-            .args([
-                "--interface",
-                "lo",
-                "--bpf-filter",
-                "udp port 9",
-                "--broker",
-                &broker.url(),
-            ])
-            .args(["--topic", "sip/metrics-test"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Lines::of(&mut child);
-        lines.wait_for("connected to broker", Duration::from_secs(10));
+        let (child, lines) = common::live_agent(&broker.url(), "sip/metrics-test", "udp port 9", extra);
         (child, lines)
     };
 
@@ -474,26 +428,12 @@ fn drops_privileges_and_still_captures() {
     let sub = broker.subscribe("sip/privileges");
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
-    let mut child = agent()
-        .args([
-            "--interface",
-            "lo",
-            "--bpf-filter",
-            &format!("udp and dst port {port}"),
-        ])
-        .args([
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "sip/privileges",
-            "--user",
-            "nobody",
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let (mut child, mut lines) = common::live_agent(
+        &broker.url(),
+        "sip/privileges",
+        &format!("udp and dst port {port}"),
+        &["--user", "nobody"],
+    );
     assert_eq!(ids(child.id()).0, "65534 65534", "running as nobody");
     send_stream(port, 100, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(500));

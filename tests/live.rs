@@ -7,7 +7,7 @@
 mod common;
 
 use base64::Engine;
-use common::{Broker, Lines, agent, summary_value};
+use common::{Broker, summary_value};
 use std::collections::HashSet;
 use std::net::UdpSocket;
 use std::process::{Command, Stdio};
@@ -34,22 +34,12 @@ fn live_capture_on_loopback() {
     let sub = broker.subscribe("sip/live");
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
-    let mut child = agent()
-        .args([
-            "--interface",
-            "lo",
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "sip/live",
-        ])
-        .args(["--bpf-filter", &format!("udp and dst port {port}")])
-        .args(["--sip-filter", "(method options)"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let (mut child, mut lines) = common::live_agent(
+        &broker.url(),
+        "sip/live",
+        &format!("udp and dst port {port}"),
+        &["--sip-filter", "(method options)"],
+    );
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sent: HashSet<String> = (0..MESSAGES).map(options).collect();
@@ -132,21 +122,8 @@ fn sipp_calls_over_tcp() {
     let broker = Broker::start();
     let sub = broker.subscribe("sip/sipp");
     let uas_port = common::free_port();
-    let mut child = agent()
-        .args([
-            "--interface",
-            "lo",
-            "--broker",
-            &broker.url(),
-            "--topic",
-            "sip/sipp",
-        ])
-        .args(["--bpf-filter", &format!("tcp port {uas_port}")])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = Lines::of(&mut child);
-    lines.wait_for("connected to broker", Duration::from_secs(10));
+    let (mut child, mut lines) =
+        common::live_agent(&broker.url(), "sip/sipp", &format!("tcp port {uas_port}"), &[]);
 
     let (uas_log, uac_log) = (dir.path().join("uas.log"), dir.path().join("uac.log"));
     let mut uas = Command::new("sipp")

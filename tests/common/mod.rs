@@ -182,6 +182,29 @@ pub fn subcommand(name: &str) -> Command {
     cmd
 }
 
+/// The agent capturing live on `lo` through `bpf`, publishing `topic` to
+/// `broker_url`, with `extra` arguments; returned once it is connected.
+pub fn live_agent(broker_url: &str, topic: &str, bpf: &str, extra: &[&str]) -> (Child, Lines) {
+    let mut child = agent()
+        .args([
+            "--interface",
+            "lo",
+            "--bpf-filter",
+            bpf,
+            "--broker",
+            broker_url,
+            "--topic",
+            topic,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("connected to broker", Duration::from_secs(10));
+    (child, lines)
+}
+
 /// Run the agent on a capture file against `broker` and return its output.
 pub fn replay(broker: &Broker, topic: &str, file: &Path, extra: &[&str]) -> Output {
     let output = agent()
