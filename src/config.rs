@@ -52,6 +52,9 @@ pub const KEYS: &[Key] = &[
     Key { name: "STATUS_TOPIC", default: "", help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
     Key { name: "TELEMETRY_TOPIC", default: "", help: "where the agent's counters are published as JSON; default TOPIC/telemetry/CLIENT_ID" },
     Key { name: "TELEMETRY_INTERVAL_S", default: "60", help: "seconds between telemetry reports; 0 turns them off" },
+    Key { name: "BATCH_MAX_MESSAGES", default: "1", help: "envelopes per MQTT message, sent as a JSON array; 1 sends each alone (no array)" },
+    Key { name: "BATCH_MAX_BYTES", default: "65536", help: "largest batch payload; an envelope larger than this goes alone, in an array of one" },
+    Key { name: "BATCH_MAX_DELAY_MS", default: "100", help: "how long a batch that is not full may wait for more envelopes" },
     Key { name: "METRICS_ADDR", default: "", help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560); off when empty" },
     Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
     Key { name: "USER", default: "", help: "after opening the capture, run as this user (name or uid)" },
@@ -171,6 +174,18 @@ pub struct Mqtt {
     /// Where telemetry reports go, and how often (`None`: never).
     pub telemetry_topic: String,
     pub telemetry_interval: Option<std::time::Duration>,
+    /// `None`: one envelope per MQTT message, as the original agent.
+    pub batch: Option<Batch>,
+}
+
+/// Several envelopes in one MQTT message, as a JSON array: over a long
+/// round trip, QoS 1 throughput is the in-flight window times the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batch {
+    /// At least 2.
+    pub max_messages: usize,
+    pub max_bytes: usize,
+    pub max_delay: std::time::Duration,
 }
 
 /// A configuration problem: the key, the offending value and why.
@@ -459,6 +474,19 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
     let interval = number(&get("TELEMETRY_INTERVAL_S"), "TELEMETRY_INTERVAL_S", 0, 86_400)?;
     let telemetry_interval = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
 
+    let batch_messages = number(&get("BATCH_MAX_MESSAGES"), "BATCH_MAX_MESSAGES", 1, 10_000)? as usize;
+    let batch = Batch {
+        max_messages: batch_messages,
+        max_bytes: number(&get("BATCH_MAX_BYTES"), "BATCH_MAX_BYTES", 1024, 1 << 24)? as usize,
+        max_delay: std::time::Duration::from_millis(u64::from(number(
+            &get("BATCH_MAX_DELAY_MS"),
+            "BATCH_MAX_DELAY_MS",
+            0,
+            60_000,
+        )?)),
+    };
+    let batch = (batch_messages > 1).then_some(batch);
+
     let metrics_text = get("METRICS_ADDR");
     let metrics_addr = match metrics_text.as_str() {
         "" => None,
@@ -527,6 +555,7 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
             status_topic,
             telemetry_topic,
             telemetry_interval,
+            batch,
         },
         metrics_addr,
         run_as,

@@ -2,9 +2,11 @@
 //!
 //! Runs on its own thread with a single-threaded tokio runtime driving
 //! minimq (0.13, async; docs/design.md says why this version). Up to
-//! [`MAX_IN_FLIGHT`] publishes are outstanding at once; each leaves the
-//! queue when minimq has taken it and is counted `acknowledged` when its
-//! PUBACK arrives. When the broker is unreachable it reconnects with
+//! [`MAX_IN_FLIGHT`] publishes are outstanding at once; an envelope stays
+//! in the queue until the PUBACK of the publish that carried it arrives,
+//! and is then counted `acknowledged`. A publish carries one envelope, or
+//! with BATCH_MAX_MESSAGES > 1 a JSON array of several (one PUBACK settles
+//! them all). When the broker is unreachable it reconnects with
 //! exponential backoff and jitter while capture goes on filling the queue.
 //!
 //! What it does not do: subscribe, or accept anything from the broker. The
@@ -21,7 +23,7 @@ use minimq::{
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::time::{Instant, sleep, timeout};
+use tokio::time::{Instant, sleep, sleep_until, timeout};
 
 /// Publishes awaiting their PUBACK at once (minimq 0.13 allows 8).
 pub const MAX_IN_FLIGHT: usize = 8;
@@ -37,6 +39,15 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle publisher looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(250);
+
+/// The largest payload: one envelope, or a batch (whose array brackets an
+/// envelope larger than BATCH_MAX_BYTES sent alone).
+fn payload_capacity(settings: &Settings) -> usize {
+    match settings.mqtt.batch {
+        None => settings.max_envelope,
+        Some(batch) => batch.max_bytes.max(settings.max_envelope + 2),
+    }
+}
 
 /// What the publisher needs to know.
 pub struct Settings {
@@ -257,8 +268,10 @@ struct Publisher<'a> {
     /// Envelopes sent and not yet acknowledged, oldest first; the same
     /// envelopes, in the same order, as the store's sent ones.
     in_flight: heapless::Deque<Sent, IN_FLIGHT_ENTRIES>,
-    /// The oldest unsent envelope, copied out for minimq to encode.
+    /// The next payload, copied out of the queue for minimq to encode.
     scratch: Vec<u8>,
+    /// With batching: since when a batch that is not full has waited.
+    batch_since: Option<Instant>,
     /// Set when a stop request was first seen.
     give_up_at: Option<Instant>,
     started: Instant,
@@ -287,16 +300,16 @@ impl Jitter {
     }
 }
 
-/// An envelope handed to minimq: its operation, or `Refused` when minimq
-/// could not take it for good (too large for the broker or the buffer),
-/// which counts as settled once the envelopes before it are.
+/// A payload handed to minimq and how many envelopes it carries. `op` is
+/// `None` when minimq refused it for good (too large for the broker or the
+/// buffer): it counts as settled once the payloads before it are.
 #[derive(Debug, Clone, Copy)]
-enum Sent {
-    Op(Op),
-    Refused,
+struct Sent {
+    op: Option<Op>,
+    envelopes: usize,
 }
 
-/// Room for the in-flight window plus refused envelopes interleaved.
+/// Room for the in-flight window plus refused payloads interleaved.
 const IN_FLIGHT_ENTRIES: usize = 4 * MAX_IN_FLIGHT;
 
 const ONLINE: &[u8] = b"online";
@@ -322,7 +335,8 @@ impl<'a> Publisher<'a> {
             counters,
             stop,
             in_flight: heapless::Deque::new(),
-            scratch: vec![0; settings.max_envelope],
+            scratch: vec![0; payload_capacity(settings)],
+            batch_since: None,
             give_up_at: None,
             started: Instant::now(),
             next_telemetry: settings
@@ -335,8 +349,8 @@ impl<'a> Publisher<'a> {
 
     async fn run(mut self) -> Result<(), String> {
         let mut rx = vec![0u8; RX_BYTES];
-        // Room for every in-flight envelope plus minimq's encode workspace.
-        let mut tx = vec![0u8; (MAX_IN_FLIGHT + 1) * (self.settings.max_envelope + 512)];
+        // Room for every in-flight payload plus minimq's encode workspace.
+        let mut tx = vec![0u8; (MAX_IN_FLIGHT + 1) * (payload_capacity(self.settings) + 512)];
         let mut config = ConfigBuilder::new(Buffers::new(&mut rx, &mut tx));
         if let Some((user, password)) = &self.settings.mqtt.credentials {
             config = config
@@ -508,7 +522,7 @@ impl<'a> Publisher<'a> {
             let polled = tokio::select! {
                 polled = conn.poll() => polled.map(|_| ()),
                 () = self.queue.ready(), if room => Ok(()),
-                () = sleep(STOP_CHECK) => Ok(()),
+                () = sleep_until(self.next_wake()) => Ok(()),
             };
             match polled {
                 Ok(()) => {}
@@ -524,24 +538,25 @@ impl<'a> Publisher<'a> {
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        let ops = self.in_flight.iter().filter(|s| matches!(s, Sent::Op(_))).count();
+        let ops = self.in_flight.iter().filter(|s| s.op.is_some()).count();
         ops < MAX_IN_FLIGHT && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
     }
 
     /// Hand queued envelopes to minimq while it has room.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), String> {
-        while self.has_room(conn) {
-            let Some(len) = self.queue.peek_unsent(&mut self.scratch) else {
+        while self.has_room(conn) && self.batch_due() {
+            let (envelopes, len) = self.fill_payload();
+            if envelopes == 0 {
                 return Ok(());
-            };
+            }
             let publication =
                 Publication::bytes(&self.settings.mqtt.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
-                    self.queue.mark_sent();
-                    Counters::inc(&self.counters.published);
+                    self.queue.mark_sent(envelopes);
+                    Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
-                    let _ = self.in_flight.push_back(op.map_or(Sent::Refused, Sent::Op));
+                    let _ = self.in_flight.push_back(Sent { op, envelopes });
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
@@ -551,10 +566,10 @@ impl<'a> Publisher<'a> {
                 Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
-                    self.queue.mark_sent();
-                    let _ = self.in_flight.push_back(Sent::Refused);
-                    Counters::inc(&self.counters.rejected);
-                    log::warn!("envelope of {len} bytes refused: {e}");
+                    self.queue.mark_sent(envelopes);
+                    let _ = self.in_flight.push_back(Sent { op: None, envelopes });
+                    Counters::add(&self.counters.rejected, envelopes as u64);
+                    log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
                 Err(e) => return Err(format!("{e:?}")),
             }
@@ -562,29 +577,108 @@ impl<'a> Publisher<'a> {
         Ok(())
     }
 
-    /// Settle the oldest envelopes whose PUBACK arrived, in order, removing
-    /// them from the store.
-    fn retire(&mut self, conn: &Conn<'_, '_>) {
-        while let Some(&front) = self.in_flight.front() {
-            match front {
-                Sent::Op(op) if conn.is_complete(&op) => Counters::inc(&self.counters.acknowledged),
-                Sent::Op(_) => return,
-                Sent::Refused => {}
-            }
-            self.in_flight.pop_front();
-            self.queue.acknowledge_oldest();
+    /// Whether the next payload should go now. Without batching, whenever
+    /// something is queued; with it, when a full batch is queued, when a
+    /// partial one has waited BATCH_MAX_DELAY_MS, or when the agent is
+    /// finishing.
+    fn batch_due(&mut self) -> bool {
+        let Some(batch) = self.settings.mqtt.batch else {
+            return true;
+        };
+        let (envelopes, bytes) = self.queue.unsent();
+        if envelopes == 0 {
+            self.batch_since = None;
+            return false;
+        }
+        // Each envelope adds a comma or the closing bracket.
+        let full = envelopes >= batch.max_messages || 1 + bytes + envelopes >= batch.max_bytes;
+        let finishing = self.queue.is_closed() || self.give_up_at.is_some();
+        let since = *self.batch_since.get_or_insert_with(Instant::now);
+        let due = full || finishing || since.elapsed() >= batch.max_delay;
+        if due {
+            self.batch_since = None;
+        }
+        due
+    }
+
+    /// When the serve loop must look again without being woken: for the
+    /// stop flag, or when a waiting batch becomes due.
+    fn next_wake(&self) -> Instant {
+        let check = Instant::now() + STOP_CHECK;
+        match (self.batch_since, self.settings.mqtt.batch) {
+            (Some(since), Some(batch)) => check.min(since + batch.max_delay),
+            _ => check,
         }
     }
 
-    /// A PUBACK just rejected one envelope: the oldest one that completed
-    /// (PUBACKs come in order). It is settled, counted as rejected.
+    /// Copy the next payload out of the queue into `scratch`: the oldest
+    /// unsent envelope, or with batching a JSON array of the oldest ones
+    /// within BATCH_MAX_MESSAGES and BATCH_MAX_BYTES (an envelope larger
+    /// than that goes alone). Returns the envelopes taken and the length.
+    fn fill_payload(&mut self) -> (usize, usize) {
+        let batch = self.settings.mqtt.batch;
+        let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| (b.max_messages, b.max_bytes));
+        let array = batch.is_some();
+        let out = &mut self.scratch;
+        let mut len = 0;
+        if array {
+            out[0] = b'[';
+            len = 1;
+        }
+        let mut taken = 0;
+        self.queue.peek_unsent(|first, second| {
+            let comma = usize::from(taken > 0);
+            let end = len + comma + first.len() + second.len();
+            let limit = if taken == 0 { out.len() } else { max_bytes };
+            // Leave room for the closing bracket.
+            if taken == max_messages || end + usize::from(array) > limit {
+                return false;
+            }
+            if comma == 1 {
+                out[len] = b',';
+            }
+            let at = len + comma;
+            out[at..at + first.len()].copy_from_slice(first);
+            out[at + first.len()..end].copy_from_slice(second);
+            (len, taken) = (end, taken + 1);
+            true
+        });
+        if array && taken > 0 {
+            out[len] = b']';
+            len += 1;
+        }
+        (taken, len)
+    }
+
+    /// Settle the oldest payloads whose PUBACK arrived, in order, removing
+    /// their envelopes from the store.
+    fn retire(&mut self, conn: &Conn<'_, '_>) {
+        while let Some(&front) = self.in_flight.front() {
+            match front.op {
+                Some(op) if conn.is_complete(&op) => {
+                    Counters::add(&self.counters.acknowledged, front.envelopes as u64)
+                }
+                Some(_) => return,
+                None => {}
+            }
+            self.in_flight.pop_front();
+            self.queue.acknowledge_oldest(front.envelopes);
+        }
+    }
+
+    /// A PUBACK just rejected one payload: the oldest one that completed
+    /// (PUBACKs come in order). Its envelopes are settled, counted as
+    /// rejected.
     fn retire_rejected(&mut self, conn: &Conn<'_, '_>) {
-        if let Some(Sent::Op(op)) = self.in_flight.front().copied()
+        if let Some(Sent {
+            op: Some(op),
+            envelopes,
+        }) = self.in_flight.front().copied()
             && conn.is_complete(&op)
         {
             self.in_flight.pop_front();
-            self.queue.acknowledge_oldest();
-            Counters::inc(&self.counters.rejected);
+            self.queue.acknowledge_oldest(envelopes);
+            Counters::add(&self.counters.rejected, envelopes as u64);
         }
         self.retire(conn);
     }

@@ -1,8 +1,9 @@
 //! The store between capture and publish: a byte ring of fixed size.
 //!
-//! Capture pushes envelopes. The publisher copies out the oldest unsent one,
-//! publishes it and marks it sent; it stays in the ring until the broker
-//! acknowledges it, and if the MQTT session is lost before that, the
+//! Capture pushes envelopes. The publisher copies out the oldest unsent ones
+//! (one, or a batch), publishes them and marks them sent; they stay in the
+//! ring until the broker acknowledges them, and if the MQTT session is lost
+//! before that, the
 //! publisher rewinds and sends everything unacknowledged again
 //! (at-least-once). The ring is allocated once (QUEUE_BYTES) and never
 //! grows. A live capture uses [`Queue::push`]: when
@@ -104,35 +105,49 @@ impl Queue {
         true
     }
 
-    /// Copy the oldest envelope not yet sent into `out` and return its
-    /// length. `None` when everything was sent or `out` is too small.
-    pub fn peek_unsent(&self, out: &mut [u8]) -> Option<usize> {
+    /// Offer the unsent envelopes, oldest first, to `take` until it
+    /// returns `false`; returns how many it took. Each envelope arrives in
+    /// two parts, as the ring may wrap inside it (the second is usually
+    /// empty). Nothing is marked sent: see [`Queue::mark_sent`].
+    pub fn peek_unsent(&self, mut take: impl FnMut(&[u8], &[u8]) -> bool) -> usize {
         let ring = self.lock();
-        if ring.sent == ring.records {
-            return None;
+        let size = ring.buf.len();
+        let (mut at, mut taken) = ((ring.head + ring.sent_bytes) % size, 0);
+        while ring.sent + taken < ring.records {
+            let len = ring.len_at(at);
+            let start = (at + LEN_PREFIX) % size;
+            let first = len.min(size - start);
+            if !take(&ring.buf[start..start + first], &ring.buf[..len - first]) {
+                break;
+            }
+            taken += 1;
+            at = (start + len) % size;
         }
-        let at = (ring.head + ring.sent_bytes) % ring.buf.len();
-        let len = ring.len_at(at);
-        let out = out.get_mut(..len)?;
-        ring.read_at((at + LEN_PREFIX) % ring.buf.len(), out);
-        Some(len)
+        taken
     }
 
-    /// The envelope last returned by [`Queue::peek_unsent`] was sent.
-    pub fn mark_sent(&self) {
+    /// Envelopes not yet sent: how many, and their bytes (without prefixes).
+    pub fn unsent(&self) -> (usize, usize) {
+        let ring = self.lock();
+        let count = ring.records - ring.sent;
+        (count, ring.used - ring.sent_bytes - count * LEN_PREFIX)
+    }
+
+    /// The oldest `count` unsent envelopes were sent.
+    pub fn mark_sent(&self, count: usize) {
         let mut ring = self.lock();
-        if ring.sent < ring.records {
+        for _ in 0..count.min(ring.records - ring.sent) {
             let at = (ring.head + ring.sent_bytes) % ring.buf.len();
             ring.sent_bytes += LEN_PREFIX + ring.len_at(at);
             ring.sent += 1;
         }
     }
 
-    /// The oldest sent envelope was acknowledged (or refused for good):
-    /// remove it.
-    pub fn acknowledge_oldest(&self) {
+    /// The oldest `count` sent envelopes were acknowledged (or refused for
+    /// good): remove them.
+    pub fn acknowledge_oldest(&self, count: usize) {
         let mut ring = self.lock();
-        if ring.sent > 0 {
+        for _ in 0..count.min(ring.sent) {
             let len = LEN_PREFIX + ring.len_at(ring.head);
             ring.head = (ring.head + len) % ring.buf.len();
             ring.used -= len;
@@ -230,11 +245,27 @@ impl Ring {
 mod tests {
     use super::*;
 
+    /// Copy out the oldest unsent envelope, without marking it sent.
+    fn peek_one(queue: &Queue, out: &mut [u8]) -> Option<usize> {
+        let mut len = None;
+        queue.peek_unsent(|first, second| {
+            let size = first.len() + second.len();
+            if len.is_some() || size > out.len() {
+                return false;
+            }
+            out[..first.len()].copy_from_slice(first);
+            out[first.len()..size].copy_from_slice(second);
+            len = Some(size);
+            true
+        });
+        len
+    }
+
     /// Send, acknowledge, remove: in order, across the ring's end.
     fn send_and_acknowledge(queue: &Queue, out: &mut [u8]) -> Option<usize> {
-        let len = queue.peek_unsent(out)?;
-        queue.mark_sent();
-        queue.acknowledge_oldest();
+        let len = peek_one(queue, out)?;
+        queue.mark_sent(1);
+        queue.acknowledge_oldest(1);
         Some(len)
     }
 
@@ -261,19 +292,53 @@ mod tests {
             assert!(queue.push(&[n; 4]));
         }
         for n in 1..=2u8 {
-            assert_eq!(queue.peek_unsent(&mut out), Some(4));
+            assert_eq!(peek_one(&queue, &mut out), Some(4));
             assert_eq!(out[0], n);
-            queue.mark_sent();
+            queue.mark_sent(1);
         }
-        queue.acknowledge_oldest();
+        queue.acknowledge_oldest(1);
         assert_eq!(queue.depth(), (2, 16));
         // The session is lost: envelope 2 was sent but not acknowledged.
         assert_eq!(queue.rewind(), 1);
-        assert_eq!(queue.peek_unsent(&mut out), Some(4));
+        assert_eq!(peek_one(&queue, &mut out), Some(4));
         assert_eq!(out[0], 2);
-        queue.mark_sent();
-        assert_eq!(queue.peek_unsent(&mut out), Some(4));
+        queue.mark_sent(1);
+        assert_eq!(peek_one(&queue, &mut out), Some(4));
         assert_eq!(out[0], 3);
+    }
+
+    /// Several envelopes at once, the ring wrapping inside one of them.
+    #[test]
+    fn batches_across_the_end() {
+        let queue = Queue::new(40);
+        assert!(queue.push(&[9; 10]));
+        queue.mark_sent(1);
+        queue.acknowledge_oldest(1);
+        for n in 1..=3u8 {
+            assert!(queue.push(&[n; 6]));
+        }
+        assert_eq!(queue.unsent(), (3, 18));
+        let mut seen = Vec::new();
+        let taken = queue.peek_unsent(|first, second| {
+            seen.push([first, second].concat());
+            seen.len() < 2
+        });
+        assert_eq!(taken, 1, "the closure refused the second");
+        assert_eq!(seen, [vec![1; 6], vec![2; 6]]);
+        // Envelope 3 starts at 34 and wraps after 2 of its 6 bytes.
+        let mut parts = Vec::new();
+        assert_eq!(
+            queue.peek_unsent(|f, s| {
+                parts.push((f.len(), s.len()));
+                true
+            }),
+            3
+        );
+        assert_eq!(parts, [(6, 0), (6, 0), (2, 4)]);
+        queue.mark_sent(2);
+        assert_eq!(queue.unsent(), (1, 6));
+        queue.acknowledge_oldest(5);
+        assert_eq!(queue.depth(), (1, 10));
     }
 
     #[test]
@@ -305,6 +370,6 @@ mod tests {
         assert!(!queue.push(&[]));
         assert_eq!(queue.depth(), (2, 20));
         let mut small = [0u8; 2];
-        assert_eq!(queue.peek_unsent(&mut small), None);
+        assert_eq!(peek_one(&queue, &mut small), None);
     }
 }

@@ -209,6 +209,7 @@ fn no_allocation_per_packet_after_warm_up() {
             status_topic: "sip/alloc/status".into(),
             telemetry_topic: "sip/alloc/telemetry".into(),
             telemetry_interval: None,
+            batch: None,
         },
         max_envelope: envelope_capacity(max_message),
     };

@@ -138,6 +138,9 @@ fn bad_numbers() {
         ("--queue-bytes", "QUEUE_BYTES", "lots"),
         ("--snaplen", "SNAPLEN", "10"),
         ("--max-message-bytes", "MAX_MESSAGE_BYTES", "-1"),
+        ("--batch-max-messages", "BATCH_MAX_MESSAGES", "0"),
+        ("--batch-max-bytes", "BATCH_MAX_BYTES", "100"),
+        ("--batch-max-delay-ms", "BATCH_MAX_DELAY_MS", "soon"),
     ] {
         refused_with(&[flag, value], &[key, value, "whole number"]);
     }

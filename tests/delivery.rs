@@ -12,21 +12,35 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// mosquitto on a fixed port with persistence in `dir`, so that a clean
-/// restart keeps the subscriber's session and queued messages.
+/// restart keeps the subscriber's session and queued messages. Each start
+/// logs everything to its own file, `mosquitto-<n>.log` from 0.
 fn start_broker(dir: &Path, port: u16) -> Child {
     let conf = dir.join("mosquitto.conf");
+    let starts = (0..).find(|n| !broker_log(dir, *n).exists()).unwrap();
     std::fs::write(
         &conf,
         format!(
             // `user root`: started as root, mosquitto would otherwise run as
             // its own user, which cannot write the test's directory.
             "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n\
-persistence true\npersistence_location {}/\nautosave_interval 0\nuser root\n",
-            dir.display()
+persistence true\npersistence_location {}/\nautosave_interval 0\nuser root\n\
+log_dest file {}\nlog_type all\n",
+            dir.display(),
+            broker_log(dir, starts).display()
         ),
     )
     .unwrap();
     common::mosquitto(&conf, port).expect("mosquitto started")
+}
+
+fn broker_log(dir: &Path, start: usize) -> std::path::PathBuf {
+    dir.join(format!("mosquitto-{start}.log"))
+}
+
+/// Lines of a broker's log that contain `text`.
+fn log_count(dir: &Path, start: usize, text: &str) -> usize {
+    let log = std::fs::read_to_string(broker_log(dir, start)).unwrap();
+    log.lines().filter(|l| l.contains(text)).count()
 }
 
 fn stop_broker(mut broker: Child) {
@@ -207,6 +221,133 @@ fn broker_restarts_lose_nothing() {
     assert_eq!(summary_value(run.stdout.as_bytes(), "reconnects"), 3);
     assert_eq!(summary_value(run.stdout.as_bytes(), "dropped_queue_full"), 0);
     assert_eq!(summary_value(run.stdout.as_bytes(), "undelivered_at_exit"), 0);
+}
+
+/// The broker hangs for 200 ms (SIGSTOP), so publishes are in flight, and
+/// is then killed (SIGKILL: it saves nothing), three times during the
+/// stream, while a subscriber stays connected (it reconnects and subscribes
+/// again by itself). The broker loses its sessions, so the agent sends
+/// everything it had no PUBACK for again; what may still be missing is only
+/// what a killed broker had acknowledged and not yet delivered: its
+/// PUBACKs to the agent minus the subscriber's PUBACKs to it, from its log.
+#[test]
+fn broker_killed_loses_only_what_it_had_acknowledged() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    const COUNT: usize = 12_000;
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let mut broker = Some(start_broker(dir.path(), port));
+    let received = dir.path().join("received.jsonl");
+    let _subscriber = common::KillOnDrop(
+        Command::new("mosquitto_sub")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-t",
+                "sip/killed",
+                "-q",
+                "1",
+                "-i",
+                "killed-sub",
+            ])
+            .stdout(std::fs::File::create(&received).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let capture_port = target.local_addr().unwrap().port();
+    let (mut child, mut lines) = common::live_agent(
+        &format!("mqtt://127.0.0.1:{port}"),
+        "sip/killed",
+        &format!("udp and dst port {capture_port}"),
+        &["--client-id", "killed-agent"],
+    );
+    send_stream(capture_port, COUNT, 1000, |n| {
+        if n > 0 && n % 3000 == 0 {
+            let mut killed = broker.take().unwrap();
+            Command::new("kill")
+                .args(["-STOP", &killed.id().to_string()])
+                .status()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            killed.kill().unwrap();
+            killed.wait().unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            broker = Some(start_broker(dir.path(), port));
+        }
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+    let stdout = lines.rest();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-t",
+            "sip/killed",
+            "-q",
+            "1",
+            "-m",
+            "--end--",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let envelopes: Vec<String> = loop {
+        let text = std::fs::read_to_string(&received).unwrap();
+        if text.lines().any(|l| l == "--end--") {
+            break text
+                .lines()
+                .filter(|l| *l != "--end--")
+                .map(String::from)
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscriber never got the end marker"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    drop(broker);
+
+    let seen = arrivals(&envelopes);
+    let missing = (0..COUNT).filter(|n| !seen.contains_key(n)).count();
+    let duplicates: usize = seen.values().map(|c| c - 1).sum();
+    // Per killed broker: PUBACKs to the agent (one was its `online` status)
+    // minus PUBACKs from the subscriber.
+    let lost_by_brokers: usize = (0..3)
+        .map(|start| {
+            let acknowledged = log_count(dir.path(), start, "Sending PUBACK to killed-agent");
+            let delivered = log_count(dir.path(), start, "Received PUBACK from killed-sub");
+            acknowledged.saturating_sub(1 + delivered)
+        })
+        .sum();
+    let value = |name| summary_value(stdout.as_bytes(), name);
+    println!(
+        "SIGKILL x3: {} distinct of {COUNT}, {missing} missing, {duplicates} duplicates; \
+acknowledged by a killed broker and never delivered: {lost_by_brokers}; agent: reconnects {}, republished {}",
+        seen.len(),
+        value("reconnects"),
+        value("republished")
+    );
+    for line in stdout.lines().filter(|l| l.contains("lost the session")) {
+        println!("agent: {line}");
+    }
+    assert!(
+        missing <= lost_by_brokers,
+        "{missing} missing, only {lost_by_brokers} lost by brokers\n{stdout}"
+    );
+    assert_eq!(value("reconnects"), 3);
+    assert!(value("republished") >= 3, "each kill left publishes in flight");
+    assert_eq!(value("dropped_queue_full"), 0);
+    assert_eq!(value("undelivered_at_exit"), 0);
 }
 
 /// The broker is away longer than the store holds: the agent's drop counter

@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{Broker, replay, summary_value};
-use std::io::Write;
+use common::{Broker, PcapFile, ethernet_ipv4, replay, summary_value};
 
 const FLOWS: u32 = 1_000_000;
 const CHAINS: u32 = 1_000_000;
@@ -27,13 +26,9 @@ fn limit(flag: &str) -> u64 {
     LIMITS.iter().find(|(f, _)| *f == flag).unwrap().1
 }
 
-/// A classic pcap file of Ethernet frames, written by hand for speed.
+/// The flood as a pcap file.
 fn write_flood(path: &std::path::Path) {
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
-    out.write_all(&[
-        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ])
-    .unwrap();
+    let mut out = PcapFile::create(path);
     let partial = b"INVITE sip:bob@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.1;branch=z9hG4bK";
     let mut frame = Vec::new();
     for n in 0..FLOWS.max(CHAINS) {
@@ -47,7 +42,7 @@ fn write_flood(path: &std::path::Path) {
             frame.extend_from_slice(&n.to_be_bytes());
             frame.extend_from_slice(&[0, 0, 0, 0, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
             frame.extend_from_slice(partial);
-            record(&mut out, micros, &frame);
+            out.record(micros, &frame);
         }
         if n < CHAINS {
             frame.clear();
@@ -55,32 +50,9 @@ fn write_flood(path: &std::path::Path) {
             ethernet_ipv4(&mut frame, n, 17, 0, true, 64);
             frame.extend_from_slice(&[0x13, 0xc4, 0x13, 0xc4, 0x05, 0xdc, 0, 0]);
             frame.extend_from_slice(&[b'x'; 56]);
-            record(&mut out, micros, &frame);
+            out.record(micros, &frame);
         }
     }
-}
-
-/// Ethernet and IPv4 headers; the source address and IP id come from `n`.
-fn ethernet_ipv4(frame: &mut Vec<u8>, n: u32, protocol: u8, offset: u16, more: bool, payload_len: usize) {
-    frame.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-    let total = (20 + payload_len) as u16;
-    let flags = if more { 0x2000 } else { 0 } | (offset / 8);
-    frame.extend_from_slice(&[0x45, 0]);
-    frame.extend_from_slice(&total.to_be_bytes());
-    frame.extend_from_slice(&(n as u16).to_be_bytes());
-    frame.extend_from_slice(&flags.to_be_bytes());
-    frame.extend_from_slice(&[64, protocol, 0, 0]);
-    frame.extend_from_slice(&[10, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
-    frame.extend_from_slice(&[192, 0, 2, 2]);
-}
-
-fn record(out: &mut impl Write, micros: u32, frame: &[u8]) {
-    out.write_all(&(1_700_000_000 + micros / 1_000_000).to_le_bytes())
-        .unwrap();
-    out.write_all(&(micros % 1_000_000).to_le_bytes()).unwrap();
-    out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
-    out.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
-    out.write_all(frame).unwrap();
 }
 
 fn limit_args() -> Vec<String> {

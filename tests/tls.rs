@@ -1,6 +1,7 @@
 //! TLS to a real mosquitto with a CA, server and client certificates made
-//! by openssl in the test: publishes arrive; a wrong CA, a name mismatch and
-//! a missing client certificate each fail with their own clear error.
+//! by openssl in the test: publishes arrive; a wrong CA, a name mismatch, a
+//! missing client certificate and an expired server certificate each fail
+//! with their own clear error.
 #![cfg(feature = "tls")]
 
 mod common;
@@ -109,13 +110,18 @@ fn tls_broker(dir: &Path) -> TlsBroker {
     certificate(dir, "server", Some("ca"), "IP:127.0.0.1");
     certificate(dir, "client", Some("ca"), "DNS:sensor");
     certificate(dir, "other-ca", None, "");
+    start_broker(dir, "server")
+}
+
+/// mosquitto presenting certificate `name` on its TLS listener.
+fn start_broker(dir: &Path, name: &str) -> TlsBroker {
     let (plain, tls) = (free_port(), free_port());
-    let conf = dir.join("mosquitto.conf");
+    let conf = dir.join(format!("mosquitto-{name}.conf"));
     std::fs::write(
         &conf,
         format!(
             "allow_anonymous true\nuser root\nlistener {plain} 127.0.0.1\nlistener {tls} 127.0.0.1\n\
-cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_certificate true\n",
+cafile {d}/ca.crt\ncertfile {d}/{name}.crt\nkeyfile {d}/{name}.key\nrequire_certificate true\n",
             d = dir.display()
         ),
     )
@@ -127,6 +133,69 @@ cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\nrequire_cert
         tls,
         dir: dir.to_path_buf(),
     }
+}
+
+/// A server certificate from the test CA that expired in 2020, made with
+/// `openssl ca`, which takes explicit validity dates.
+fn expired_certificate(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "expired.key",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-key",
+            "expired.key",
+            "-out",
+            "expired.csr",
+            "-subj",
+            "/CN=expired",
+        ],
+    );
+    std::fs::write(dir.join("index.txt"), "").unwrap();
+    std::fs::write(dir.join("serial"), "1000\n").unwrap();
+    std::fs::write(dir.join("expired.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n\
+default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "ca",
+            "-batch",
+            "-notext",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            "ca.crt",
+            "-keyfile",
+            "ca.key",
+            "-in",
+            "expired.csr",
+            "-out",
+            "expired.crt",
+            "-extfile",
+            "expired.ext",
+            "-startdate",
+            "20200101000000Z",
+            "-enddate",
+            "20200102000000Z",
+        ],
+    );
 }
 
 /// Run the agent on a capture against the TLS listener with `extra`; wait
@@ -208,6 +277,13 @@ fn tls_with_client_certificate() {
 
     // No client certificate, which the broker requires.
     agent_log(&url, &ca("ca.crt"), "client certificate rejected");
+
+    // A broker whose certificate expired.
+    expired_certificate(dir.path());
+    let expired = start_broker(dir.path(), "expired");
+    let url = format!("mqtts://127.0.0.1:{}", expired.tls);
+    let args = [ca("ca.crt"), client_cert].concat();
+    agent_log(&url, &args, "the broker's certificate has expired");
 }
 
 #[test]

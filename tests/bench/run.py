@@ -36,6 +36,10 @@ SIPP_RATE = 1500  # calls per second
 FRAG_INVITES = 20_000
 
 
+# The batching configuration measured beside the default one.
+BATCHED = ("--batch-max-messages", "100", "--batch-max-delay-ms", "50")
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -135,8 +139,9 @@ def child_cpu(cmd, **kw):
     return proc.returncode, usage.ru_utime + usage.ru_stime
 
 
-def end_to_end(trace, messages):
-    """sip-capture --read TRACE to a private mosquitto, a QoS 1 subscriber counting."""
+def end_to_end(trace, messages, extra=()):
+    """sip-capture --read TRACE (with EXTRA flags) to a private mosquitto, a QoS 1
+    subscriber counting envelopes (a batch is a JSON array of them) up to an end marker."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         conf = os.path.join(tmp, "mosquitto.conf")
@@ -153,17 +158,23 @@ def end_to_end(trace, messages):
                     time.sleep(0.05)
             sub_args = ["mosquitto_sub", "-p", str(port), "-t", "bench/sip", "-q", "1", "-c", "-i", "bench-sub"]
             run(sub_args + ["-E"])
-            sub = subprocess.Popen(sub_args + ["-C", str(messages), "-W", "600"], stdout=subprocess.PIPE)
+            sub = subprocess.Popen(sub_args + ["-W", "600"], stdout=subprocess.PIPE, text=True)
             time.sleep(0.3)
             start = time.monotonic()
             log = os.path.join(tmp, "agent.log")
             with open(log, "w") as agent_out:
                 status, cpu = child_cpu(
                     [AGENT, "--config", "/dev/null", "--read", trace, "--broker", f"mqtt://127.0.0.1:{port}",
-                     "--topic", "bench/sip", "--log-level", "info"], stdout=agent_out)
-            received = sum(1 for _ in sub.stdout)
-            sub.wait()
+                     "--topic", "bench/sip", "--log-level", "info", *extra], stdout=agent_out)
+            run(["mosquitto_pub", "-p", str(port), "-t", "bench/sip", "-q", "1", "-m", "--end--"])
+            received = 0
+            for line in sub.stdout:
+                if line.strip() == "--end--":
+                    break
+                received += len(json.loads(line)) if line.startswith("[") else 1
             wall = time.monotonic() - start
+            sub.kill()
+            sub.wait()
             summary = [line for line in open(log) if "summary:" in line][-1]
         finally:
             broker.terminate()
@@ -211,6 +222,7 @@ def main():
         empty = inproc(path, "")
         example = inproc(path, EXAMPLE_FILTER)
         e2e = end_to_end(path, empty["published"])
+        batched = end_to_end(path, empty["published"], BATCHED)
         tshark = tshark_cpu(path)
         results["traces"][name] = {
             "frames": empty["frames"],
@@ -221,6 +233,9 @@ def main():
             "floor_ns_per_msg": empty["floor_ns_per_msg"],
             "ratio_to_floor": empty["ratio_to_floor"],
             **e2e,
+            "batched_all_arrived": batched["all_arrived"],
+            "batched_e2e_msgs_per_s": batched["e2e_msgs_per_s"],
+            "batched_e2e_cpu_us_per_msg": batched["e2e_cpu_us_per_msg"],
             "tshark_cpu_s": tshark,
             "agent_over_tshark_cpu": round(e2e["agent_cpu_s"] / tshark, 3) if tshark else None,
         }
@@ -248,6 +263,9 @@ def print_table(r):
         ("end-to-end QoS 1 msg/s", "e2e_msgs_per_s"),
         ("all messages arrived", "all_arrived"),
         ("agent CPU us/msg", "e2e_cpu_us_per_msg"),
+        ("batched (100): all arrived", "batched_all_arrived"),
+        ("batched (100): end-to-end msg/s", "batched_e2e_msgs_per_s"),
+        ("batched (100): agent CPU us/msg", "batched_e2e_cpu_us_per_msg"),
         ("agent CPU s per 100k msgs", "agent_cpu_s_per_100k"),
         ("agent CPU s", "agent_cpu_s"),
         ("agent peak RSS KiB", "peak_rss_kib"),

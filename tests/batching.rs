@@ -1,0 +1,219 @@
+//! Batching: several envelopes per MQTT message, as a JSON array, so that
+//! QoS 1 throughput over a long round trip is no longer the in-flight
+//! window per round trip. The agent publishes to a real mosquitto through
+//! a proxy that delays every byte by 10 ms each way (the kernels here have
+//! no netem); the rates with and without batching are printed.
+
+mod common;
+
+use common::{Broker, PcapFile, summary_value};
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const ONE_WAY: Duration = Duration::from_millis(10);
+const MESSAGES: u32 = 2000;
+
+/// A TCP proxy on a free loopback port to `target`, holding every chunk
+/// back by `delay` in each direction without limiting throughput.
+fn delaying_proxy(target: u16, delay: Duration) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let (Ok(client), Ok(server)) = (client, TcpStream::connect(("127.0.0.1", target))) else {
+                continue;
+            };
+            for s in [&client, &server] {
+                s.set_nodelay(true).unwrap();
+            }
+            pump(client.try_clone().unwrap(), server.try_clone().unwrap(), delay);
+            pump(server, client, delay);
+        }
+    });
+    port
+}
+
+/// Copy `from` to `to`, each chunk `delay` after it was read.
+fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (chunks, delayed) = mpsc::channel::<(Instant, Vec<u8>)>();
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 65536];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            if chunks.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for (due, bytes) in delayed {
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if to.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Write);
+    });
+}
+
+fn options(n: u32) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:probe@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{n}\r\n\
+From: <sip:batch@test>;tag={n}\r\nTo: <sip:probe@192.0.2.2>\r\nCall-ID: batch-{n}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The Call-ID of an envelope.
+fn call_id(envelope: &serde_json::Value) -> String {
+    let sip = String::from_utf8(common::sip_of(envelope)).unwrap();
+    let line = sip.lines().find(|l| l.starts_with("Call-ID: ")).unwrap();
+    line["Call-ID: ".len()..].to_string()
+}
+
+/// What arrived: each MQTT message parsed.
+fn parsed(messages: &[String]) -> Vec<serde_json::Value> {
+    messages
+        .iter()
+        .map(|m| serde_json::from_str(m).unwrap())
+        .collect()
+}
+
+/// Replay `capture` through the proxy with `extra` flags: the MQTT messages
+/// that arrived and the rate, envelopes per second of the whole run.
+fn run(
+    broker: &Broker,
+    proxy: u16,
+    capture: &std::path::Path,
+    topic: &str,
+    extra: &[&str],
+) -> (Vec<String>, f64) {
+    let sub = broker.subscribe(topic);
+    let started = Instant::now();
+    let output = common::agent()
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{proxy}"),
+            "--topic",
+            topic,
+            "--read",
+        ])
+        .arg(capture)
+        .args(extra)
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "acknowledged"),
+        u64::from(MESSAGES),
+        "{stdout}"
+    );
+    (sub.collect(), f64::from(MESSAGES) / elapsed)
+}
+
+/// Every message arrived exactly once, and the same envelopes either way.
+fn assert_all_once(envelopes: &[serde_json::Value]) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for envelope in envelopes {
+        *seen.entry(call_id(envelope)).or_default() += 1;
+    }
+    for n in 0..MESSAGES {
+        assert_eq!(seen.get(&format!("batch-{n}")), Some(&1), "batch-{n}");
+    }
+    assert_eq!(envelopes.len(), MESSAGES as usize);
+}
+
+#[test]
+fn batching_over_a_20_ms_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("options.pcap");
+    let mut file = PcapFile::create(&capture);
+    for n in 0..MESSAGES {
+        file.udp(n * 100, n, &options(n));
+    }
+    drop(file);
+    let broker = Broker::start();
+    let proxy = delaying_proxy(broker.port, ONE_WAY);
+
+    let (single, single_rate) = run(&broker, proxy, &capture, "sip/single", &[]);
+    let single = parsed(&single);
+    assert!(
+        single.iter().all(|m| m.is_object()),
+        "without batching, one envelope per message"
+    );
+    assert_all_once(&single);
+
+    // Limited by BATCH_MAX_MESSAGES.
+    let args = ["--batch-max-messages", "100", "--batch-max-delay-ms", "50"];
+    let (by_count, count_rate) = run(&broker, proxy, &capture, "sip/by-count", &args);
+    let by_count = parsed(&by_count);
+    let arrays: Vec<&Vec<serde_json::Value>> = by_count.iter().map(|m| m.as_array().unwrap()).collect();
+    assert!(arrays.iter().all(|a| (1..=100).contains(&a.len())));
+    assert!(arrays.iter().any(|a| a.len() > 1), "some messages were batched");
+    let flat: Vec<serde_json::Value> = arrays.iter().flat_map(|a| a.iter().cloned()).collect();
+    assert_all_once(&flat);
+    assert_eq!(flat, single, "the same envelopes, in the same order");
+
+    // Limited by BATCH_MAX_BYTES.
+    let args = ["--batch-max-messages", "1000", "--batch-max-bytes", "8192"];
+    let (by_bytes, bytes_rate) = run(&broker, proxy, &capture, "sip/by-bytes", &args);
+    assert!(
+        by_bytes.iter().all(|m| m.len() <= 8192),
+        "no payload above BATCH_MAX_BYTES"
+    );
+    let by_bytes = parsed(&by_bytes);
+    assert!(by_bytes.iter().any(|m| m.as_array().unwrap().len() > 1));
+    let flat: Vec<serde_json::Value> = by_bytes
+        .iter()
+        .flat_map(|m| m.as_array().unwrap().iter().cloned())
+        .collect();
+    assert_eq!(flat, single);
+
+    println!(
+        "{MESSAGES} envelopes over a 20 ms round trip: one per message {single_rate:.0} msg/s; \
+batches of up to 100 {count_rate:.0} msg/s ({} MQTT messages); batches of up to 8 KiB {bytes_rate:.0} msg/s ({} MQTT messages)",
+        by_count.len(),
+        by_bytes.len()
+    );
+}
+
+/// A batch that does not fill goes out after BATCH_MAX_DELAY_MS, while the
+/// agent runs live: three messages arrive together, as one array.
+#[test]
+fn a_partial_batch_goes_out_after_the_delay() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = broker.subscribe("sip/partial");
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let flags = ["--batch-max-messages", "100", "--batch-max-delay-ms", "300"];
+    let (mut child, _lines) = common::live_agent(
+        &broker.url(),
+        "sip/partial",
+        &format!("udp and dst port {port}"),
+        &flags,
+    );
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..3 {
+        sender.send_to(&options(n), ("127.0.0.1", port)).unwrap();
+    }
+    // Well past the delay; the agent is still running, its queue open.
+    std::thread::sleep(Duration::from_secs(2));
+    let arrived = parsed(&sub.collect());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(arrived.len(), 1, "one MQTT message: {arrived:?}");
+    let ids: Vec<String> = arrived[0].as_array().unwrap().iter().map(call_id).collect();
+    assert_eq!(ids, ["batch-0", "batch-1", "batch-2"]);
+}
