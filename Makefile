@@ -5,19 +5,38 @@
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential pkg-config curl python3 procps libpcap-dev mosquitto mosquitto-clients sip-tester prometheus
+# Cross builds (zig from PyPI in a venv, libpcap from Debian's source),
+# images from Debian's packages, qemu for both kinds of tests.
+FIRMWARE_PACKAGES := python3-venv flex bison make squashfs-tools cpio qemu-user-static qemu-system-arm qemu-system-mips
 CARGO := $(shell command -v cargo 2>/dev/null || echo $$HOME/.cargo/bin/cargo)
 
-.PHONY: all build deps rust test demo bench clean
+# make cross TARGET=...; make image / qemu-test BOARD=...
+TARGET ?= aarch64-unknown-linux-musl
+BOARD ?= qemu-aarch64-virt
+FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl
+# The boards CI boots (the third, armv7, boots the same way).
+CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
+board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
+
+.PHONY: all build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test firmware-test
 
 all: build
 
-## deps: the system packages the build and the tests use.
-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# Install the Debian packages named in $(1) that are missing.
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+## deps: the system packages the build and the tests use.
+deps:
+	$(call apt_install,$(APT_PACKAGES))
+
+firmware-deps: deps
+	$(call apt_install,$(FIRMWARE_PACKAGES))
 
 ## rust: a Rust toolchain with clippy and rustfmt (rustup when none is there).
 rust: deps
@@ -70,12 +89,40 @@ demo: build
 ## figures, tshark for comparison; a table and target/bench/results.json.
 ## Making the sipp traces runs tcpdump on lo: run as root or with CAP_NET_RAW.
 bench: rust
-	@missing=""; for p in tshark tcpdump; do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	$(call apt_install,tshark tcpdump)
 	$(CARGO) build --release
 	python3 tests/bench/run.py
+
+## cross: a static binary for an ARM or MIPS board, libpcap linked in:
+## target/$(TARGET)/release/sip-capture. FEATURES=filter-compiler by default
+## (add tls for mqtts://, about 1 MB more).
+cross: rust firmware-deps
+	board/scripts/cross-build.sh $(TARGET)
+
+## cross-test: every cross binary replays captures under qemu-user; the
+## envelopes must equal the host build's.
+cross-test: build firmware-deps
+	@for t in $(FIRMWARE_TARGETS); do $(MAKE) --no-print-directory cross TARGET=$$t || exit 1; done
+	python3 tests/firmware/cross_replay.py $(FIRMWARE_TARGETS)
+
+## image: the board's firmware from Debian's kernel and busybox, the cross
+## binary and the board overlays: target/firmware/$(BOARD)/.
+image: firmware-deps
+	$(MAKE) --no-print-directory cross TARGET=$(call board_target,$(BOARD))
+	python3 board/scripts/make_image.py $(BOARD)
+
+## qemu-test: boot the image, replay captures into its mirror port, check
+## what reaches the host's broker.
+qemu-test: image build
+	python3 tests/firmware/qemu_test.py $(BOARD)
+
+## openwrt-test: the OpenWrt init script's UCI-to-arguments mapping.
+openwrt-test:
+	sh tests/firmware/openwrt_init_test.sh
+
+## firmware-test: what CI runs for the firmware.
+firmware-test: cross-test openwrt-test
+	@for b in $(CI_BOARDS); do $(MAKE) --no-print-directory qemu-test BOARD=$$b || exit 1; done
 
 clean:
 	$(CARGO) clean

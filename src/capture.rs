@@ -169,9 +169,10 @@ impl PacketSource {
     fn wait_readable(&self, ms: i32) -> Result<(), String> {
         if let PacketSource::Live(c) = self {
             let mut fds = [PollFd::new(c, PollFlags::IN)];
+            // From i32: the field types differ between 32- and 64-bit targets.
             let timeout = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: i64::from(ms) * 1_000_000,
+                tv_sec: (ms / 1000).into(),
+                tv_nsec: (ms % 1000 * 1_000_000).into(),
             };
             match poll(&mut fds, Some(&timeout)) {
                 Ok(_) | Err(rustix::io::Errno::INTR) => {}

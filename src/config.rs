@@ -57,8 +57,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "BATCH_MAX_DELAY_MS", default: "100", help: "how long a batch that is not full may wait for more envelopes" },
     Key { name: "METRICS_ADDR", default: "", help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560); off when empty" },
     Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
-    Key { name: "USER", default: "", help: "after opening the capture, run as this user (name or uid)" },
-    Key { name: "GROUP", default: "", help: "and this group (default: the user's primary group)" },
+    Key { name: "RUN_AS_USER", default: "", help: "after opening the capture, run as this user (name or uid)" },
+    Key { name: "RUN_AS_GROUP", default: "", help: "and this group (default: the user's primary group)" },
     Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
     Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
     Key { name: "QUEUE_BYTES", default: "4194304", help: "queue between capture and broker; full means drop and count" },
@@ -499,9 +499,10 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         })?),
     };
 
-    let (user, group) = (get("USER"), get("GROUP"));
-    let run_as = crate::privileges::resolve(&user, &group)
-        .map_err(|(key, reason)| ConfigError::new(key, if key == "USER" { &user } else { &group }, reason))?;
+    let (user, group) = (get("RUN_AS_USER"), get("RUN_AS_GROUP"));
+    let run_as = crate::privileges::resolve(&user, &group).map_err(|(key, reason)| {
+        ConfigError::new(key, if key == "RUN_AS_USER" { &user } else { &group }, reason)
+    })?;
 
     let level_text = get("LOG_LEVEL");
     let log_level = parse_log_level(&level_text)

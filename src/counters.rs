@@ -5,7 +5,7 @@
 //! or a log flood. The summary line at exit prints them all.
 
 use core::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use portable_atomic::{AtomicU64, Ordering};
 
 /// A counter's name, value and one-line help (its doc comment).
 #[derive(Debug, Clone, Copy)]

@@ -1,6 +1,6 @@
 //! Least privilege: after the capture is open (and the metrics socket
-//! bound), the agent can drop to an unprivileged user and group (USER,
-//! GROUP). It happens before any other thread starts, so the whole process
+//! bound), the agent can drop to an unprivileged user and group
+//! (RUN_AS_USER, RUN_AS_GROUP). It happens before any other thread starts, so the whole process
 //! changes identity; supplementary groups are cleared.
 //!
 //! What it does not do: manage capabilities. Run unprivileged from the
@@ -17,15 +17,15 @@ pub struct RunAs {
     pub gid: Gid,
 }
 
-/// Resolve USER and GROUP (names or numbers). GROUP defaults to the user's
+/// Resolve RUN_AS_USER and RUN_AS_GROUP (names or numbers). The group defaults to the user's
 /// primary group.
 pub fn resolve(user: &str, group: &str) -> Result<Option<RunAs>, (&'static str, String)> {
     if user.is_empty() {
         return match group {
             "" => Ok(None),
             _ => Err((
-                "GROUP",
-                "set USER too; the agent changes its group only with its user".into(),
+                "RUN_AS_GROUP",
+                "set RUN_AS_USER too; the agent changes its group only with its user".into(),
             )),
         };
     }
@@ -33,8 +33,8 @@ pub fn resolve(user: &str, group: &str) -> Result<Option<RunAs>, (&'static str, 
         Ok(uid) => User::from_uid(Uid::from_raw(uid)),
         Err(_) => User::from_name(user),
     }
-    .map_err(|e| ("USER", format!("cannot look up: {e}")))?
-    .ok_or(("USER", "no such user".to_string()))?;
+    .map_err(|e| ("RUN_AS_USER", format!("cannot look up: {e}")))?
+    .ok_or(("RUN_AS_USER", "no such user".to_string()))?;
     let gid = if group.is_empty() {
         found.gid
     } else {
@@ -42,8 +42,8 @@ pub fn resolve(user: &str, group: &str) -> Result<Option<RunAs>, (&'static str, 
             Ok(gid) => Group::from_gid(Gid::from_raw(gid)),
             Err(_) => Group::from_name(group),
         }
-        .map_err(|e| ("GROUP", format!("cannot look up: {e}")))?
-        .ok_or(("GROUP", "no such group".to_string()))?
+        .map_err(|e| ("RUN_AS_GROUP", format!("cannot look up: {e}")))?
+        .ok_or(("RUN_AS_GROUP", "no such group".to_string()))?
         .gid
     };
     Ok(Some(RunAs {

@@ -244,7 +244,7 @@ fn no_allocation_per_packet_after_warm_up() {
     queue.close();
     publisher.join().unwrap().unwrap();
     let received = sub.collect().len() as u64;
-    let c = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let c = |counter: &portable_atomic::AtomicU64| counter.load(Ordering::Relaxed);
     println!(
         "{} packets, {} SIP messages, {} published, {} acknowledged, {} received, {} reassembled, {} dropped (queue full)",
         c(&counters.packets),

@@ -331,12 +331,31 @@ fn status_topic_is_derived_and_checked() {
 #[test]
 fn unknown_user_or_group() {
     refused_with(
-        &["--user", "no-such-user-x"],
-        &["USER", "no-such-user-x", "no such user"],
+        &["--run-as-user", "no-such-user-x"],
+        &["RUN_AS_USER", "no-such-user-x", "no such user"],
     );
     refused_with(
-        &["--user", "nobody", "--group", "no-such-group-x"],
-        &["GROUP", "no-such-group-x", "no such group"],
+        &["--run-as-user", "nobody", "--run-as-group", "no-such-group-x"],
+        &["RUN_AS_GROUP", "no-such-group-x", "no such group"],
     );
-    refused_with(&["--group", "nogroup"], &["GROUP", "set USER too"]);
+    refused_with(
+        &["--run-as-group", "nogroup"],
+        &["RUN_AS_GROUP", "set RUN_AS_USER too"],
+    );
+}
+
+/// `USER`, which every login shell and init exports, is not a key: the
+/// environment beats the config file, so a key named USER would silently
+/// replace the file's choice with whoever started the agent.
+#[test]
+fn the_shell_user_variable_is_not_read() {
+    let output = agent()
+        .args(file_args())
+        .arg("--check")
+        .env("USER", "no-such-user-x")
+        .env("GROUP", "no-such-group-x")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stdout(&output).contains("RUN_AS_USER=\n"), "{}", stdout(&output));
 }

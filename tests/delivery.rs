@@ -558,7 +558,7 @@ fn ids(pid: u32) -> (String, String) {
     (field("Uid:"), field("Gid:"))
 }
 
-/// With USER, the agent runs as that user after start-up and still captures.
+/// With RUN_AS_USER, the agent runs as that user after start-up and still captures.
 #[test]
 fn drops_privileges_and_still_captures() {
     if !common::can_capture_on_lo() || ids(std::process::id()).0 != "0 0" {
@@ -573,7 +573,7 @@ fn drops_privileges_and_still_captures() {
         &broker.url(),
         "sip/privileges",
         &format!("udp and dst port {port}"),
-        &["--user", "nobody"],
+        &["--run-as-user", "nobody"],
     );
     assert_eq!(ids(child.id()).0, "65534 65534", "running as nobody");
     send_stream(port, 100, 1000, |_| {});

@@ -17,13 +17,14 @@ and writes target/bench/results.json. Standard library only.
 import json
 import os
 import platform
-import shutil
-import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import support  # noqa: E402  (tests/support.py)
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 OUT = os.path.join(ROOT, "target", "bench")
@@ -40,19 +41,13 @@ FRAG_INVITES = 20_000
 BATCHED = ("--batch-max-messages", "100", "--batch-max-delay-ms", "50")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run(cmd, **kw):
     return subprocess.run(cmd, check=True, **kw)
 
 
 def sipp_trace(path, transport, calls):
     """uac -> uas on loopback, captured with tcpdump."""
-    port = free_port()
+    port = support.free_port()
     proto = "udp" if transport == "u1" else "tcp"
     tmp = path + ".part"
     dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-B", "65536", "-U", "-w", tmp,
@@ -142,43 +137,19 @@ def child_cpu(cmd, **kw):
 def end_to_end(trace, messages, extra=()):
     """sip-capture --read TRACE (with EXTRA flags) to a private mosquitto, a QoS 1
     subscriber counting envelopes (a batch is a JSON array of them) up to an end marker."""
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        conf = os.path.join(tmp, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
-                    "max_inflight_messages 0\n")
-        broker = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.1).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            sub_args = ["mosquitto_sub", "-p", str(port), "-t", "bench/sip", "-q", "1", "-c", "-i", "bench-sub"]
-            run(sub_args + ["-E"])
-            sub = subprocess.Popen(sub_args + ["-W", "600"], stdout=subprocess.PIPE, text=True)
-            time.sleep(0.3)
-            start = time.monotonic()
-            log = os.path.join(tmp, "agent.log")
-            with open(log, "w") as agent_out:
-                status, cpu = child_cpu(
-                    [AGENT, "--config", "/dev/null", "--read", trace, "--broker", f"mqtt://127.0.0.1:{port}",
-                     "--topic", "bench/sip", "--log-level", "info", *extra], stdout=agent_out)
-            run(["mosquitto_pub", "-p", str(port), "-t", "bench/sip", "-q", "1", "-m", "--end--"])
-            received = 0
-            for line in sub.stdout:
-                if line.strip() == "--end--":
-                    break
-                received += len(json.loads(line)) if line.startswith("[") else 1
-            wall = time.monotonic() - start
-            sub.kill()
-            sub.wait()
-            summary = [line for line in open(log) if "summary:" in line][-1]
-        finally:
-            broker.terminate()
-            broker.wait()
+    with support.mosquitto("max_inflight_messages 0\n") as port, tempfile.TemporaryDirectory() as tmp:
+        sub = support.Subscriber(port, "bench/sip")
+        sub.start()
+        time.sleep(0.3)
+        start = time.monotonic()
+        log = os.path.join(tmp, "agent.log")
+        with open(log, "w") as agent_out:
+            status, cpu = child_cpu(
+                [AGENT, "--config", "/dev/null", "--read", trace, "--broker", f"mqtt://127.0.0.1:{port}",
+                 "--topic", "bench/sip", "--log-level", "info", *extra], stdout=agent_out)
+        received = len(support.envelopes(sub.collect()))
+        wall = time.monotonic() - start
+        summary = [line for line in open(log) if "summary:" in line][-1]
     fields = dict(f.split("=", 1) for f in summary.split("summary:")[1].split())
     return {
         "status": status,

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# A fully static sip-capture for an ARM or MIPS board, libpcap linked in.
+#
+#   cross-build.sh TRIPLE    -> target/TRIPLE/release/sip-capture
+#
+# Triples: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf,
+# mipsel-unknown-linux-musl, mips-unknown-linux-musl. FEATURES (default
+# filter-compiler) picks the cargo features; add tls for mqtts://.
+#
+# Everything it needs it fetches itself, under target/cross: a venv with
+# zig (the C compiler and linker for every target, PyPI `ziglang`) and
+# cargo-zigbuild; the rustup target, or rust-src where rustup ships no std
+# (armv7 musl and MIPS: built with -Z build-std); libpcap from Debian's source package,
+# built with zig into a static library.
+set -euo pipefail
+triple=${1:?usage: cross-build.sh TRIPLE}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+work=$root/target/cross
+features=${FEATURES:-filter-compiler}
+export PATH=$HOME/.cargo/bin:$PATH
+
+# zig's names: Rust's MIPS musl targets are soft-float (musleabi).
+case $triple in
+  aarch64-unknown-linux-musl) zig_target=aarch64-linux-musl; build_std=no ;;
+  armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf; build_std=yes ;;
+  mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi; build_std=yes ;;
+  mips-unknown-linux-musl) zig_target=mips-linux-musleabi; build_std=yes ;;
+  *) echo "cross-build.sh: unsupported target $triple" >&2; exit 2 ;;
+esac
+bits=64
+case $triple in armv7*|mips-*|mipsel-*) bits=32 ;; esac
+
+# Tools: zig and cargo-zigbuild in a venv.
+venv=$work/venv
+if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q ziglang cargo-zigbuild
+fi
+export PATH=$venv/bin:$PATH
+if [ $build_std = yes ]; then
+  rustup component add rust-src >/dev/null
+else
+  rustup target add "$triple" >/dev/null
+fi
+
+# libpcap, static, for the target.
+prefix=$work/$triple/libpcap
+if [ ! -f "$prefix/lib/libpcap.a" ]; then
+  "$root/board/scripts/debian-apt.sh" "$work/debian" amd64 source libpcap
+  tarball=$(ls "$work"/debian/src/libpcap_*.orig.tar.gz | head -n 1)
+  build=$work/$triple/libpcap-build
+  rm -rf "$build" && mkdir -p "$build" "$work/bin"
+  tar -xzf "$tarball" -C "$build" --strip-components=1
+  cc=$work/bin/cc-$zig_target
+  printf '#!/bin/sh\nexec python3 -m ziglang cc -target %s "$@"\n' "$zig_target" > "$cc"
+  printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' > "$work/bin/ar"
+  printf '#!/bin/sh\nexec python3 -m ziglang ranlib "$@"\n' > "$work/bin/ranlib"
+  chmod +x "$cc" "$work/bin/ar" "$work/bin/ranlib"
+  (
+    cd "$build"
+    PATH=$venv/bin:$PATH CC=$cc AR=$work/bin/ar RANLIB=$work/bin/ranlib CFLAGS=-Os \
+      ./configure --build=x86_64-pc-linux-gnu --host="$zig_target" --prefix="$prefix" --with-pcap=linux \
+      --disable-shared --disable-usb --disable-netmap --disable-bluetooth --disable-dbus \
+      --disable-rdma --disable-remote --without-libnl >configure.log 2>&1 \
+      || { tail -n 30 configure.log; exit 1; }
+    make -j"$(nproc)" libpcap.a >make.log 2>&1 || { tail -n 30 make.log; exit 1; }
+    mkdir -p "$prefix/lib" && cp libpcap.a "$prefix/lib/"
+  )
+fi
+version=$(basename "$(ls "$work"/debian/src/libpcap_*.orig.tar.gz | head -n 1)" .orig.tar.gz)
+
+# The pcap crate links what LIBPCAP_LIBDIR holds: only the static library.
+export LIBPCAP_LIBDIR=$prefix/lib LIBPCAP_VER=${version#libpcap_}
+rustflags="-C target-feature=+crt-static"
+if [ $bits = 32 ]; then
+  # musl 1.2 has a 64-bit time_t on 32-bit targets, and libpcap was built
+  # with it; the libc crate assumes 32-bit unless told (every pcap header
+  # would read as garbage).
+  rustflags="$rustflags --cfg libc_unstable_musl_v1_2"
+fi
+args=(--release --target "$triple" --no-default-features --features "$features")
+if [ $build_std = yes ]; then
+  # No std from rustup for this target: build it, on stable, from rust-src.
+  export RUSTC_BOOTSTRAP=1
+  rustflags="$rustflags -C link-self-contained=no"
+  args+=(-Z build-std=std,panic_abort)
+fi
+cd "$root"
+RUSTFLAGS="$rustflags" cargo zigbuild "${args[@]}"
+ls -l "target/$triple/release/sip-capture"

@@ -1,0 +1,100 @@
+#!/bin/sh
+# The OpenWrt init script (board/openwrt/sip-capture/files/sip-capture.init)
+# driven with stub UCI and procd functions: which command line it builds
+# from /etc/config/sip-capture, and that the real agent accepts it.
+# Needs the host build (target/release/sip-capture).
+set -eu
+root=$(cd "$(dirname "$0")/../.." && pwd)
+package=$root/board/openwrt/sip-capture
+agent=$root/target/release/sip-capture
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+failures=0
+
+# UCI: option NAME of section 'main' is the shell variable UCI_NAME.
+config_load() { [ "$1" = sip-capture ] || { echo "config_load: unexpected $1"; exit 1; }; }
+config_get() { eval "$1=\${UCI_$3-}"; }
+config_get_bool() {
+	eval "_value=\${UCI_$3-$4}"
+	case $_value in 1|on|true|yes|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac
+}
+# procd: the instance's command, one argument per line, in $tmp/command.
+procd_open_instance() { instances=$((instances + 1)); : > "$tmp/command"; }
+procd_set_param() { _p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" > "$tmp/command"; }
+procd_append_param() { _p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" >> "$tmp/command"; }
+procd_close_instance() { :; }
+procd_add_reload_trigger() { :; }
+
+# The init script's first line (#!/bin/sh /etc/rc.common) is a comment here.
+. "$package/files/sip-capture.init"
+
+# Load a UCI file's 'option name value' lines of section main into UCI_*.
+load_uci() {
+	for var in $(set | sed -n 's/^\(UCI_[a-z_]*\)=.*/\1/p'); do unset "$var"; done
+	eval "$(sed -n "s/^[[:space:]]*option[[:space:]]\{1,\}\([a-z_]*\)[[:space:]]\{1,\}\(.*\)$/UCI_\1=\2/p" "$1")"
+}
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+
+# 1. As shipped: disabled, so no instance.
+load_uci "$package/files/sip-capture.config"
+instances=0
+start_service
+[ "$instances" -eq 0 ] || fail "the shipped config (enabled 0) started an instance"
+
+# 2. Enabled: the shipped options become flags, in the order of OPTIONS;
+#    empty options are left out; a filter with spaces and quotes stays one
+#    argument.
+UCI_enabled=1
+UCI_sip_filter='(all (method invite bye) (from "alice@example.com"))'
+instances=0
+start_service
+[ "$instances" -eq 1 ] || fail "enabled: $instances instances"
+cat > "$tmp/expected" <<'ARGS'
+/usr/bin/sip-capture
+--config
+/dev/null
+--interface
+br-lan
+--sip-filter
+(all (method invite bye) (from "alice@example.com"))
+--broker
+mqtt://192.168.1.10:1883
+--topic
+sip/capture
+--log-level
+info
+--run-as-user
+nobody
+--capture-buffer-bytes
+2097152
+--queue-bytes
+1048576
+ARGS
+diff -u "$tmp/expected" "$tmp/command" || fail "enabled: command line differs (above)"
+
+# 3. The real agent accepts that command line (--check validates every
+#    value and prints the effective keys; the interface is the host's lo).
+sed -e "1s|.*|$agent|" -e 's/^br-lan$/lo/' "$tmp/command" > "$tmp/args"
+set --
+while IFS= read -r arg; do set -- "$@" "$arg"; done < "$tmp/args"
+if "$@" --check > "$tmp/check" 2>&1; then
+	grep -qx 'SIP_FILTER=(all (method invite bye) (from "alice@example.com"))' "$tmp/check" \
+		|| fail "the agent did not get the filter as one value: $(grep SIP_FILTER "$tmp/check")"
+	grep -qx 'RUN_AS_USER=nobody' "$tmp/check" || fail "RUN_AS_USER not passed"
+else
+	fail "the agent refused the command line: $(cat "$tmp/check")"
+fi
+
+# 4. OPTIONS names every agent key but READ_FILE, so no key is unreachable
+#    from UCI (and none is misspelled).
+"$agent" --config /dev/null --interface lo --topic t --check | sed -n 's/^\([A-Z_]*\)=.*/\1/p' \
+	| tr 'A-Z' 'a-z' | grep -vx read_file | sort > "$tmp/keys"
+echo $OPTIONS | tr ' ' '\n' | sort > "$tmp/options"
+diff -u "$tmp/keys" "$tmp/options" || fail "OPTIONS and the agent's keys differ (above: - keys, + OPTIONS)"
+
+if [ "$failures" -eq 0 ]; then
+	echo "openwrt init script: ok (disabled, enabled, agent accepts, every key mapped)"
+else
+	exit 1
+fi
