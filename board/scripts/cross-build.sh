@@ -9,8 +9,10 @@
 #
 # Everything it needs it fetches itself, under target/cross: a venv with
 # zig (the C compiler and linker for every target, PyPI `ziglang`) and
-# cargo-zigbuild; the rustup target, or rust-src where rustup ships no std
-# (armv7 musl and MIPS: built with -Z build-std); libpcap from Debian's source package,
+# cargo-zigbuild; rust-src, from which the standard library is built for
+# the target (-Z build-std on stable: rustup ships no std for armv7 musl or
+# MIPS, and one built here is smaller, sized for size and without the
+# backtrace symbolizer); libpcap from Debian's source package,
 # built with zig into a static library.
 set -euo pipefail
 triple=${1:?usage: cross-build.sh TRIPLE}
@@ -21,10 +23,10 @@ export PATH=$HOME/.cargo/bin:$PATH
 
 # zig's names: Rust's MIPS musl targets are soft-float (musleabi).
 case $triple in
-  aarch64-unknown-linux-musl) zig_target=aarch64-linux-musl; build_std=no ;;
-  armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf; build_std=yes ;;
-  mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi; build_std=yes ;;
-  mips-unknown-linux-musl) zig_target=mips-linux-musleabi; build_std=yes ;;
+  aarch64-unknown-linux-musl) zig_target=aarch64-linux-musl ;;
+  armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf ;;
+  mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi ;;
+  mips-unknown-linux-musl) zig_target=mips-linux-musleabi ;;
   *) echo "cross-build.sh: unsupported target $triple" >&2; exit 2 ;;
 esac
 bits=64
@@ -37,11 +39,7 @@ if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
   "$venv/bin/pip" install -q ziglang cargo-zigbuild
 fi
 export PATH=$venv/bin:$PATH
-if [ $build_std = yes ]; then
-  rustup component add rust-src >/dev/null
-else
-  rustup target add "$triple" >/dev/null
-fi
+rustup component add rust-src >/dev/null
 
 # libpcap, static, for the target.
 prefix=$work/$triple/libpcap
@@ -71,20 +69,27 @@ version=$(basename "$(ls "$work"/debian/src/libpcap_*.orig.tar.gz | head -n 1)" 
 
 # The pcap crate links what LIBPCAP_LIBDIR holds: only the static library.
 export LIBPCAP_LIBDIR=$prefix/lib LIBPCAP_VER=${version#libpcap_}
-rustflags="-C target-feature=+crt-static"
+# The standard library is built here (-Z build-std, allowed on stable by
+# RUSTC_BOOTSTRAP), linked with zig's musl (not a self-contained one).
+export RUSTC_BOOTSTRAP=1
+rustflags="-C target-feature=+crt-static -C link-self-contained=no"
 if [ $bits = 32 ]; then
   # musl 1.2 has a 64-bit time_t on 32-bit targets, and libpcap was built
   # with it; the libc crate assumes 32-bit unless told (every pcap header
   # would read as garbage).
   rustflags="$rustflags --cfg libc_unstable_musl_v1_2"
 fi
-args=(--release --target "$triple" --no-default-features --features "$features")
-if [ $build_std = yes ]; then
-  # No std from rustup for this target: build it, on stable, from rust-src.
-  export RUSTC_BOOTSTRAP=1
-  rustflags="$rustflags -C link-self-contained=no"
-  args+=(-Z build-std=std,panic_abort)
-fi
+case $triple in
+  mips*)
+    # The binary is linked static and not position-independent anyway;
+    # MIPS position-independent code (abicalls, GOT) is much larger.
+    rustflags="$rustflags -C relocation-model=static" ;;
+esac
+# std without its default "backtrace" feature (no symbolizer: a panic
+# still prints its message, without a backtrace), and sized for size.
+# shellcheck disable=SC2054  # one argument, with a comma
+args=(--release --target "$triple" --no-default-features --features "$features"
+  -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
 cd "$root"
 RUSTFLAGS="$rustflags" cargo zigbuild "${args[@]}"
 ls -l "target/$triple/release/sip-capture"

@@ -136,6 +136,8 @@ def copy_overlay(overlay, into):
 
 def make_image(board):
     settings = board_settings(board)
+    if "DEBIAN_ARCH" not in settings:
+        sys.exit(f"make-image: {board} is built with Buildroot, not from Debian's packages (docs/firmware.md)")
     arch, out = settings["DEBIAN_ARCH"], os.path.join(WORK, board)
     binary = os.path.join(ROOT, "target", settings["RUST_TARGET"], "release", "sip-capture")
     if not os.path.exists(binary):

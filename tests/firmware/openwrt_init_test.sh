@@ -3,6 +3,7 @@
 # driven with stub UCI and procd functions: which command line it builds
 # from /etc/config/sip-capture, and that the real agent accepts it.
 # Needs the host build (target/release/sip-capture).
+# shellcheck disable=SC2034  # UCI_* are read through eval by the stubs
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 package=$root/board/openwrt/sip-capture
@@ -15,6 +16,7 @@ failures=0
 config_load() { [ "$1" = sip-capture ] || { echo "config_load: unexpected $1"; exit 1; }; }
 config_get() { eval "$1=\${UCI_$3-}"; }
 config_get_bool() {
+	_value=
 	eval "_value=\${UCI_$3-$4}"
 	case $_value in 1|on|true|yes|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac
 }
@@ -89,8 +91,8 @@ fi
 # 4. OPTIONS names every agent key but READ_FILE, so no key is unreachable
 #    from UCI (and none is misspelled).
 "$agent" --config /dev/null --interface lo --topic t --check | sed -n 's/^\([A-Z_]*\)=.*/\1/p' \
-	| tr 'A-Z' 'a-z' | grep -vx read_file | sort > "$tmp/keys"
-echo $OPTIONS | tr ' ' '\n' | sort > "$tmp/options"
+	| tr '[:upper:]' '[:lower:]' | grep -vx read_file | sort > "$tmp/keys"
+echo "$OPTIONS" | tr -s ' ' '\n' | grep -v '^$' | sort > "$tmp/options"
 diff -u "$tmp/keys" "$tmp/options" || fail "OPTIONS and the agent's keys differ (above: - keys, + OPTIONS)"
 
 if [ "$failures" -eq 0 ]; then
