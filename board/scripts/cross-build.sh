@@ -90,6 +90,9 @@ esac
 # shellcheck disable=SC2054  # one argument, with a comma
 args=(--release --target "$triple" --no-default-features --features "$features"
   -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
+# A target directory of its own: a build with RUSTC_BOOTSTRAP would
+# otherwise replace the host build's proc-macros and make it rebuild.
 cd "$root"
-RUSTFLAGS="$rustflags" cargo zigbuild "${args[@]}"
+RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$work/cargo cargo zigbuild "${args[@]}"
+install -D -m 0755 "$work/cargo/$triple/release/sip-capture" "target/$triple/release/sip-capture"
 ls -l "target/$triple/release/sip-capture"
