@@ -127,7 +127,7 @@ FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc
 
 ## firmware-lint: shellcheck over them.
 firmware-lint: firmware-deps
-	shellcheck -S warning $(FIRMWARE_SCRIPTS)
+	shellcheck $(FIRMWARE_SCRIPTS)
 
 ## firmware-test: what CI runs for the firmware.
 firmware-test: firmware-lint cross-test openwrt-test

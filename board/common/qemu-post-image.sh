@@ -10,7 +10,10 @@ board=$2
 here=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=/dev/null
 . "$here/$board/board.env"
-kernel=$(cd "$images" && ls Image zImage vmlinux 2>/dev/null | head -n 1)
+kernel=
+for name in Image zImage vmlinux; do
+	[ -n "$kernel" ] || [ ! -e "$images/$name" ] || kernel=$name
+done
 cat > "$images/start-qemu.sh" <<SCRIPT
 #!/bin/sh
 # $board: the squashfs root read-only on a virtio disk; eth0 user

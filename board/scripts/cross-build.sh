@@ -45,7 +45,8 @@ rustup component add rust-src >/dev/null
 prefix=$work/$triple/libpcap
 if [ ! -f "$prefix/lib/libpcap.a" ]; then
   "$root/board/scripts/debian-apt.sh" "$work/debian" amd64 source libpcap
-  tarball=$(ls "$work"/debian/src/libpcap_*.orig.tar.gz | head -n 1)
+  tarballs=("$work"/debian/src/libpcap_*.orig.tar.gz)
+  tarball=${tarballs[0]}
   build=$work/$triple/libpcap-build
   rm -rf "$build" && mkdir -p "$build" "$work/bin"
   tar -xzf "$tarball" -C "$build" --strip-components=1
@@ -65,7 +66,8 @@ if [ ! -f "$prefix/lib/libpcap.a" ]; then
     mkdir -p "$prefix/lib" && cp libpcap.a "$prefix/lib/"
   )
 fi
-version=$(basename "$(ls "$work"/debian/src/libpcap_*.orig.tar.gz | head -n 1)" .orig.tar.gz)
+tarballs=("$work"/debian/src/libpcap_*.orig.tar.gz)
+version=$(basename "${tarballs[0]}" .orig.tar.gz)
 
 # The pcap crate links what LIBPCAP_LIBDIR holds: only the static library.
 export LIBPCAP_LIBDIR=$prefix/lib LIBPCAP_VER=${version#libpcap_}

@@ -28,6 +28,7 @@ procd_close_instance() { :; }
 procd_add_reload_trigger() { :; }
 
 # The init script's first line (#!/bin/sh /etc/rc.common) is a comment here.
+# shellcheck source=/dev/null
 . "$package/files/sip-capture.init"
 
 # Load a UCI file's 'option name value' lines of section main into UCI_*.
