@@ -38,9 +38,10 @@
 //!   acknowledges it; when full, a live capture drops and counts new
 //!   envelopes, so capture never waits on the broker.
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
-//!   runtime, several publishes in flight, replay after a lost session,
-//!   reconnect with backoff and jitter, retained status with a Last Will;
-//!   [`tls`] for `mqtts://`.
+//!   runtime, several publishes in flight, optionally several envelopes per
+//!   publish (a JSON array), replay after a lost session, reconnect with
+//!   backoff and jitter, retained status with a Last Will; [`tls`] for
+//!   `mqtts://`.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -56,6 +57,9 @@
 //! topics (TOPIC for SIP; the status and telemetry topics for the agent's
 //! own state), or take configuration or commands over MQTT: it subscribes
 //! to nothing.
+//!
+//! Firmware (static ARM/MIPS builds, images, OpenWrt) is built outside the
+//! crate, by `board/` and `buildroot/`: docs/firmware.md.
 #![deny(unsafe_code)]
 
 pub mod buffers;

@@ -60,24 +60,31 @@ class Subscriber:
         self.messages, self.pending = [], b""
 
     def _receive(self, timeout):
-        """Take what mosquitto_sub printed within `timeout` s; False at its end.
-        Unbuffered, so select() sees every byte not yet taken."""
+        """The lines mosquitto_sub printed within `timeout` s, appended to
+        `messages` and returned; None at its end. Unbuffered, so select()
+        sees every byte not yet taken."""
         fd = self.proc.stdout.fileno()
         if not select.select([fd], [], [], max(timeout, 0))[0]:
-            return True
+            return []
         chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            return None
         *lines, self.pending = (self.pending + chunk).split(b"\n")
-        self.messages.extend(line.decode() for line in lines)
-        return bool(chunk)
+        new = [line.decode() for line in lines]
+        self.messages.extend(new)
+        return new
 
     def wait_for(self, count, timeout):
         """Receive until `count` envelopes have arrived or `timeout` seconds
         have passed; returns how many have."""
         deadline = time.monotonic() + timeout
-        while len(envelopes(self.messages)) < count and time.monotonic() < deadline:
-            if not self._receive(deadline - time.monotonic()):
+        arrived = len(envelopes(self.messages))
+        while arrived < count and time.monotonic() < deadline:
+            new = self._receive(deadline - time.monotonic())
+            if new is None:
                 break
-        return len(envelopes(self.messages))
+            arrived += len(envelopes(new))
+        return arrived
 
     def collect(self):
         """Everything received, up to an end marker published now."""
@@ -85,13 +92,15 @@ class Subscriber:
             self.start()
         subprocess.run(["mosquitto_pub", "-p", str(self.port), "-t", self.topic, "-q", "1", "-m", END_MARKER],
                        check=True)
-        deadline = time.monotonic() + 60
-        while END_MARKER not in self.messages and time.monotonic() < deadline:
-            if not self._receive(deadline - time.monotonic()):
+        deadline, seen = time.monotonic() + 60, END_MARKER in self.messages
+        while not seen and time.monotonic() < deadline:
+            new = self._receive(deadline - time.monotonic())
+            if new is None:
                 break
+            seen = END_MARKER in new
         self.proc.kill()
         self.proc.wait()
-        if END_MARKER not in self.messages:
+        if not seen:
             raise RuntimeError(f"the end marker never arrived on {self.topic}")
         return self.messages[:self.messages.index(END_MARKER)]
 
