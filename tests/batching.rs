@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Broker, PcapFile, summary_value};
+use common::{Broker, PcapFile, call_id, options, summary_value};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
@@ -56,22 +56,6 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         }
         let _ = to.shutdown(Shutdown::Write);
     });
-}
-
-fn options(n: u32) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:probe@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{n}\r\n\
-From: <sip:batch@test>;tag={n}\r\nTo: <sip:probe@192.0.2.2>\r\nCall-ID: batch-{n}\r\n\
-CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-/// The Call-ID of an envelope.
-fn call_id(envelope: &serde_json::Value) -> String {
-    let sip = String::from_utf8(common::sip_of(envelope)).unwrap();
-    let line = sip.lines().find(|l| l.starts_with("Call-ID: ")).unwrap();
-    line["Call-ID: ".len()..].to_string()
 }
 
 /// What arrived: each MQTT message parsed.
@@ -138,7 +122,7 @@ fn batching_over_a_20_ms_round_trip() {
     let capture = dir.path().join("options.pcap");
     let mut file = PcapFile::create(&capture);
     for n in 0..MESSAGES {
-        file.udp(n * 100, n, &options(n));
+        file.udp(n * 100, n, &options("batch", n as usize));
     }
     drop(file);
     let broker = Broker::start();
@@ -206,7 +190,7 @@ fn a_partial_batch_goes_out_after_the_delay() {
     );
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in 0..3 {
-        sender.send_to(&options(n), ("127.0.0.1", port)).unwrap();
+        sender.send_to(&options("batch", n), ("127.0.0.1", port)).unwrap();
     }
     // Well past the delay; the agent is still running, its queue open.
     std::thread::sleep(Duration::from_secs(2));

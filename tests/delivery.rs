@@ -44,34 +44,19 @@ fn log_count(dir: &Path, start: usize, text: &str) -> usize {
 }
 
 fn stop_broker(mut broker: Child) {
-    Command::new("kill")
-        .args(["-TERM", &broker.id().to_string()])
-        .status()
-        .unwrap();
+    common::terminate(&broker);
     broker.wait().unwrap();
-}
-
-fn options(n: usize) -> Vec<u8> {
-    format!(
-        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{n}\r\n\
-From: <sip:delivery@test>;tag={n}\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: delivery-{n}\r\n\
-CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    )
-    .into_bytes()
 }
 
 /// The Call-ID number of each envelope, with how often it arrived.
 fn arrivals(envelopes: &[String]) -> HashMap<usize, usize> {
     let mut seen = HashMap::new();
     for text in envelopes {
-        let sip = common::sip_of(&serde_json::from_str(text).unwrap());
-        let sip = String::from_utf8(sip).unwrap();
-        let n: usize = sip
-            .split("Call-ID: delivery-")
-            .nth(1)
-            .and_then(|rest| rest.split("\r\n").next())
+        let call_id = common::call_id(&serde_json::from_str(text).unwrap());
+        let n: usize = call_id
+            .strip_prefix("delivery-")
             .and_then(|n| n.parse().ok())
-            .expect("a Call-ID");
+            .expect("a numbered Call-ID");
         *seen.entry(n).or_insert(0) += 1;
     }
     seen
@@ -88,7 +73,9 @@ fn send_stream(port: u16, count: usize, per_second: usize, mut during: impl FnMu
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        sender.send_to(&options(n), ("127.0.0.1", port)).unwrap();
+        sender
+            .send_to(&common::options("delivery", n), ("127.0.0.1", port))
+            .unwrap();
     }
 }
 
@@ -140,12 +127,7 @@ fn run(
     }
     // Let the agent deliver what it holds, then stop it cleanly.
     std::thread::sleep(Duration::from_secs(3));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let stdout = lines.rest();
+    let stdout = common::stop_agent(&mut child, &mut lines);
 
     let status = Command::new("mosquitto_pub")
         .args([
@@ -279,12 +261,7 @@ fn broker_killed_loses_only_what_it_had_acknowledged() {
         }
     });
     std::thread::sleep(Duration::from_secs(3));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let stdout = lines.rest();
+    let stdout = common::stop_agent(&mut child, &mut lines);
     let status = Command::new("mosquitto_pub")
         .args([
             "-p",
@@ -439,12 +416,7 @@ fn telemetry_reports_the_counters() {
     );
     send_stream(port, 50, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(2500));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    lines.rest();
+    common::stop_agent(&mut child, &mut lines);
 
     let reports: Vec<serde_json::Value> = telemetry
         .collect()
@@ -578,12 +550,7 @@ fn drops_privileges_and_still_captures() {
     assert_eq!(ids(child.id()).0, "65534 65534", "running as nobody");
     send_stream(port, 100, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(500));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let stdout = lines.rest();
+    let stdout = common::stop_agent(&mut child, &mut lines);
     assert!(stdout.contains("running as user nobody"), "{stdout}");
     assert_eq!(sub.collect().len(), 100);
 }

@@ -54,14 +54,7 @@ fn live_capture_on_loopback() {
     }
     // Let the kernel hand the last batch to libpcap before stopping.
     std::thread::sleep(Duration::from_millis(500));
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = child.wait().unwrap();
-    let stdout = lines.rest();
-    assert!(exit.success(), "agent exit {exit:?}\n{stdout}");
+    let stdout = common::stop_agent(&mut child, &mut lines);
     assert_eq!(
         summary_value(stdout.as_bytes(), "acknowledged"),
         MESSAGES as u64,
@@ -158,12 +151,7 @@ fn sipp_calls_over_tcp() {
     let _ = uas.kill();
     let _ = uas.wait();
     std::thread::sleep(Duration::from_millis(300));
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let stdout = lines.rest();
+    let stdout = common::stop_agent(&mut child, &mut lines);
 
     let mut sent = sipp_sent(&uac_log);
     sent.extend(sipp_sent(&uas_log));

@@ -24,9 +24,8 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
-/// An EC key and a certificate for `name`, signed by `ca` (self-signed when
-/// `ca` is None), with `san` as subjectAltName.
-fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
+/// A P-256 key in `name`.key; returns the file name.
+fn private_key(dir: &Path, name: &str) -> String {
     let key = format!("{name}.key");
     openssl(
         dir,
@@ -40,6 +39,13 @@ fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
             &key,
         ],
     );
+    key
+}
+
+/// An EC key and a certificate for `name`, signed by `ca` (self-signed when
+/// `ca` is None), with `san` as subjectAltName.
+fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
+    let key = private_key(dir, name);
     let subject = format!("/CN={name}");
     match ca {
         None => openssl(
@@ -138,18 +144,7 @@ cafile {d}/ca.crt\ncertfile {d}/{name}.crt\nkeyfile {d}/{name}.key\nrequire_cert
 /// A server certificate from the test CA that expired in 2020, made with
 /// `openssl ca`, which takes explicit validity dates.
 fn expired_certificate(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "expired.key",
-        ],
-    );
+    private_key(dir, "expired");
     openssl(
         dir,
         &[

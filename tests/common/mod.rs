@@ -222,6 +222,46 @@ pub fn replay(broker: &Broker, topic: &str, file: &Path, extra: &[&str]) -> Outp
     output
 }
 
+/// An OPTIONS request whose Call-ID is `{call_id}-{n}`: numbered, so a test
+/// can tell which arrived and how often.
+pub fn options(call_id: &str, n: usize) -> Vec<u8> {
+    format!(
+        "OPTIONS sip:probe@192.0.2.2 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK{n}\r\n\
+From: <sip:{call_id}@test>;tag={n}\r\nTo: <sip:probe@192.0.2.2>\r\nCall-ID: {call_id}-{n}\r\n\
+CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The Call-ID of an envelope's message.
+pub fn call_id(envelope: &serde_json::Value) -> String {
+    let sip = String::from_utf8(sip_of(envelope)).unwrap();
+    let line = sip
+        .lines()
+        .find(|l| l.starts_with("Call-ID: "))
+        .expect("a Call-ID");
+    line["Call-ID: ".len()..].to_string()
+}
+
+/// Send SIGTERM, as systemd and init stop a service.
+pub fn terminate(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -TERM {}", child.id());
+}
+
+/// Stop the agent with SIGTERM and require a clean exit: the rest of its
+/// output.
+pub fn stop_agent(child: &mut Child, lines: &mut Lines) -> String {
+    terminate(child);
+    let exit = child.wait().unwrap();
+    let stdout = lines.rest();
+    assert!(exit.success(), "agent exit {exit:?}\n{stdout}");
+    stdout
+}
+
 /// Replay `file` through the agent to a fresh broker: the envelopes that
 /// arrived, parsed, and the agent's stdout.
 pub fn envelopes_of(file: &Path, extra: &[&str]) -> (Vec<serde_json::Value>, Vec<u8>) {
