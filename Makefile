@@ -18,7 +18,7 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test firmware-lint firmware-test
+.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test firmware-lint firmware-test
 
 all: build
 
@@ -100,10 +100,21 @@ cross: rust firmware-deps
 	board/scripts/cross-build.sh $(TARGET)
 
 ## cross-test: every cross binary replays captures under qemu-user; the
-## envelopes must equal the host build's.
-cross-test: build firmware-deps
-	@for t in $(FIRMWARE_TARGETS); do $(MAKE) --no-print-directory cross TARGET=$$t || exit 1; done
+## envelopes must equal the host build's. The builds run side by side:
+## much of each is single-threaded (zig building musl for the target on a
+## fresh machine, configure, the LTO link).
+cross-test: debug-build firmware-deps
+	board/scripts/cross-build.sh --prepare
+	$(MAKE) --no-print-directory -j3 $(addprefix cross-,$(FIRMWARE_TARGETS))
 	python3 tests/firmware/cross_replay.py $(FIRMWARE_TARGETS)
+
+cross-%: rust firmware-deps
+	board/scripts/cross-build.sh $* > target/cross/$*.log 2>&1 || { tail -n 40 target/cross/$*.log; exit 1; }
+	@tail -n 1 target/cross/$*.log
+
+# The host build the firmware tests compare with.
+debug-build: rust
+	$(CARGO) build
 
 ## image: the board's firmware from Debian's kernel and busybox, the cross
 ## binary and the board overlays: target/firmware/$(BOARD)/.
@@ -113,11 +124,11 @@ image: firmware-deps
 
 ## qemu-test: boot the image, replay captures into its mirror port, check
 ## what reaches the host's broker.
-qemu-test: image build
+qemu-test: image debug-build
 	python3 tests/firmware/qemu_test.py $(BOARD)
 
 ## openwrt-test: the OpenWrt init script's UCI-to-arguments mapping.
-openwrt-test: build
+openwrt-test: debug-build
 	sh tests/firmware/openwrt_init_test.sh
 
 # The shell scripts that run on the boards, in Buildroot and in tests.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A fully static sip-capture for an ARM or MIPS board, libpcap linked in.
 #
-#   cross-build.sh TRIPLE    -> target/TRIPLE/release/sip-capture
+#   cross-build.sh TRIPLE     -> target/TRIPLE/release/sip-capture
+#   cross-build.sh --prepare  only the tools and sources every target shares
 #
 # Triples: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf,
 # mipsel-unknown-linux-musl, mips-unknown-linux-musl. FEATURES (default
@@ -15,24 +16,16 @@
 # backtrace symbolizer); libpcap from Debian's source package,
 # built with zig into a static library.
 set -euo pipefail
-triple=${1:?usage: cross-build.sh TRIPLE}
+usage="usage: cross-build.sh TRIPLE | --prepare"
+triple=${1:?$usage}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$root/target/cross
 features=${FEATURES:-filter-compiler}
 export PATH=$HOME/.cargo/bin:$PATH
 
-# zig's names: Rust's MIPS musl targets are soft-float (musleabi).
-case $triple in
-  aarch64-unknown-linux-musl) zig_target=aarch64-linux-musl ;;
-  armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf ;;
-  mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi ;;
-  mips-unknown-linux-musl) zig_target=mips-linux-musleabi ;;
-  *) echo "cross-build.sh: unsupported target $triple" >&2; exit 2 ;;
-esac
-bits=64
-case $triple in armv7*|mips-*|mipsel-*) bits=32 ;; esac
-
-# Tools: zig and cargo-zigbuild in a venv.
+# What every target shares, made once (`--prepare` makes it before several
+# builds run side by side): the venv with zig and cargo-zigbuild, rust-src,
+# libpcap's source.
 venv=$work/venv
 if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
   python3 -m venv "$venv"
@@ -40,24 +33,38 @@ if [ ! -x "$venv/bin/cargo-zigbuild" ]; then
 fi
 export PATH=$venv/bin:$PATH
 rustup component add rust-src >/dev/null
+if ! compgen -G "$work/debian/src/libpcap_*.orig.tar.gz" >/dev/null; then
+  "$root/board/scripts/debian-apt.sh" "$work/debian" amd64 source libpcap
+fi
+tarballs=("$work"/debian/src/libpcap_*.orig.tar.gz)
+[ "$triple" != --prepare ] || exit 0
 
-# libpcap, static, for the target.
+# zig's names: Rust's MIPS musl targets are soft-float (musleabi).
+case $triple in
+  aarch64-unknown-linux-musl) zig_target=aarch64-linux-musl ;;
+  armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf ;;
+  mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi ;;
+  mips-unknown-linux-musl) zig_target=mips-linux-musleabi ;;
+  *) echo "cross-build.sh: unsupported target $triple; $usage" >&2; exit 2 ;;
+esac
+bits=64
+case $triple in armv7*|mips-*|mipsel-*) bits=32 ;; esac
+
+# libpcap, static, for the target, with zig behind small wrappers (one set
+# per target, so that builds can run side by side).
 prefix=$work/$triple/libpcap
 if [ ! -f "$prefix/lib/libpcap.a" ]; then
-  "$root/board/scripts/debian-apt.sh" "$work/debian" amd64 source libpcap
-  tarballs=("$work"/debian/src/libpcap_*.orig.tar.gz)
-  tarball=${tarballs[0]}
   build=$work/$triple/libpcap-build
-  rm -rf "$build" && mkdir -p "$build" "$work/bin"
-  tar -xzf "$tarball" -C "$build" --strip-components=1
-  cc=$work/bin/cc-$zig_target
-  printf '#!/bin/sh\nexec python3 -m ziglang cc -target %s "$@"\n' "$zig_target" > "$cc"
-  printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' > "$work/bin/ar"
-  printf '#!/bin/sh\nexec python3 -m ziglang ranlib "$@"\n' > "$work/bin/ranlib"
-  chmod +x "$cc" "$work/bin/ar" "$work/bin/ranlib"
+  bin=$work/$triple/bin
+  rm -rf "$build" && mkdir -p "$build" "$bin"
+  tar -xzf "${tarballs[0]}" -C "$build" --strip-components=1
+  printf '#!/bin/sh\nexec python3 -m ziglang cc -target %s "$@"\n' "$zig_target" > "$bin/cc"
+  printf '#!/bin/sh\nexec python3 -m ziglang ar "$@"\n' > "$bin/ar"
+  printf '#!/bin/sh\nexec python3 -m ziglang ranlib "$@"\n' > "$bin/ranlib"
+  chmod +x "$bin/cc" "$bin/ar" "$bin/ranlib"
   (
     cd "$build"
-    PATH=$venv/bin:$PATH CC=$cc AR=$work/bin/ar RANLIB=$work/bin/ranlib CFLAGS=-Os \
+    CC=$bin/cc AR=$bin/ar RANLIB=$bin/ranlib CFLAGS=-Os \
       ./configure --build=x86_64-pc-linux-gnu --host="$zig_target" --prefix="$prefix" --with-pcap=linux \
       --disable-shared --disable-usb --disable-netmap --disable-bluetooth --disable-dbus \
       --disable-rdma --disable-remote --without-libnl >configure.log 2>&1 \
@@ -66,7 +73,6 @@ if [ ! -f "$prefix/lib/libpcap.a" ]; then
     mkdir -p "$prefix/lib" && cp libpcap.a "$prefix/lib/"
   )
 fi
-tarballs=("$work"/debian/src/libpcap_*.orig.tar.gz)
 version=$(basename "${tarballs[0]}" .orig.tar.gz)
 
 # The pcap crate links what LIBPCAP_LIBDIR holds: only the static library.
@@ -92,9 +98,10 @@ esac
 # shellcheck disable=SC2054  # one argument, with a comma
 args=(--release --target "$triple" --no-default-features --features "$features"
   -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
-# A target directory of its own: a build with RUSTC_BOOTSTRAP would
-# otherwise replace the host build's proc-macros and make it rebuild.
+# A cargo target directory per target: a build with RUSTC_BOOTSTRAP would
+# otherwise replace the host build's proc-macros and make it rebuild, and
+# builds of different targets would wait on each other's lock.
 cd "$root"
-RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$work/cargo cargo zigbuild "${args[@]}"
-install -D -m 0755 "$work/cargo/$triple/release/sip-capture" "target/$triple/release/sip-capture"
+RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$work/$triple/cargo cargo zigbuild "${args[@]}"
+install -D -m 0755 "$work/$triple/cargo/$triple/release/sip-capture" "target/$triple/release/sip-capture"
 ls -l "target/$triple/release/sip-capture"

@@ -6,7 +6,7 @@ timestamps, addresses, counts). A wrong pcap header layout (the 32-bit musl
 time_t trap) garbles every timestamp and length, so this catches it. Also
 checks that each binary is static (no ELF interpreter).
 
-    cross_replay.py TRIPLE...     (after `make build` and `make cross`)
+    cross_replay.py TRIPLE...     (after `cargo build` and `make cross`)
 """
 
 import os
@@ -18,7 +18,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import support  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-HOST = os.path.join(ROOT, "target", "release", "sip-capture")
+# The host build to compare with: the debug one, which `make test` has built
+# already (its envelopes are the release build's).
+HOST = os.path.join(ROOT, "target", "debug", "sip-capture")
 CAPTURES = [
     "pcaps/wireshark.pcap",  # UDP, Ethernet
     "pcaps/sip-i.pcap",  # IPv4 fragments

@@ -2,12 +2,12 @@
 # The OpenWrt init script (board/openwrt/sip-capture/files/sip-capture.init)
 # driven with stub UCI and procd functions: which command line it builds
 # from /etc/config/sip-capture, and that the real agent accepts it.
-# Needs the host build (target/release/sip-capture).
+# Needs the host build (target/debug/sip-capture).
 # shellcheck disable=SC2034  # UCI_* are read through eval by the stubs
 set -eu
 root=$(cd "$(dirname "$0")/../.." && pwd)
 package=$root/board/openwrt/sip-capture
-agent=$root/target/release/sip-capture
+agent=$root/target/debug/sip-capture
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 failures=0

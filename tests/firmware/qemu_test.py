@@ -35,7 +35,7 @@ import support  # noqa: E402
 from make_image import BOARDS, WORK, board_settings  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
-HOST_AGENT = os.path.join(ROOT, "target", "release", "sip-capture")
+HOST_AGENT = os.path.join(ROOT, "target", "debug", "sip-capture")  # as in cross_replay.py
 CAPTURES = [
     "pcaps/wireshark.pcap",  # UDP
     "pcaps/sip-i.pcap",  # IPv4 fragments
