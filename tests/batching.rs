@@ -179,15 +179,9 @@ fn a_partial_batch_goes_out_after_the_delay() {
     }
     let broker = Broker::start();
     let sub = broker.subscribe("sip/partial");
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = target.local_addr().unwrap().port();
     let flags = ["--batch-max-messages", "100", "--batch-max-delay-ms", "300"];
-    let (mut child, _lines) = common::live_agent(
-        &broker.url(),
-        "sip/partial",
-        &format!("udp and dst port {port}"),
-        &flags,
-    );
+    let (mut child, _lines, target) = common::live_agent_on_udp(&broker.url(), "sip/partial", &flags);
+    let port = target.local_addr().unwrap().port();
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in 0..3 {
         sender.send_to(&options("batch", n), ("127.0.0.1", port)).unwrap();

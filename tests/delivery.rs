@@ -116,10 +116,8 @@ fn run(
             .success()
     );
 
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut child, mut lines, target) = common::live_agent_on_udp(&url, "sip/delivery", extra);
     let port = target.local_addr().unwrap().port();
-    let (mut child, mut lines) =
-        common::live_agent(&url, "sip/delivery", &format!("udp and dst port {port}"), extra);
     let mut during = during;
     send_stream(port, count, 1000, |n| during(n, &mut broker));
     if broker.is_none() {
@@ -238,14 +236,12 @@ fn broker_killed_loses_only_what_it_had_acknowledged() {
             .spawn()
             .unwrap(),
     );
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let capture_port = target.local_addr().unwrap().port();
-    let (mut child, mut lines) = common::live_agent(
+    let (mut child, mut lines, target) = common::live_agent_on_udp(
         &format!("mqtt://127.0.0.1:{port}"),
         "sip/killed",
-        &format!("udp and dst port {capture_port}"),
         &["--client-id", "killed-agent"],
     );
+    let capture_port = target.local_addr().unwrap().port();
     send_stream(capture_port, COUNT, 1000, |n| {
         if n > 0 && n % 3000 == 0 {
             let mut killed = broker.take().unwrap();
@@ -406,14 +402,12 @@ fn telemetry_reports_the_counters() {
     }
     let broker = common::Broker::start();
     let telemetry = broker.subscribe("sip/telemetry-test/telemetry/sensor-9");
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = target.local_addr().unwrap().port();
-    let (mut child, mut lines) = common::live_agent(
+    let (mut child, mut lines, target) = common::live_agent_on_udp(
         &broker.url(),
         "sip/telemetry-test",
-        &format!("udp and dst port {port}"),
         &["--client-id", "sensor-9", "--telemetry-interval-s", "1"],
     );
+    let port = target.local_addr().unwrap().port();
     send_stream(port, 50, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(2500));
     common::stop_agent(&mut child, &mut lines);
@@ -539,14 +533,9 @@ fn drops_privileges_and_still_captures() {
     }
     let broker = common::Broker::start();
     let sub = broker.subscribe("sip/privileges");
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut child, mut lines, target) =
+        common::live_agent_on_udp(&broker.url(), "sip/privileges", &["--run-as-user", "nobody"]);
     let port = target.local_addr().unwrap().port();
-    let (mut child, mut lines) = common::live_agent(
-        &broker.url(),
-        "sip/privileges",
-        &format!("udp and dst port {port}"),
-        &["--run-as-user", "nobody"],
-    );
     assert_eq!(ids(child.id()).0, "65534 65534", "running as nobody");
     send_stream(port, 100, 1000, |_| {});
     std::thread::sleep(Duration::from_millis(500));

@@ -32,14 +32,9 @@ fn live_capture_on_loopback() {
     }
     let broker = Broker::start();
     let sub = broker.subscribe("sip/live");
-    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (mut child, mut lines, target) =
+        common::live_agent_on_udp(&broker.url(), "sip/live", &["--sip-filter", "(method options)"]);
     let port = target.local_addr().unwrap().port();
-    let (mut child, mut lines) = common::live_agent(
-        &broker.url(),
-        "sip/live",
-        &format!("udp and dst port {port}"),
-        &["--sip-filter", "(method options)"],
-    );
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sent: HashSet<String> = (0..MESSAGES).map(options).collect();

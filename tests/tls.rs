@@ -193,8 +193,8 @@ default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
     );
 }
 
-/// Run the agent on a capture against the TLS listener with `extra`; wait
-/// for `expect` in its log, then stop it.
+/// Run the agent on a capture against the broker at `url` with `extra`;
+/// wait for `expect` in its log, then stop it.
 fn agent_log(url: &str, extra: &[String], expect: &str) -> String {
     let mut child = agent()
         .args(["--read"])
@@ -348,24 +348,13 @@ fn username_and_password() {
     let run = |password: &str, expect: &str| {
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{password}\n")).unwrap();
-        let mut child = agent()
-            .args(["--read"])
-            .arg(pcap("no-to-tag.pcap"))
-            .args([
-                "--broker",
-                &format!("mqtt://127.0.0.1:{port}"),
-                "--topic",
-                "sip/auth",
-            ])
-            .args(["--username", "sensor", "--password-file"])
-            .arg(&file)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = Lines::of(&mut child);
-        let child = common::KillOnDrop(child);
-        lines.wait_for(expect, Duration::from_secs(15));
-        drop(child);
+        let extra = [
+            "--username".to_string(),
+            "sensor".into(),
+            "--password-file".into(),
+        ];
+        let extra = [&extra[..], &[file.display().to_string()]].concat();
+        agent_log(&format!("mqtt://127.0.0.1:{port}"), &extra, expect);
     };
     run("s3cret", "acknowledged=1");
     run("wrong", "broker refused the connection: NotAuthorized");

@@ -3,7 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -42,31 +42,22 @@ pub struct Broker {
 impl Broker {
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let conf = dir.path().join("mosquitto.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is installed (make test installs it)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start on port {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        // Another process may take the free port first: then try another.
+        for _ in 0..5 {
+            let port = free_port();
+            std::fs::write(
+                &conf,
+                format!(
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+                ),
+            )
+            .unwrap();
+            if let Some(child) = mosquitto(&conf, port) {
+                return Broker { port, child, dir };
+            }
         }
-        Broker { port, child, dir }
+        panic!("mosquitto did not start on any of five free ports");
     }
 
     pub fn url(&self) -> String {
@@ -203,6 +194,16 @@ pub fn live_agent(broker_url: &str, topic: &str, bpf: &str, extra: &[&str]) -> (
     let mut lines = Lines::of(&mut child);
     lines.wait_for("connected to broker", Duration::from_secs(10));
     (child, lines)
+}
+
+/// [`live_agent`] capturing the datagrams sent to a fresh UDP port on `lo`:
+/// also returns the socket bound to that port (kept open so nothing else
+/// takes the port while the test runs).
+pub fn live_agent_on_udp(broker_url: &str, topic: &str, extra: &[&str]) -> (Child, Lines, UdpSocket) {
+    let target = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = target.local_addr().unwrap().port();
+    let (child, lines) = live_agent(broker_url, topic, &format!("udp and dst port {port}"), extra);
+    (child, lines, target)
 }
 
 /// Run the agent on a capture file against `broker` and return its output.
