@@ -2,8 +2,9 @@
 # Buildroot post-build script of every sip-capture board.
 #   $1  the target directory (Buildroot passes it)
 #   $2  the board: board/<name>/board.env
-# Boards whose architecture Buildroot has no Rust for (MIPS) install the
-# static binary from `make cross` instead of building the package.
+# Boards Buildroot's pre-built Rust cannot target (MIPS: Rust publishes no
+# std for it since 1.72) install the static binary from `make cross`
+# instead of building the package.
 set -eu
 target=$1
 board=$2
