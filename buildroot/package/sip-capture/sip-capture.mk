@@ -34,14 +34,20 @@ SIP_CAPTURE_CARGO_ENV += \
 	CARGO_TARGET_$(call UPPERCASE,$(RUSTC_TARGET_NAME))_RUSTFLAGS="-Clink-arg=-Wl,--allow-multiple-definition --cfg libc_unstable_musl_v1_2"
 endif
 
+# The checkout's own build output is not part of the source.
+SIP_CAPTURE_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude /target
+
 # Cargo vendors dependencies at download time only for tarball and git
-# sites, not local ones: vendor them here (this step needs the network).
+# sites, not local ones: vendor them before configuring (this step needs
+# the network). Not after the rsync: host-rustc is only guaranteed to be
+# built (and, with per-package directories, in this package's HOST_DIR)
+# once the configure step starts.
 define SIP_CAPTURE_VENDOR_CRATES
 	cd $(@D) && $(PKG_COMMON_CARGO_ENV) \
 		$(HOST_DIR)/bin/cargo vendor --locked VENDOR > .cargo-config.toml
 	mkdir -p $(@D)/.cargo
 	mv $(@D)/.cargo-config.toml $(@D)/.cargo/config.toml
 endef
-SIP_CAPTURE_POST_RSYNC_HOOKS += SIP_CAPTURE_VENDOR_CRATES
+SIP_CAPTURE_PRE_CONFIGURE_HOOKS += SIP_CAPTURE_VENDOR_CRATES
 
 $(eval $(cargo-package))
