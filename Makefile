@@ -7,7 +7,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 APT_PACKAGES := build-essential pkg-config curl python3 procps libpcap-dev mosquitto mosquitto-clients sip-tester prometheus
 # Cross builds (zig from PyPI in a venv, libpcap from Debian's source),
 # images from Debian's packages, qemu for both kinds of tests.
-FIRMWARE_PACKAGES := python3-venv flex bison make squashfs-tools cpio qemu-user-static qemu-system-arm qemu-system-mips shellcheck
+FIRMWARE_PACKAGES := python3-venv flex bison make squashfs-tools cpio qemu-user-static qemu-system-arm qemu-system-mips shellcheck \
+	genimage mtools dosfstools
 CARGO := $(shell command -v cargo 2>/dev/null || echo $$HOME/.cargo/bin/cargo)
 
 # make cross TARGET=...; make image / qemu-test BOARD=...
@@ -18,7 +19,7 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test firmware-lint firmware-test
+.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test
 
 all: build
 
@@ -131,6 +132,10 @@ qemu-test: image debug-build
 openwrt-test: debug-build
 	sh tests/firmware/openwrt_init_test.sh
 
+## r2s-image-test: the NanoPi R2S SD card layout, made by genimage.
+r2s-image-test: firmware-deps
+	python3 tests/firmware/r2s_image_test.py
+
 # The shell scripts that run on the boards, in Buildroot and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
 	board/common/initramfs/init board/common/*.sh board/nanopi-r2s/*.sh board/scripts/*.sh \
@@ -141,7 +146,7 @@ firmware-lint: firmware-deps
 	shellcheck $(FIRMWARE_SCRIPTS)
 
 ## firmware-test: what CI runs for the firmware.
-firmware-test: firmware-lint cross-test openwrt-test
+firmware-test: firmware-lint cross-test openwrt-test r2s-image-test
 	@for b in $(CI_BOARDS); do $(MAKE) --no-print-directory qemu-test BOARD=$$b || exit 1; done
 
 clean:
