@@ -138,6 +138,7 @@ r2s-image-test: firmware-deps
 
 # The shell scripts that run on the boards, in Buildroot and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
+	board/common/overlay/usr/sbin/start-sip-capture \
 	board/common/initramfs/init board/common/*.sh board/nanopi-r2s/*.sh board/scripts/*.sh \
 	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh
 
