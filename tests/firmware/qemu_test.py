@@ -78,6 +78,13 @@ def write_pcap(path, frames, start):
             f.write(frame)
 
 
+def replay(sender, qemu_port, frames):
+    """The frames into the guest's capture NIC, FRAME_GAP_S apart."""
+    for frame in frames:
+        sender.sendto(frame, ("127.0.0.1", qemu_port))
+        time.sleep(FRAME_GAP_S)
+
+
 def without_time(envelopes):
     return [{k: v for k, v in e.items() if k != "time"} for e in envelopes]
 
@@ -112,19 +119,25 @@ def qemu_command(settings, out, broker_port, capture_port, qemu_port):
     ]
 
 
-def plug_capture_nic(out):
-    """Plug the capture NIC into the empty slot, through qemu's monitor."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as monitor:
-        monitor.connect(os.path.join(out, "monitor.sock"))
-        monitor.settimeout(10)
-        monitor.sendall(f"device_add {CAPTURE_NIC},bus=capture-slot\n".encode())
+def monitor(out, command):
+    """One command to qemu's human monitor; fails on an error reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.connect(os.path.join(out, "monitor.sock"))
+        sock.settimeout(10)
+        sock.sendall(command.encode() + b"\n")
         reply, deadline = b"", time.monotonic() + 10
-        while b"device_add" not in reply or not reply.rstrip().endswith(b"(qemu)"):
-            if time.monotonic() > deadline:
-                break
-            reply += monitor.recv(4096)
+        while not (command.encode() in reply and reply.rstrip().endswith(b"(qemu)")) and time.monotonic() < deadline:
+            reply += sock.recv(4096)
     if b"Error" in reply:
-        raise AssertionError(f"qemu refused the capture NIC: {reply.decode(errors='replace')}")
+        raise AssertionError(f"qemu: {command}: {reply.decode(errors='replace')}")
+
+
+def plug_capture_nic(out):
+    monitor(out, f"device_add {CAPTURE_NIC},bus=capture-slot,id=capture-nic")
+
+
+def unplug_capture_nic(out):
+    monitor(out, "device_del capture-nic")
 
 
 class Console:
@@ -143,17 +156,18 @@ class Console:
             self.log.write(text)
             self.log.flush()
 
-    def wait_for(self, needle, timeout):
-        """Until `needle` shows; fails at once on a sign that it never will."""
+    def wait_for(self, needle, timeout, times=1):
+        """Until `needle` has shown `times` times; fails at once on a sign
+        that it never will."""
         deadline = time.monotonic() + timeout
-        while needle not in self.text:
+        while self.text.count(needle) < times:
             fatal = [sign for sign in FATAL if sign in self.text]
             if fatal or self.proc.poll() is not None or time.monotonic() > deadline:
                 self.read()
-                if needle in self.text:
+                if self.text.count(needle) >= times:
                     return
-                raise AssertionError(f"console: no {needle!r} within {timeout} s (qemu exit {self.proc.poll()}); "
-                                     f"last lines:\n" + "\n".join(self.text.splitlines()[-25:]))
+                raise AssertionError(f"console: no {needle!r} (#{times}) within {timeout} s (qemu exit "
+                                     f"{self.proc.poll()}); last lines:\n" + "\n".join(self.text.splitlines()[-25:]))
             time.sleep(0.2)
             self.read()
 
@@ -200,10 +214,21 @@ def main(board):
             console.wait_for("connected to broker", BOOT_TIMEOUT_S)
             print(f"{board}: booted and connected in {time.monotonic() - started:.1f} s")
             sent_at = datetime.datetime.now(datetime.timezone.utc)
-            for frame in frames:
-                sender.sendto(frame, ("127.0.0.1", qemu_port))
-                time.sleep(FRAME_GAP_S)
+            replay(sender, qemu_port, frames)
             sub.wait_for(len(expected), 120)
+            rounds = 1
+            if settings.get("CAPTURE_HOTPLUG"):
+                # The NIC goes away (a USB reset, a replug) and comes back:
+                # the agent ends, init restarts it through start-sip-capture,
+                # which sets the new port up before the agent opens it.
+                unplug_capture_nic(out)
+                console.wait_for("start-sip-capture: waiting for capture port", 60, times=2)
+                plug_capture_nic(out)
+                console.wait_for("connected to broker", 120, times=2)
+                print(f"{board}: capture NIC unplugged and plugged back; the agent started again on it")
+                replay(sender, qemu_port, frames)
+                rounds = 2
+                sub.wait_for(rounds * len(expected), 120)
             time.sleep(1)  # anything beyond the expected would show now
             arrived = support.envelopes(sub.collect())
             done_at = datetime.datetime.now(datetime.timezone.utc)
@@ -212,9 +237,9 @@ def main(board):
             proc.wait()
             console.read()
 
-    if without_time(arrived) != without_time(expected):
-        failures.append(f"{len(arrived)} envelopes arrived, {len(expected)} expected (first difference: "
-                        f"{first_difference(without_time(arrived), without_time(expected))})")
+    if without_time(arrived) != rounds * without_time(expected):
+        failures.append(f"{len(arrived)} envelopes arrived, {rounds} x {len(expected)} expected (first difference: "
+                        f"{first_difference(without_time(arrived), rounds * without_time(expected))})")
     for envelope in arrived:
         when = datetime.datetime.fromisoformat(envelope["time"].replace("Z", "+00:00"))
         if not sent_at - datetime.timedelta(seconds=5) <= when <= done_at + datetime.timedelta(seconds=5):
@@ -233,7 +258,8 @@ def main(board):
     if user and f"running as user {user}" not in text:
         failures.append(f"the agent does not run as {user}")
 
-    print(f"{board}: {len(arrived)} envelopes arrived from {len(frames)} frames, {len(expected)} expected")
+    print(f"{board}: {len(arrived)} envelopes arrived from {rounds} x {len(frames)} frames, "
+          f"{rounds * len(expected)} expected")
     print(f"{board}: {root_line.strip()}")
     for failure in failures:
         print(f"FAIL {board}: {failure}")
