@@ -96,25 +96,7 @@ fn run(
     let mut broker = Some(start_broker(dir, broker_port));
     let url = format!("mqtt://127.0.0.1:{broker_port}");
     // A persistent subscriber session, offline while the stream runs.
-    let sub_args = [
-        "-p",
-        &broker_port.to_string(),
-        "-t",
-        "sip/delivery",
-        "-q",
-        "1",
-        "-c",
-        "-i",
-        "delivery-sub",
-    ];
-    assert!(
-        Command::new("mosquitto_sub")
-            .args(sub_args)
-            .arg("-E")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let subscription = common::Subscription::new(broker_port, "sip/delivery");
 
     let (mut child, mut lines, target) = common::live_agent_on_udp(&url, "sip/delivery", extra);
     let port = target.local_addr().unwrap().port();
@@ -127,38 +109,7 @@ fn run(
     std::thread::sleep(Duration::from_secs(3));
     let stdout = common::stop_agent(&mut child, &mut lines);
 
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-p",
-            &broker_port.to_string(),
-            "-t",
-            "sip/delivery",
-            "-q",
-            "1",
-            "-m",
-            "--end--",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = Command::new("mosquitto_sub")
-        .args(sub_args)
-        .args(["-W", "60"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut envelopes = Vec::new();
-    use std::io::BufRead;
-    let mut out = out;
-    for line in std::io::BufReader::new(out.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line == "--end--" {
-            break;
-        }
-        envelopes.push(line);
-    }
-    let _ = out.kill();
-    let _ = out.wait();
+    let envelopes = subscription.collect();
     stop_broker(broker.unwrap());
     Run { stdout, envelopes }
 }

@@ -229,16 +229,7 @@ fn tls_with_client_certificate() {
     ];
 
     // Everything right: the envelope arrives.
-    let sub_port = broker.plain.to_string();
-    let sub_args = ["-p", &sub_port, "-t", "sip/tls", "-q", "1", "-c", "-i", "tls-sub"];
-    assert!(
-        Command::new("mosquitto_sub")
-            .args(sub_args)
-            .arg("-E")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let subscription = common::Subscription::new(broker.plain, "sip/tls");
     let output = agent()
         .args(["--read"])
         .arg(pcap("no-to-tag.pcap"))
@@ -254,12 +245,9 @@ fn tls_with_client_certificate() {
         1,
         "{stdout}"
     );
-    let got = Command::new("mosquitto_sub")
-        .args(sub_args)
-        .args(["-C", "1", "-W", "10"])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&got.stdout).contains(r#""transport":"udp""#));
+    let got = subscription.collect();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains(r#""transport":"udp""#), "{got:?}");
 
     // A CA that did not sign the broker's certificate.
     let args = [ca("other-ca.crt"), client_cert.clone()].concat();

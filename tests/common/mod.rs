@@ -67,25 +67,7 @@ impl Broker {
     /// A persistent QoS 1 subscription on `topic`: everything published
     /// from now on is kept for it until [`Subscription::collect`].
     pub fn subscribe(&self, topic: &str) -> Subscription {
-        let client_id = format!("test-sub-{}", free_port());
-        // A loaded machine can make a first attempt fail: try a few times.
-        let mut last_error = String::new();
-        let subscribed = (0..5).any(|attempt| {
-            std::thread::sleep(Duration::from_millis(200 * attempt));
-            let out = Command::new("mosquitto_sub")
-                .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-                .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
-                .output()
-                .unwrap();
-            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
-            out.status.success()
-        });
-        assert!(subscribed, "mosquitto_sub could not subscribe: {last_error}");
-        Subscription {
-            port: self.port,
-            topic: topic.to_string(),
-            client_id,
-        }
+        Subscription::new(self.port, topic)
     }
 }
 
@@ -104,6 +86,31 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// A persistent QoS 1 subscription on `topic` at the mosquitto on
+    /// `port` (a broker of the test's own, or a listener of one): it
+    /// outlives broker restarts where the broker persists sessions.
+    pub fn new(port: u16, topic: &str) -> Subscription {
+        let client_id = format!("test-sub-{}", free_port());
+        // A loaded machine can make a first attempt fail: try a few times.
+        let mut last_error = String::new();
+        let subscribed = (0..5).any(|attempt| {
+            std::thread::sleep(Duration::from_millis(200 * attempt));
+            let out = Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
+                .output()
+                .unwrap();
+            last_error = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(subscribed, "mosquitto_sub could not subscribe: {last_error}");
+        Subscription {
+            port,
+            topic: topic.to_string(),
+            client_id,
+        }
+    }
+
     /// Every message published to the topic since the subscription, in
     /// order. Publishes a sentinel and reads up to it, so it returns as soon
     /// as everything has arrived.
@@ -136,7 +143,7 @@ impl Subscription {
                 "-i",
                 &self.client_id,
                 "-W",
-                "30",
+                "60",
             ])
             .stdout(Stdio::piped())
             .spawn()
