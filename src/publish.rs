@@ -86,11 +86,12 @@ struct Coalescing {
     filled: usize,
 }
 
-/// The broker connection: plain TCP or TLS over it.
-enum Link {
-    Plain(TcpStream),
-    Tls(Box<crate::tls::Stream>),
-}
+/// The broker connection: plain TCP or TLS over it, boxed once a connection.
+type Link = Box<dyn Transport>;
+
+trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Transport for T {}
 
 impl Coalescing {
     fn new(stream: Link) -> Coalescing {
@@ -182,52 +183,6 @@ impl embedded_io_async::Read for Coalescing {
         buf[..n].copy_from_slice(&self.input[self.taken..self.taken + n]);
         self.taken += n;
         Ok(n)
-    }
-}
-
-impl tokio::io::AsyncRead for Link {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Link::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
-            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Link {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        match self.get_mut() {
-            Link::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
-            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Link::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
-            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        match self.get_mut() {
-            Link::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
-            Link::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
     }
 }
 
@@ -443,14 +398,14 @@ impl<'a> Publisher<'a> {
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let link = match &self.settings.mqtt.tls {
-            None => Link::Plain(stream),
+        let link: Link = match &self.settings.mqtt.tls {
+            None => Box::new(stream),
             Some(tls) => {
                 let stream = timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, stream))
                     .await
                     .map_err(|_| "TLS handshake timed out".to_string())?
                     .map_err(|e| crate::tls::describe(&e))?;
-                Link::Tls(Box::new(stream))
+                Box::new(stream)
             }
         };
         timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(link)))

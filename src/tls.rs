@@ -144,21 +144,16 @@ mod with_tls {
 }
 
 #[cfg(feature = "tls")]
-pub use with_tls::{Client, Stream, client, connect, describe};
+pub use with_tls::{Client, client, connect, describe};
 
 /// A build without the `tls` feature: `mqtts://` is a configuration error.
 #[cfg(not(feature = "tls"))]
 mod without_tls {
     use super::KeyError;
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
 
     /// Never made: there is no TLS in this build.
     #[derive(Debug, Clone)]
     pub enum Client {}
-
-    /// Never made: there is no TLS in this build.
-    pub enum Stream {}
 
     pub fn client(_: &str, _: &str, _: &str, _: &str) -> Result<Client, KeyError> {
         Err((
@@ -167,36 +162,19 @@ mod without_tls {
         ))
     }
 
-    pub async fn connect(client: &Client, _: tokio::net::TcpStream) -> std::io::Result<Stream> {
+    /// Never called (there is no `Client`); returns the plain stream's type
+    /// so that the publisher's code is the same in both builds.
+    pub async fn connect(
+        client: &Client,
+        _: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio::net::TcpStream> {
         match *client {}
     }
 
     pub fn describe(error: &std::io::Error) -> String {
         error.to_string()
     }
-
-    impl tokio::io::AsyncRead for Stream {
-        fn poll_read(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-            _: &mut tokio::io::ReadBuf<'_>,
-        ) -> Poll<std::io::Result<()>> {
-            match *self {}
-        }
-    }
-
-    impl tokio::io::AsyncWrite for Stream {
-        fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, _: &[u8]) -> Poll<std::io::Result<usize>> {
-            match *self {}
-        }
-        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            match *self {}
-        }
-        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-            match *self {}
-        }
-    }
 }
 
 #[cfg(not(feature = "tls"))]
-pub use without_tls::{Client, Stream, client, connect, describe};
+pub use without_tls::{Client, client, connect, describe};
