@@ -17,14 +17,6 @@ const MESSAGES: usize = 500;
 /// INVITEs sent among the OPTIONS, which the filter leaves out.
 const FILTERED: usize = 100;
 
-fn options(n: usize) -> String {
-    format!(
-        "OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bK{n}\r\n\
-From: <sip:live@test>;tag={n}\r\nTo: <sip:probe@127.0.0.1>\r\nCall-ID: live-{n}@test\r\n\
-CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
-    )
-}
-
 #[test]
 fn live_capture_on_loopback() {
     if !common::can_capture_on_lo() {
@@ -37,6 +29,7 @@ fn live_capture_on_loopback() {
     let port = target.local_addr().unwrap().port();
 
     let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let options = |n| String::from_utf8(common::options("live", n)).unwrap();
     let sent: HashSet<String> = (0..MESSAGES).map(options).collect();
     for n in 0..MESSAGES {
         sender
