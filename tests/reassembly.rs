@@ -8,81 +8,6 @@ use serde_json::Value;
 use sip_capture::counters::Counters;
 use sip_capture::split::Framer;
 
-/// Replay a generated capture; what arrives must be exactly its
-/// `.expected` messages, in order.
-fn check_generated(name: &str, transport: &str) -> Vec<u8> {
-    let file = pcap(&format!("generated/{name}.pcap"));
-    let expected: Vec<String> =
-        serde_json::from_str(&std::fs::read_to_string(file.with_extension("expected")).unwrap()).unwrap();
-    let (envelopes, stdout) = envelopes_of(&file, &[]);
-    let got: Vec<String> = envelopes
-        .iter()
-        .map(|e| String::from_utf8(sip_of(e)).unwrap())
-        .collect();
-    assert_eq!(got, expected, "{name}");
-    for e in &envelopes {
-        assert_eq!(e["transport"], transport, "{name}");
-    }
-    stdout
-}
-
-#[test]
-fn tcp_out_of_order() {
-    let out = check_generated("tcp-out-of-order", "tcp");
-    assert_eq!(summary_value(&out, "tcp_out_of_order"), 1);
-}
-
-#[test]
-fn tcp_retransmissions_are_published_once() {
-    let out = check_generated("tcp-retransmissions", "tcp");
-    assert!(summary_value(&out, "tcp_retransmissions") >= 4);
-}
-
-#[test]
-fn tcp_message_split_byte_by_byte() {
-    check_generated("tcp-byte-by-byte", "tcp");
-}
-
-#[test]
-fn tcp_fifty_messages_in_one_segment_mid_stream_on_port_6060() {
-    let out = check_generated("tcp-50-in-one-segment", "tcp");
-    assert_eq!(summary_value(&out, "tcp_junk_lines"), 0);
-}
-
-#[test]
-fn tcp_keepalives_between_messages() {
-    let out = check_generated("tcp-keepalives", "tcp");
-    assert_eq!(summary_value(&out, "tcp_junk_lines"), 0);
-}
-
-#[test]
-fn tcp_stream_cut_mid_message() {
-    check_generated("tcp-cut-mid-message", "tcp");
-}
-
-#[test]
-fn ip_overlapping_and_duplicate_fragments() {
-    let out = check_generated("ip-overlapping-fragments", "udp");
-    assert_eq!(summary_value(&out, "frag_overlaps"), 1);
-    assert_eq!(summary_value(&out, "frag_reassembled"), 1);
-    // The duplicate first fragment came after the datagram was complete: it
-    // starts a datagram of its own, which never completes.
-    assert_eq!(summary_value(&out, "frag_expired"), 1);
-}
-
-#[test]
-fn ip_fragments_shorter_than_usual() {
-    check_generated("ip-tiny-fragments", "udp");
-}
-
-#[test]
-fn ipv6_fragments_out_of_order() {
-    let (envelopes, _) = envelopes_of(&pcap("generated/ipv6-fragments.pcap"), &[]);
-    assert_eq!(envelopes.len(), 1);
-    assert_eq!(envelopes[0]["src"], "[2001:db8::1]:5060");
-    check_generated("ipv6-fragments", "udp");
-}
-
 /// A reassembled datagram carries the capture time of its first fragment.
 #[test]
 fn sip_i_fragmented_invite() {
@@ -343,13 +268,4 @@ fn tcp_losses_never_alter_messages() {
         }
     }
     assert!(delivered > 1000, "most messages still arrive: {delivered}");
-}
-
-/// Link types no shared capture has: Linux cooked v2, BSD loopback, raw
-/// IPv6.
-#[test]
-fn sll2_loopback_and_raw_ipv6_link_types() {
-    for name in ["link-sll2", "link-null", "link-raw-ipv6"] {
-        check_generated(name, "udp");
-    }
 }

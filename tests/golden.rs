@@ -1,0 +1,76 @@
+//! Golden files: every generated capture in tests/data/pcaps/generated/,
+//! replayed through the agent to a real broker, publishes exactly the
+//! messages its `.expected` file lists — the bytes, the capture time, the
+//! addresses and the transport, in order, nothing more — and its summary
+//! has the counter values the file names. `tests/data/make_captures.py`
+//! writes both; a new capture there is checked here without a new test.
+
+mod common;
+
+use common::{Broker, data, replay, sip_of, summary_value};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// What an envelope says about its message, as `.expected` lists it: every
+/// field but the ones derived from the message (`id`) or the agent
+/// (`agent`), with `sip` decoded to text.
+fn as_expected(envelope: &Value) -> Value {
+    let mut fields: Map<String, Value> = envelope.as_object().unwrap().clone();
+    let sip = sip_of(envelope);
+    assert_eq!(
+        fields.remove("id").unwrap(),
+        base16ct::lower::encode_string(&Sha256::digest(&sip)),
+        "id is the SHA-256 of the message"
+    );
+    fields.remove("agent");
+    fields.insert("sip".into(), String::from_utf8_lossy(&sip).into());
+    Value::Object(fields)
+}
+
+#[test]
+fn generated_captures_publish_exactly_what_was_on_the_wire() {
+    let broker = Broker::start();
+    let mut names: Vec<String> = std::fs::read_dir(data("pcaps/generated"))
+        .unwrap()
+        .filter_map(|e| {
+            let path = e.unwrap().path();
+            let name = path.file_name()?.to_str()?.strip_suffix(".expected")?.to_owned();
+            Some(name)
+        })
+        .collect();
+    names.sort();
+    assert!(names.len() >= 12, "generated captures: {names:?}");
+    let mut failures = Vec::new();
+    for name in &names {
+        let dir = data("pcaps/generated");
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}.expected"))).unwrap())
+                .unwrap();
+        let args: Vec<&str> = expected["args"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap()).collect())
+            .unwrap_or_default();
+        let topic = format!("golden/{name}");
+        let subscription = broker.subscribe(&topic);
+        let output = replay(&broker, &topic, &dir.join(format!("{name}.pcap")), &args);
+        let got: Vec<Value> = subscription
+            .collect()
+            .iter()
+            .map(|text| as_expected(&serde_json::from_str(text).unwrap()))
+            .collect();
+        if got != expected["messages"].as_array().unwrap()[..] {
+            failures.push(format!(
+                "{name}: published\n{}\nexpected\n{}",
+                serde_json::to_string_pretty(&got).unwrap(),
+                serde_json::to_string_pretty(&expected["messages"]).unwrap()
+            ));
+        }
+        for (counter, want) in expected["counters"].as_object().into_iter().flatten() {
+            let value = summary_value(&output.stdout, counter);
+            if Some(value) != want.as_u64() {
+                failures.push(format!("{name}: {counter}={value}, expected {want}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
