@@ -125,6 +125,10 @@ counters! {
     pcap_dropped,
     /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
+    /// Bytes after the end of a UDP message set by its Content-Length
+    /// (padding, junk, a second message packed in), discarded (RFC 3261
+    /// 18.3).
+    udp_trailing_bytes,
 }
 
 impl Counters {

@@ -97,8 +97,9 @@ impl<'c> Extractor<'c> {
     }
 }
 
-/// A UDP payload is one message; TCP bytes go through the stream
-/// reassembler and framer first.
+/// A UDP payload holds one message, which ends at its Content-Length
+/// (RFC 3261 18.3); TCP bytes go through the stream reassembler and framer
+/// first.
 fn deliver(
     tcp: &mut TcpReassembler,
     c: &Counters,
@@ -112,16 +113,20 @@ fn deliver(
         src: segment.src,
         dst: segment.dst,
     };
-    let mut recognise = |raw: &[u8]| match Message::parse(raw) {
-        Some(message) => {
+    // A message and the bytes after it that are not part of it.
+    let mut recognise = |parsed: Option<(Message<'_>, usize)>| match parsed {
+        Some((message, trailing)) => {
             Counters::inc(&c.sip_messages);
+            Counters::add(&c.udp_trailing_bytes, trailing as u64);
             on_message(&origin, &message);
         }
         None => Counters::inc(&c.not_sip),
     };
     match segment.tcp {
-        None => recognise(segment.payload),
-        Some(header) => tcp.add(time, segment, header, c, &mut recognise),
+        None => recognise(Message::parse_datagram(segment.payload)),
+        Some(header) => tcp.add(time, segment, header, c, &mut |raw| {
+            recognise(Message::parse(raw).map(|m| (m, 0)))
+        }),
     }
 }
 

@@ -112,6 +112,43 @@ impl<'a> Message<'a> {
         Some(Message { raw, start, rest })
     }
 
+    /// Recognise one SIP message at the start of a UDP datagram (or any
+    /// message-oriented transport's payload), and where it ends.
+    ///
+    /// RFC 3261 §18.3: when the message has a Content-Length, its body is
+    /// that many bytes and any bytes after it in the datagram are not part
+    /// of the message (NUL or CRLF padding, junk, a second message a device
+    /// packed in). Returns the message and how many bytes followed it. The
+    /// whole payload is the message when there is no Content-Length, when
+    /// its value is not a number, or when it claims more than the datagram
+    /// holds (a malformed message is published as it was seen).
+    pub fn parse_datagram(payload: &'a [u8]) -> Option<(Message<'a>, usize)> {
+        let whole = Message::parse(payload)?;
+        let body = whole.body();
+        let Some(length) = whole.content_length().filter(|&n| n <= body.len()) else {
+            return Some((whole, 0));
+        };
+        let trailing = body.len() - length;
+        let end = payload.len() - trailing;
+        let message = Message {
+            raw: &payload[..end],
+            start: whole.start,
+            rest: &whole.rest[..whole.rest.len() - trailing],
+        };
+        Some((message, trailing))
+    }
+
+    /// The value of the first Content-Length header (or its compact form
+    /// `l`), when it is a decimal number of at most 9 digits (RFC 3261
+    /// §20.14; longer values could not be a message this agent keeps).
+    pub fn content_length(&self) -> Option<usize> {
+        let value = self.header_values(b"Content-Length").next()?;
+        if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+    }
+
     /// The bytes the message was parsed from, unaltered.
     pub fn raw(&self) -> &'a [u8] {
         self.raw
@@ -196,7 +233,7 @@ fn field_length(block: &[u8]) -> usize {
 
 /// Length of the line at the start of `bytes`, including its LF (or the
 /// whole slice when there is no LF).
-pub fn line_length(bytes: &[u8]) -> usize {
+fn line_length(bytes: &[u8]) -> usize {
     memchr::memchr(b'\n', bytes).map_or(bytes.len(), |lf| lf + 1)
 }
 
@@ -236,9 +273,16 @@ pub fn is_start_line(line: &[u8]) -> bool {
     parse_start_line(line).is_some()
 }
 
+/// The SIP-Version at the start of a status line, in any case (RFC 3261
+/// §7.1: `sip/2.0 200 OK` is a status line too).
+pub fn starts_with_sip_version(line: &[u8]) -> bool {
+    line.get(..SIP_VERSION.len())
+        .is_some_and(|v| v.eq_ignore_ascii_case(SIP_VERSION))
+}
+
 fn parse_start_line(line: &[u8]) -> Option<StartLine<'_>> {
-    if let Some(status) = line.strip_prefix(SIP_VERSION) {
-        return parse_status(status);
+    if starts_with_sip_version(line) {
+        return parse_status(&line[SIP_VERSION.len()..]);
     }
     let sp = line.iter().position(|&b| b == b' ')?;
     let (method, rest) = (&line[..sp], &line[sp + 1..]);
@@ -338,6 +382,22 @@ body";
         assert!(is_start_line(b"SIP/2.0 100"));
         assert!(!is_start_line(b"SIP/2.0 1000 Trying"));
         assert!(!is_start_line(b"SIP/2.0 abc Trying"));
+        assert!(is_start_line(b"sip/2.0 200 OK"));
+        assert!(is_start_line(b"Sip/2.0 486 Busy Here"));
+    }
+
+    #[test]
+    fn a_datagram_ends_at_its_content_length() {
+        let padded = [INVITE, b"\0\0\0\r\n"].concat();
+        let (m, trailing) = Message::parse_datagram(&padded).unwrap();
+        assert_eq!((m.raw(), trailing), (INVITE, 5));
+        assert_eq!(m.body(), b"body");
+        // More claimed than there is, or no length: the whole datagram.
+        let short = &INVITE[..INVITE.len() - 1];
+        assert_eq!(Message::parse_datagram(short).unwrap().0.raw(), short);
+        let none = b"OPTIONS sip:x SIP/2.0\r\n\r\nxyz";
+        let (m, trailing) = Message::parse_datagram(none).unwrap();
+        assert_eq!((m.raw(), trailing), (&none[..], 0));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! linear, not quadratic, time.
 
 use crate::counters::Counters;
-use crate::sip::{WELL_KNOWN_METHODS, is_start_line, line_length};
+use crate::sip::{Message, WELL_KNOWN_METHODS, is_start_line, starts_with_sip_version};
 
 /// A line longer than this without a start line is junk, even unfinished.
 const MAX_JUNK_LINE: usize = 4096;
@@ -182,7 +182,7 @@ fn start_line_within(line: &[u8], resync: bool) -> Option<usize> {
 /// Whether `line` begins like a status line or a request with a method of
 /// [`WELL_KNOWN_METHODS`].
 fn is_well_known_start(line: &[u8]) -> bool {
-    line.starts_with(b"SIP/2.0 ")
+    (starts_with_sip_version(line) && line.get(7) == Some(&b' '))
         || WELL_KNOWN_METHODS
             .iter()
             .any(|m| line.starts_with(m) && line.get(m.len()) == Some(&b' '))
@@ -204,31 +204,9 @@ fn header_block_len(bytes: &[u8], scanned: usize) -> Result<usize, usize> {
     Err(bytes.len())
 }
 
-/// The value of the first Content-Length (or `l`) header of a header
-/// block, if it is a number. One pass over the lines: framing runs on every
-/// message of every stream.
+/// The Content-Length of a header block that starts with a start line.
 fn content_length(block: &[u8]) -> Option<usize> {
-    let mut rest = block;
-    while !rest.is_empty() {
-        let len = line_length(rest);
-        let line = &rest[..len];
-        rest = &rest[len..];
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
-        };
-        let name = line[..colon].trim_ascii_end();
-        if name.eq_ignore_ascii_case(b"content-length") || name.eq_ignore_ascii_case(b"l") {
-            return parse_length(line[colon + 1..].trim_ascii());
-        }
-    }
-    None
-}
-
-fn parse_length(value: &[u8]) -> Option<usize> {
-    if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+    Message::parse(block)?.content_length()
 }
 
 #[cfg(test)]

@@ -326,7 +326,29 @@ def link_types():
     raw6.write()
 
 
+def udp_framing():
+    """RFC 3261 18.3: a UDP message ends at its Content-Length; what follows
+    in the datagram is discarded and counted. Without a usable
+    Content-Length the datagram is the message. The SIP-Version of a status
+    line in any case (7.1)."""
+    p = Pcap("udp-content-length-framing")
+    src, dst = "192.0.2.1:5060", "192.0.2.2:5060"
+    invite = sip("INVITE", 20, "v=0\r\n")
+    second = sip("BYE", 20)
+    no_length = "OPTIONS sip:bob@192.0.2.2 SIP/2.0\r\nCall-ID: 21@generated\r\n\r\n\r\n"
+    overlong = sip("MESSAGE", 22, "hello")[:-2]  # claims 5 body bytes, has 3
+    lowercase = ("sip/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-23\r\n"
+                 "Call-ID: 23@generated\r\nCSeq: 23 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+    trailing = 0
+    for message, after in [(invite, b"\0" * 8), (invite, b"\r\n\r\n"), (invite, b"junk junk"),
+                           (invite, second.encode()), (no_length, b""), (overlong, b""), (lowercase, b"")]:
+        at = p.add(ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, message.encode() + after))))
+        p.expect(message, at, src, dst, "udp")
+        trailing += len(after)
+    p.write(counters={"udp_trailing_bytes": trailing, "sip_messages": 7, "not_sip": 0})
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
-                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types]:
+                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing]:
         make()
