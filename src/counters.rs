@@ -58,15 +58,17 @@ counters! {
     frag_fragments,
     /// Datagrams reassembled from fragments.
     frag_reassembled,
-    /// Unfinished datagrams dropped after FRAG_TIMEOUT_MS or at end of file.
+    /// Fragments of unfinished datagrams dropped after FRAG_TIMEOUT_MS or
+    /// at end of file.
     frag_expired,
-    /// Unfinished datagrams evicted because every slot was busy.
+    /// Fragments of unfinished datagrams evicted because every slot was busy.
     frag_evicted,
     /// Fragments that overlapped data already received (first copy kept).
     frag_overlaps,
-    /// Datagrams dropped for inconsistent fragments (conflicting ends).
+    /// Fragments dropped with a datagram whose fragments are inconsistent
+    /// (conflicting ends, misaligned offsets).
     frag_invalid,
-    /// Datagrams dropped for being larger than a reassembly slot.
+    /// Fragments dropped with a datagram larger than a reassembly slot.
     frag_too_large,
     /// TCP segments received.
     tcp_segments,
@@ -94,7 +96,8 @@ counters! {
     sip_messages,
     /// SIP messages the filter did not select.
     filtered_out,
-    /// SIP messages larger than MAX_MESSAGE_BYTES, dropped.
+    /// SIP messages larger than MAX_MESSAGE_BYTES, dropped (over TCP, see
+    /// tcp_oversize).
     dropped_oversize,
     /// Envelopes dropped because the queue to the broker was full.
     dropped_queue_full,
@@ -129,6 +132,18 @@ counters! {
     /// (padding, junk, a second message packed in), discarded (RFC 3261
     /// 18.3).
     udp_trailing_bytes,
+    /// Fragments that became part of a reassembled datagram.
+    frag_joined,
+    /// UDP datagrams (whole frames and reassembled datagrams) handed to the
+    /// SIP stage.
+    udp_datagrams,
+    /// SIP messages cut from TCP streams (part of sip_messages).
+    tcp_messages,
+    /// Envelopes put into the store for the broker.
+    queued,
+    /// Messages cut from a TCP stream that were larger than
+    /// MAX_MESSAGE_BYTES or a stream buffer, dropped before the SIP stage.
+    tcp_oversize,
 }
 
 impl Counters {

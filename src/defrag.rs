@@ -6,7 +6,9 @@
 //! blocks received. Fragments may arrive in any order and be of any size
 //! (some carriers send fragments shorter than usual).
 //!
-//! Policies, each counted:
+//! Policies, each counted in fragments (frames), so that every fragment
+//! ends either in a reassembled datagram (`frag_joined`) or under exactly
+//! one reason:
 //! - Overlaps and duplicates: the first copy of a byte wins; later
 //!   fragments only fill what is still missing (`frag_overlaps`).
 //! - Conflicting ends (two different last fragments, or data past the end):
@@ -55,6 +57,8 @@ struct Slot {
     /// Blocks received, and how many.
     blocks: Box<[u64]>,
     blocks_set: usize,
+    /// Fragments (frames) taken into this datagram so far.
+    fragments: u64,
 }
 
 pub struct Defrag {
@@ -78,6 +82,7 @@ impl Defrag {
                     total: None,
                     blocks: vec![0; blocks].into_boxed_slice(),
                     blocks_set: 0,
+                    fragments: 0,
                 })
                 .collect(),
             buffers: Buffers::new(datagrams.max(1), slot_bytes),
@@ -107,6 +112,7 @@ impl Defrag {
             None => self.claim(key, now, counters),
         };
         let slot = &mut self.slots[index];
+        slot.fragments += 1;
         let end = frag.offset + frag.payload.len();
         let conflicting_end = match (frag.more, slot.total) {
             (false, Some(total)) => total != end,
@@ -114,13 +120,11 @@ impl Defrag {
             (_, None) => false,
         };
         if !frag.offset.is_multiple_of(BLOCK) || conflicting_end {
-            Counters::inc(&counters.frag_invalid);
-            slot.key = None;
+            slot.drop_fragments(&counters.frag_invalid);
             return None;
         }
         if end > self.buffers.each() {
-            Counters::inc(&counters.frag_too_large);
-            slot.key = None;
+            slot.drop_fragments(&counters.frag_too_large);
             return None;
         }
         if !frag.more {
@@ -134,7 +138,8 @@ impl Defrag {
             return None;
         }
         Counters::inc(&counters.frag_reassembled);
-        let key = slot.key.take()?;
+        let key = slot.key?;
+        slot.drop_fragments(&counters.frag_joined);
         Some(Datagram {
             src: key.src,
             dst: key.dst,
@@ -147,16 +152,14 @@ impl Defrag {
     /// Drop every unfinished datagram (end of a capture file).
     pub fn expire_all(&mut self, counters: &Counters) {
         for slot in self.slots.iter_mut().filter(|s| s.key.is_some()) {
-            slot.key = None;
-            Counters::inc(&counters.frag_expired);
+            slot.drop_fragments(&counters.frag_expired);
         }
     }
 
     fn expire(&mut self, now: Timestamp, counters: &Counters) {
         for slot in self.slots.iter_mut().filter(|s| s.key.is_some()) {
             if micros_between(slot.first_seen, now) > self.timeout_us {
-                slot.key = None;
-                Counters::inc(&counters.frag_expired);
+                slot.drop_fragments(&counters.frag_expired);
             }
         }
     }
@@ -166,10 +169,11 @@ impl Defrag {
         let index = match self.slots.iter().position(|s| s.key.is_none()) {
             Some(free) => free,
             None => {
-                Counters::inc(&counters.frag_evicted);
-                (0..self.slots.len())
+                let oldest = (0..self.slots.len())
                     .min_by_key(|&i| self.slots[i].first_seen)
-                    .unwrap_or(0)
+                    .unwrap_or(0);
+                self.slots[oldest].drop_fragments(&counters.frag_evicted);
+                oldest
             }
         };
         let slot = &mut self.slots[index];
@@ -183,6 +187,14 @@ impl Defrag {
 }
 
 impl Slot {
+    /// Free the slot, adding its fragments to `counter`: the reason they
+    /// were dropped, or `frag_joined` once the datagram is complete.
+    fn drop_fragments(&mut self, counter: &portable_atomic::AtomicU64) {
+        Counters::add(counter, self.fragments);
+        self.fragments = 0;
+        self.key = None;
+    }
+
     /// Copy the blocks of a fragment that are still missing; a trailing
     /// partial block counts only at the end of the datagram. Returns whether
     /// some blocks had already arrived.
@@ -298,10 +310,11 @@ mod tests {
         let mut d = Defrag::new(2, 128, 1000);
         assert!(d.add(T0, &frag(8, false, &data[..40]), &c).is_none());
         assert!(d.add(T0, &frag(8, false, &data[..48]), &c).is_none());
-        assert_eq!(c.frag_invalid.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // Counted in fragments: the first one is dropped with the datagram.
+        assert_eq!(c.frag_invalid.load(std::sync::atomic::Ordering::Relaxed), 2);
         assert!(d.add(T0, &frag(64, false, &data[..8]), &c).is_none());
         assert_eq!(c.frag_too_large.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(d.add(T0, &frag(3, true, &data[..8]), &c).is_none());
-        assert_eq!(c.frag_invalid.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(c.frag_invalid.load(std::sync::atomic::Ordering::Relaxed), 3);
     }
 }

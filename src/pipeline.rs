@@ -123,9 +123,16 @@ fn deliver(
         None => Counters::inc(&c.not_sip),
     };
     match segment.tcp {
-        None => recognise(Message::parse_datagram(segment.payload)),
+        None => {
+            Counters::inc(&c.udp_datagrams);
+            recognise(Message::parse_datagram(segment.payload))
+        }
         Some(header) => tcp.add(time, segment, header, c, &mut |raw| {
-            recognise(Message::parse(raw).map(|m| (m, 0)))
+            let message = Message::parse(raw);
+            if message.is_some() {
+                Counters::inc(&c.tcp_messages);
+            }
+            recognise(message.map(|m| (m, 0)))
         }),
     }
 }
@@ -198,9 +205,7 @@ impl<'q> Pipeline<'q> {
                         WhenFull::Drop => queue.push(envelope),
                         WhenFull::Wait(stop) => queue.push_waiting(envelope, stop),
                     };
-                    if !queued {
-                        Counters::inc(&c.dropped_queue_full);
-                    }
+                    Counters::inc(if queued { &c.queued } else { &c.dropped_queue_full });
                 }
                 Err(_) => {
                     Counters::inc(&c.dropped_oversize);

@@ -121,7 +121,7 @@ impl Framer {
                             Some(body) => {
                                 let len = headers_len.saturating_add(body);
                                 self.state = if len > max_message {
-                                    Counters::inc(&counters.dropped_oversize);
+                                    Counters::inc(&counters.tcp_oversize);
                                     State::Skip { left: len }
                                 } else {
                                     State::Body { len }
@@ -133,7 +133,7 @@ impl Framer {
                         if rest.len() > max_message {
                             // No end of headers within the limit: drop what
                             // there is and look for the next start line.
-                            Counters::inc(&counters.dropped_oversize);
+                            Counters::inc(&counters.tcp_oversize);
                             self.state = State::Start;
                             return pos + rest.len();
                         }

@@ -188,7 +188,7 @@ impl TcpReassembler {
         let flow = &mut self.flows[i as usize];
         if flow.pending + payload.len() > capacity {
             // The message in progress cannot fit: drop it, start over.
-            Counters::inc(&counters.dropped_oversize);
+            Counters::inc(&counters.tcp_oversize);
             flow.pending = 0;
             flow.holes.clear();
             flow.framer.reset();

@@ -2,12 +2,13 @@
 //! replayed through the agent to a real broker, publishes exactly the
 //! messages its `.expected` file lists — the bytes, the capture time, the
 //! addresses and the transport, in order, nothing more — and its summary
-//! has the counter values the file names. `tests/data/make_captures.py`
+//! has the counter values the file names, and accounts for every frame
+//! (docs/design.md, "Accounting"). `tests/data/make_captures.py`
 //! writes both; a new capture there is checked here without a new test.
 
 mod common;
 
-use common::{Broker, data, replay, sip_of, summary_value};
+use common::{Broker, accounting_errors, data, replay, sip_of, summary_value};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -65,6 +66,9 @@ fn generated_captures_publish_exactly_what_was_on_the_wire() {
                 serde_json::to_string_pretty(&expected["messages"]).unwrap()
             ));
         }
+        for broken in accounting_errors(&output.stdout) {
+            failures.push(format!("{name}: accounting: {broken}"));
+        }
         for (counter, want) in expected["counters"].as_object().into_iter().flatten() {
             let value = summary_value(&output.stdout, counter);
             if Some(value) != want.as_u64() {
@@ -73,4 +77,26 @@ fn generated_captures_publish_exactly_what_was_on_the_wire() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The bundled real captures, whose messages other tests check: nothing in
+/// them is lost without a counter saying why.
+#[test]
+fn real_captures_account_for_every_frame() {
+    let broker = Broker::start();
+    let mut files: Vec<_> = std::fs::read_dir(data("pcaps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap" || e == "pcapng"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let mut failures = Vec::new();
+    for file in &files {
+        let output = replay(&broker, "accounting", file, &[]);
+        for broken in accounting_errors(&output.stdout) {
+            failures.push(format!("{}: {broken}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

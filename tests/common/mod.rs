@@ -307,6 +307,84 @@ pub fn summary_value(stdout: &[u8], name: &str) -> u64 {
         .unwrap()
 }
 
+/// Every counter of the agent's summary line, by name.
+pub fn summary(stdout: &[u8]) -> std::collections::BTreeMap<String, u64> {
+    let text = String::from_utf8_lossy(stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("summary:"))
+        .unwrap_or_else(|| panic!("no summary line in:\n{text}"));
+    line.split_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .map(|(name, value)| (name.to_string(), value.parse().unwrap()))
+        .collect()
+}
+
+/// The accounting of docs/design.md: at each stage, what went in equals
+/// what came out plus what was dropped, each drop under one reason. Returns
+/// the equations the summary breaks (none: nothing was lost silently).
+pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
+    let counters = summary(stdout);
+    let sum = |names: &[&str]| -> u64 {
+        names
+            .iter()
+            .map(|n| {
+                *counters
+                    .get(*n)
+                    .unwrap_or_else(|| panic!("no {n} in the summary"))
+            })
+            .sum()
+    };
+    let equations: &[(&[&str], &[&str])] = &[
+        // Every frame, and every datagram reassembled from fragments, is
+        // classified once.
+        (
+            &["packets", "frag_reassembled"],
+            &[
+                "link_unsupported",
+                "decode_errors",
+                "not_udp_tcp",
+                "frag_fragments",
+                "udp_datagrams",
+                "tcp_segments",
+            ],
+        ),
+        // Every fragment joins a datagram or is dropped with it.
+        (
+            &["frag_fragments"],
+            &[
+                "frag_joined",
+                "frag_expired",
+                "frag_evicted",
+                "frag_invalid",
+                "frag_too_large",
+            ],
+        ),
+        // Every UDP datagram holds a SIP message or is not SIP.
+        (&["udp_datagrams", "tcp_messages"], &["sip_messages", "not_sip"]),
+        // Every SIP message is queued or dropped for one reason.
+        (
+            &["sip_messages"],
+            &["filtered_out", "dropped_oversize", "dropped_queue_full", "queued"],
+        ),
+        // Every queued envelope was acknowledged, refused, or still held at exit.
+        (&["queued"], &["acknowledged", "rejected", "undelivered_at_exit"]),
+    ];
+    equations
+        .iter()
+        .filter(|(left, right)| sum(left) != sum(right))
+        .map(|(left, right)| {
+            format!(
+                "{} = {} but {} = {}",
+                left.join(" + "),
+                sum(left),
+                right.join(" + "),
+                sum(right)
+            )
+        })
+        .collect()
+}
+
 /// Start mosquitto with config file `conf` and wait until `port` accepts
 /// connections; `None` if mosquitto exited first (its port was taken).
 pub fn mosquitto(conf: &Path, port: u16) -> Option<Child> {
