@@ -1,14 +1,19 @@
 //! Configuration: the same keys from a file, the environment and flags.
 //!
-//! Every key is declared once in [`KEYS`]. A `KEY=value` file (systemd
+//! Every key is declared once in [`KEYS`]: its name, flag aliases, default,
+//! kind (text or a bounded number) and help. A `KEY=value` file (systemd
 //! EnvironmentFile syntax), environment variables named like the keys, and
-//! flags named `--key-name` all set the same keys; flags beat the
+//! flags named `-key-name` all set the same keys; flags beat the
 //! environment, which beats the file, which beats the defaults. The key
-//! names are the original Go agent's, so its deployments carry over.
+//! names and the flag syntax are the original Go agent's (Go's flag
+//! package: one or two dashes, value apart or after `=`), so its
+//! deployments carry over unchanged.
 //!
-//! Validation happens here, once, before anything starts: a bad value is a
-//! [`ConfigError`] naming the key, the value and the reason, and the agent
-//! never starts half-configured. Nothing here touches the network.
+//! Validation happens here, once, before anything starts, one short
+//! function per concern (source, BPF, SIP filter, MQTT, metrics, sizes,
+//! reassembly): a bad value is a [`ConfigError`] naming the key, the value
+//! and the reason, and the agent never starts half-configured. Nothing here
+//! touches the network.
 
 use crate::envelope::envelope_capacity;
 use crate::filter::Filter;
@@ -25,51 +30,69 @@ pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 /// and VLAN-tagged frames (whose offsets the other terms would misread).
 pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44) or vlan";
 
-/// A configuration key: its name, default and one-line help.
+/// A configuration key: everything about it is declared here, once.
 pub struct Key {
+    /// Its name in the config file and the environment. The flag is the
+    /// name in lower case with `-` for `_` (`--bpf-filter`).
     pub name: &'static str,
+    /// More flag names that set it: the original agent's where they differ
+    /// (its misspelt `-metric-filter`), and short forms (`--read`).
+    pub aliases: &'static [&'static str],
     pub default: &'static str,
+    /// How its value is read.
+    pub kind: Kind,
     pub help: &'static str,
 }
+
+/// How a key's value is read, before the concern that uses it checks more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text, checked where it is used (a path, a URL, a filter, ...).
+    Text,
+    /// A whole number from `min` to `max`.
+    Number { min: u32, max: u32 },
+}
+
+use Kind::{Number, Text};
 
 /// Every key sip-capture reads.
 #[rustfmt::skip]
 pub const KEYS: &[Key] = &[
-    Key { name: "INTERFACE", default: "", help: "capture live on this libpcap device (e.g. eth1, any)" },
-    Key { name: "READ_FILE", default: "", help: "read this pcap or pcapng file instead of a device, then exit" },
-    Key { name: "BPF_FILTER", default: "", help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none" },
-    Key { name: "SIP_FILTER", default: "", help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
-    Key { name: "FILTER_FILE", default: "", help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
-    Key { name: "FILTER_MAX_DFA_BYTES", default: "1048576", help: "limit on the DFAs of all SIP_FILTER regexes together" },
-    Key { name: "BROKER", default: "mqtt://localhost:1883", help: "MQTT broker, mqtt://host:port (tcp:// accepted), or mqtts://host:port for TLS (ssl:// accepted)" },
-    Key { name: "CA_FILE", default: "", help: "TLS: PEM CA certificates to verify the broker; default the system's roots" },
-    Key { name: "CERT_FILE", default: "", help: "TLS: PEM client certificate (chain), with KEY_FILE" },
-    Key { name: "KEY_FILE", default: "", help: "TLS: PEM private key of CERT_FILE" },
-    Key { name: "USERNAME", default: "", help: "MQTT user name, with PASSWORD_FILE" },
-    Key { name: "PASSWORD_FILE", default: "", help: "file holding the MQTT password (one line)" },
-    Key { name: "TOPIC", default: "", help: "MQTT topic for SIP envelopes (required)" },
-    Key { name: "CLIENT_ID", default: "", help: "MQTT client id; default sip-capture-<hostname>" },
-    Key { name: "STATUS_TOPIC", default: "", help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
-    Key { name: "TELEMETRY_TOPIC", default: "", help: "where the agent's counters are published as JSON; default TOPIC/telemetry/CLIENT_ID" },
-    Key { name: "TELEMETRY_INTERVAL_S", default: "60", help: "seconds between telemetry reports; 0 turns them off" },
-    Key { name: "BATCH_MAX_MESSAGES", default: "1", help: "envelopes per MQTT message, sent as a JSON array; 1 sends each alone (no array)" },
-    Key { name: "BATCH_MAX_BYTES", default: "65536", help: "largest batch payload; an envelope larger than this goes alone, in an array of one" },
-    Key { name: "BATCH_MAX_DELAY_MS", default: "100", help: "how long a batch that is not full may wait for more envelopes" },
-    Key { name: "METRICS_ADDR", default: "", help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560); off when empty" },
-    Key { name: "LOG_LEVEL", default: "info", help: "error, warn, info or debug" },
-    Key { name: "RUN_AS_USER", default: "", help: "after opening the capture, run as this user (name or uid)" },
-    Key { name: "RUN_AS_GROUP", default: "", help: "and this group (default: the user's primary group)" },
-    Key { name: "SNAPLEN", default: "65535", help: "bytes captured per frame" },
-    Key { name: "CAPTURE_BUFFER_BYTES", default: "8388608", help: "kernel capture buffer" },
-    Key { name: "QUEUE_BYTES", default: "4194304", help: "queue between capture and broker; full means drop and count" },
-    Key { name: "MAX_MESSAGE_BYTES", default: "65535", help: "largest SIP message published; larger ones are dropped and counted" },
-    Key { name: "FRAG_MAX_DATAGRAMS", default: "32", help: "IP datagrams in reassembly at once; the oldest is evicted beyond" },
-    Key { name: "FRAG_BUFFER_BYTES", default: "2097152", help: "memory for IP reassembly, shared equally by the datagrams" },
-    Key { name: "FRAG_TIMEOUT_MS", default: "10000", help: "an unfinished datagram is dropped this long after its first fragment" },
-    Key { name: "TCP_MAX_FLOWS", default: "4096", help: "TCP streams (one per direction) followed at once; the least recent is evicted beyond" },
-    Key { name: "TCP_BUFFERS", default: "64", help: "stream buffers for messages split across segments or waiting for a hole" },
-    Key { name: "TCP_BUFFER_BYTES", default: "65536", help: "size of each stream buffer; bounds a SIP message over TCP" },
-    Key { name: "TCP_IDLE_TIMEOUT_S", default: "300", help: "a TCP stream without traffic this long is dropped" },
+    Key { name: "INTERFACE", aliases: &[], default: "", kind: Text, help: "capture live on this libpcap device (e.g. eth1, any)" },
+    Key { name: "READ_FILE", aliases: &["read"], default: "", kind: Text, help: "read this pcap or pcapng file instead of a device, then exit" },
+    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none" },
+    Key { name: "SIP_FILTER", aliases: &[], default: "", kind: Text, help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
+    Key { name: "FILTER_FILE", aliases: &[], default: "", kind: Text, help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
+    Key { name: "FILTER_MAX_DFA_BYTES", aliases: &[], default: "1048576", kind: Number { min: 4096, max: 1 << 28 }, help: "limit on the DFAs of all SIP_FILTER regexes together" },
+    Key { name: "BROKER", aliases: &[], default: "mqtt://localhost:1883", kind: Text, help: "MQTT broker, mqtt://host:port (tcp:// accepted), or mqtts://host:port for TLS (ssl:// accepted)" },
+    Key { name: "CA_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM CA certificates to verify the broker; default the system's roots" },
+    Key { name: "CERT_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM client certificate (chain), with KEY_FILE" },
+    Key { name: "KEY_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM private key of CERT_FILE" },
+    Key { name: "USERNAME", aliases: &[], default: "", kind: Text, help: "MQTT user name, with PASSWORD_FILE" },
+    Key { name: "PASSWORD_FILE", aliases: &[], default: "", kind: Text, help: "file holding the MQTT password (one line)" },
+    Key { name: "TOPIC", aliases: &[], default: "", kind: Text, help: "MQTT topic for SIP envelopes (required)" },
+    Key { name: "CLIENT_ID", aliases: &[], default: "", kind: Text, help: "MQTT client id; default sip-capture-<hostname>" },
+    Key { name: "STATUS_TOPIC", aliases: &[], default: "", kind: Text, help: "retained online/offline status (offline is the Last Will); default TOPIC/status/CLIENT_ID" },
+    Key { name: "TELEMETRY_TOPIC", aliases: &[], default: "", kind: Text, help: "where the agent's counters are published as JSON; default TOPIC/telemetry/CLIENT_ID" },
+    Key { name: "TELEMETRY_INTERVAL_S", aliases: &[], default: "60", kind: Number { min: 0, max: 86_400 }, help: "seconds between telemetry reports; 0 turns them off" },
+    Key { name: "BATCH_MAX_MESSAGES", aliases: &[], default: "1", kind: Number { min: 1, max: 10_000 }, help: "envelopes per MQTT message, sent as a JSON array; 1 sends each alone (no array)" },
+    Key { name: "BATCH_MAX_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "largest batch payload; an envelope larger than this goes alone, in an array of one" },
+    Key { name: "BATCH_MAX_DELAY_MS", aliases: &[], default: "100", kind: Number { min: 0, max: 60_000 }, help: "how long a batch that is not full may wait for more envelopes" },
+    Key { name: "METRICS_ADDR", aliases: &["metric-filter"], default: "", kind: Text, help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560, :9560 for every address); off when empty" },
+    Key { name: "LOG_LEVEL", aliases: &[], default: "info", kind: Text, help: "error, warn (or warning), info or debug, in any case" },
+    Key { name: "RUN_AS_USER", aliases: &[], default: "", kind: Text, help: "after opening the capture, run as this user (name or uid)" },
+    Key { name: "RUN_AS_GROUP", aliases: &[], default: "", kind: Text, help: "and this group (default: the user's primary group)" },
+    Key { name: "SNAPLEN", aliases: &[], default: "65535", kind: Number { min: 256, max: 262_144 }, help: "bytes captured per frame" },
+    Key { name: "CAPTURE_BUFFER_BYTES", aliases: &[], default: "8388608", kind: Number { min: 65_536, max: 1 << 30 }, help: "kernel capture buffer" },
+    Key { name: "QUEUE_BYTES", aliases: &[], default: "4194304", kind: Number { min: 4096, max: 1 << 30 }, help: "queue between capture and broker; full means drop and count" },
+    Key { name: "MAX_MESSAGE_BYTES", aliases: &[], default: "65535", kind: Number { min: 256, max: 1 << 20 }, help: "largest SIP message published; larger ones are dropped and counted" },
+    Key { name: "FRAG_MAX_DATAGRAMS", aliases: &[], default: "32", kind: Number { min: 1, max: 65_536 }, help: "IP datagrams in reassembly at once; the oldest is evicted beyond" },
+    Key { name: "FRAG_BUFFER_BYTES", aliases: &[], default: "2097152", kind: Number { min: 1024, max: 1 << 30 }, help: "memory for IP reassembly, shared equally by the datagrams" },
+    Key { name: "FRAG_TIMEOUT_MS", aliases: &[], default: "10000", kind: Number { min: 1, max: 3_600_000 }, help: "an unfinished datagram is dropped this long after its first fragment" },
+    Key { name: "TCP_MAX_FLOWS", aliases: &[], default: "4096", kind: Number { min: 1, max: 1 << 24 }, help: "TCP streams (one per direction) followed at once; the least recent is evicted beyond" },
+    Key { name: "TCP_BUFFERS", aliases: &[], default: "64", kind: Number { min: 0, max: 1 << 20 }, help: "stream buffers for messages split across segments or waiting for a hole" },
+    Key { name: "TCP_BUFFER_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "size of each stream buffer; bounds a SIP message over TCP" },
+    Key { name: "TCP_IDLE_TIMEOUT_S", aliases: &[], default: "300", kind: Number { min: 1, max: 86_400 }, help: "a TCP stream without traffic this long is dropped" },
 ];
 
 /// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
@@ -85,22 +108,20 @@ pub struct ReassemblyLimits {
 }
 
 impl ReassemblyLimits {
-    fn from(get: impl Fn(&'static str) -> String) -> Result<ReassemblyLimits, ConfigError> {
-        let n = |key: &'static str, min: u32, max: u32| number(&get(key), key, min, max);
+    fn from(values: &Values) -> Result<ReassemblyLimits, ConfigError> {
+        let n = |key| values.number(key);
         let limits = ReassemblyLimits {
-            frag_datagrams: n("FRAG_MAX_DATAGRAMS", 1, 65_536)? as usize,
-            frag_buffer_bytes: n("FRAG_BUFFER_BYTES", 1024, 1 << 30)? as usize,
-            frag_timeout_ms: u64::from(n("FRAG_TIMEOUT_MS", 1, 3_600_000)?),
-            tcp_flows: n("TCP_MAX_FLOWS", 1, 1 << 24)? as usize,
-            tcp_buffers: n("TCP_BUFFERS", 0, 1 << 20)? as usize,
-            tcp_buffer_bytes: n("TCP_BUFFER_BYTES", 1024, 1 << 24)? as usize,
-            tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S", 1, 86_400)?),
+            frag_datagrams: n("FRAG_MAX_DATAGRAMS")? as usize,
+            frag_buffer_bytes: n("FRAG_BUFFER_BYTES")? as usize,
+            frag_timeout_ms: u64::from(n("FRAG_TIMEOUT_MS")?),
+            tcp_flows: n("TCP_MAX_FLOWS")? as usize,
+            tcp_buffers: n("TCP_BUFFERS")? as usize,
+            tcp_buffer_bytes: n("TCP_BUFFER_BYTES")? as usize,
+            tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S")?),
         };
         if limits.frag_buffer_bytes / limits.frag_datagrams < 1500 {
-            let text = get("FRAG_BUFFER_BYTES");
-            return Err(ConfigError::new(
+            return Err(values.error(
                 "FRAG_BUFFER_BYTES",
-                &text,
                 "gives each of FRAG_MAX_DATAGRAMS less than 1500 bytes, smaller than one Ethernet fragment",
             ));
         }
@@ -110,13 +131,53 @@ impl ReassemblyLimits {
     /// The limits of the default configuration.
     pub fn defaults() -> ReassemblyLimits {
         // The defaults are valid by construction; a test checks it.
-        ReassemblyLimits::from(|key| default_of(key).to_string()).unwrap_or_else(|e| panic!("default {e}"))
+        ReassemblyLimits::from(&Values::default()).unwrap_or_else(|e| panic!("default {e}"))
     }
 }
 
-/// The default value of key `name`.
-fn default_of(name: &str) -> &'static str {
-    KEYS.iter().find(|k| k.name == name).map_or("", |k| k.default)
+/// The key named `name`; every name the code asks for is in [`KEYS`].
+fn key(name: &str) -> &'static Key {
+    KEYS.iter()
+        .find(|k| k.name == name)
+        .unwrap_or_else(|| panic!("{name} is not in KEYS"))
+}
+
+/// The keys' values from the file, the environment and the flags, in that
+/// order of precedence; a key not set has its default.
+#[derive(Debug, Default)]
+struct Values(BTreeMap<&'static str, String>);
+
+impl Values {
+    fn text(&self, name: &'static str) -> &str {
+        self.0.get(name).map_or(key(name).default, String::as_str)
+    }
+
+    /// The value of a [`Kind::Number`] key, checked against its bounds.
+    fn number(&self, name: &'static str) -> Result<u32, ConfigError> {
+        parse_number(key(name), self.text(name))
+    }
+
+    /// An error about key `name` and its value.
+    fn error(&self, name: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(name, self.text(name), reason)
+    }
+}
+
+/// `text` as the value of the [`Kind::Number`] key `key`.
+fn parse_number(key: &Key, text: &str) -> Result<u32, ConfigError> {
+    let Number { min, max } = key.kind else {
+        unreachable!("{} is not a number", key.name)
+    };
+    text.parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| {
+            ConfigError::new(
+                key.name,
+                text,
+                format!("expected a whole number from {min} to {max}"),
+            )
+        })
 }
 
 /// Where packets come from.
@@ -155,6 +216,9 @@ pub struct Config {
     pub reassembly: ReassemblyLimits,
     /// Every key's effective value, for `--check`.
     pub effective: Vec<(&'static str, String)>,
+    /// Settings accepted for compatibility but without effect, to be
+    /// logged at start-up.
+    pub warnings: Vec<String>,
 }
 
 /// Everything the publisher needs to reach the broker and what it sends.
@@ -248,71 +312,118 @@ pub fn from_sources(
         Some("filter-test") => return filter_test_command(&args[1..]),
         _ => {}
     }
-    let mut flags = BTreeMap::new();
-    let mut config_file = None;
-    let mut check = false;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let (flag, inline_value) = match arg.split_once('=') {
-            Some((flag, value)) => (flag, Some(value.to_string())),
-            None => (arg.as_str(), None),
-        };
-        match flag {
-            "-h" | "--help" => return Ok(Command::Help),
-            "-V" | "--version" => return Ok(Command::Version),
-            "--check" => {
-                check = true;
-                continue;
-            }
-            _ => {}
-        }
-        let Some(name) = flag.strip_prefix("--") else {
-            return Err(ConfigError::new(
-                "argument",
-                arg,
-                "expected --key value (see --help)",
-            ));
-        };
-        let value = match inline_value.or_else(|| args.next().cloned()) {
-            Some(value) => value,
-            None => return Err(ConfigError::new(flag, "", "missing value")),
-        };
-        if name == "config" {
-            config_file = Some(PathBuf::from(value));
-            continue;
-        }
-        let key =
-            key_for_flag(name).ok_or_else(|| ConfigError::new(flag, &value, "unknown flag (see --help)"))?;
-        flags.insert(key, value);
-    }
-
-    let mut values: BTreeMap<&'static str, String> = BTreeMap::new();
-    let file = config_file.or_else(|| default_file.exists().then(|| default_file.to_path_buf()));
+    let flags = match read_flags(args)? {
+        Flags::Help => return Ok(Command::Help),
+        Flags::Version => return Ok(Command::Version),
+        Flags::Run(flags) => flags,
+    };
+    let mut values = Values::default();
+    let file = flags
+        .config_file
+        .or_else(|| default_file.exists().then(|| default_file.to_path_buf()));
     if let Some(path) = file {
-        values.extend(read_config_file(&path)?);
+        values.0.extend(read_config_file(&path)?);
     }
     for key in KEYS {
         if let Some(value) = env(key.name) {
-            values.insert(key.name, value);
+            values.0.insert(key.name, value);
         }
     }
-    values.extend(flags);
+    values.0.extend(flags.values);
 
     let config = validate(&values)?;
-    Ok(if check {
+    Ok(if flags.check {
         Command::Check(config)
     } else {
         Command::Run(config)
     })
 }
 
-/// The key a flag sets: `--bpf-filter` sets BPF_FILTER; `--read` is short
-/// for `--read-file`.
-fn key_for_flag(flag: &str) -> Option<&'static str> {
-    let flag = if flag == "read" { "read-file" } else { flag };
+/// What the flags ask for.
+enum Flags {
+    Help,
+    Version,
+    Run(RunFlags),
+}
+
+struct RunFlags {
+    values: BTreeMap<&'static str, String>,
+    config_file: Option<PathBuf>,
+    check: bool,
+}
+
+/// Read flags as Go's flag package does, so the original agent's command
+/// lines work unchanged: one or two dashes, the value after `=` or as the
+/// next argument (`-interface eth1`, `--interface=eth1`), and the boolean
+/// flags `-check`, `-help` (`-h`) and `-version` (`-V`) without a value or
+/// with `=true`/`=false`.
+fn read_flags(args: &[String]) -> Result<Flags, ConfigError> {
+    let mut flags = RunFlags {
+        values: BTreeMap::new(),
+        config_file: None,
+        check: false,
+    };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let Some(body) = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .filter(|b| !b.is_empty() && !b.starts_with('-'))
+        else {
+            return Err(ConfigError::new(
+                "argument",
+                arg,
+                "expected -flag value or -flag=value (see --help)",
+            ));
+        };
+        let (name, inline) = match body.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (body, None),
+        };
+        let flag = &arg[..arg.len() - body.len() + name.len()];
+        let boolean = || match inline {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(ConfigError::new(flag, other, "expected true or false")),
+        };
+        match name {
+            "h" | "help" if boolean()? => return Ok(Flags::Help),
+            "V" | "version" if boolean()? => return Ok(Flags::Version),
+            "h" | "help" | "V" | "version" => continue,
+            "check" => {
+                flags.check = boolean()?;
+                continue;
+            }
+            _ => {}
+        }
+        let value = match inline {
+            Some(value) => value.to_string(),
+            None => args
+                .next()
+                .cloned()
+                .ok_or_else(|| ConfigError::new(flag, "", "missing value"))?,
+        };
+        if name == "config" {
+            flags.config_file = Some(PathBuf::from(value));
+            continue;
+        }
+        let key =
+            key_for_flag(name).ok_or_else(|| ConfigError::new(flag, &value, "unknown flag (see --help)"))?;
+        flags.values.insert(key.name, value);
+    }
+    Ok(Flags::Run(flags))
+}
+
+/// The flag of a key: its name in lower case with `-` for `_`.
+fn flag_of(key: &Key) -> String {
+    key.name.to_ascii_lowercase().replace('_', "-")
+}
+
+/// The key a flag sets (`bpf-filter` sets BPF_FILTER), by its name or an
+/// alias (`read`, the original's `metric-filter`).
+fn key_for_flag(flag: &str) -> Option<&'static Key> {
     KEYS.iter()
-        .map(|k| k.name)
-        .find(|name| name.replace('_', "-").eq_ignore_ascii_case(flag))
+        .find(|k| flag_of(k).eq_ignore_ascii_case(flag) || k.aliases.contains(&flag))
 }
 
 /// Parse a `KEY=value` file: `#` comments, blank lines, optional `export`,
@@ -352,117 +463,135 @@ fn unquote(value: &str) -> &str {
     value
 }
 
-fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigError> {
-    let get = |name: &'static str| -> String {
-        values
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| default_of(name).to_string())
-    };
-
-    let interface = get("INTERFACE");
-    let read_file = get("READ_FILE");
-    let source = match (interface.is_empty(), read_file.is_empty()) {
-        (false, false) => {
-            return Err(ConfigError::new(
-                "READ_FILE",
-                &read_file,
-                "INTERFACE is set too; choose one source",
-            ));
-        }
-        (true, true) => {
-            return Err(ConfigError::new(
-                "INTERFACE",
-                "",
-                "no packet source: set INTERFACE or READ_FILE",
-            ));
-        }
-        (false, true) => {
-            if !crate::capture::interface_exists(&interface) {
-                return Err(ConfigError::new("INTERFACE", &interface, "no such interface"));
-            }
-            Source::Interface(interface)
-        }
-        (true, false) => {
-            std::fs::File::open(&read_file)
-                .map_err(|e| ConfigError::new("READ_FILE", &read_file, format!("cannot read: {e}")))?;
-            Source::File(PathBuf::from(&read_file))
-        }
-    };
-
-    let bpf = get("BPF_FILTER");
-    let bpf_filter = match (&source, bpf.is_empty()) {
-        (_, false) => Some(bpf),
-        (Source::Interface(_), true) => Some(DEFAULT_LIVE_BPF.to_string()),
-        (Source::File(_), true) => None,
-    };
-    if let Some(program) = &bpf_filter {
-        crate::capture::check_bpf(program)
-            .map_err(|reason| ConfigError::new("BPF_FILTER", program, reason))?;
+/// Validate every key, one concern at a time; the first problem found is
+/// the error.
+fn validate(values: &Values) -> Result<Config, ConfigError> {
+    let mut warnings = Vec::new();
+    let source = source(values)?;
+    let bpf_filter = bpf_filter(values, &source)?;
+    let sip_filter = sip_filter(values)?;
+    let mqtt = mqtt(values, &mut warnings)?;
+    let metrics_addr = metrics_addr(values)?;
+    let (user, group) = (values.text("RUN_AS_USER"), values.text("RUN_AS_GROUP"));
+    let run_as =
+        crate::privileges::resolve(user, group).map_err(|(key, reason)| values.error(key, reason))?;
+    let log_level = parse_log_level(values.text("LOG_LEVEL"))
+        .ok_or_else(|| values.error("LOG_LEVEL", "expected error, warn, info or debug"))?;
+    let max_message_bytes = values.number("MAX_MESSAGE_BYTES")? as usize;
+    let largest_record = envelope_capacity(max_message_bytes) + 4;
+    let queue_bytes = values.number("QUEUE_BYTES")? as usize;
+    if queue_bytes < largest_record {
+        return Err(values.error(
+            "QUEUE_BYTES",
+            format!("cannot hold one envelope of MAX_MESSAGE_BYTES; need at least {largest_record}"),
+        ));
     }
 
-    let max_dfa_bytes = number(
-        &get("FILTER_MAX_DFA_BYTES"),
-        "FILTER_MAX_DFA_BYTES",
-        4096,
-        1 << 28,
-    )? as usize;
-    let sip_filter_text = get("SIP_FILTER");
-    let filter_file = get("FILTER_FILE");
-    let sip_filter = if filter_file.is_empty() {
-        Filter::compile(&sip_filter_text, max_dfa_bytes)
-            .map_err(|reason| ConfigError::new("SIP_FILTER", &sip_filter_text, reason))?
-    } else if !sip_filter_text.trim().is_empty() {
-        return Err(ConfigError::new(
-            "FILTER_FILE",
-            &filter_file,
-            "SIP_FILTER is set too; a filter file carries its own expression",
-        ));
-    } else {
-        Filter::load_file(Path::new(&filter_file))
-            .map_err(|reason| ConfigError::new("FILTER_FILE", &filter_file, reason))?
+    let effective = KEYS
+        .iter()
+        .map(|k| {
+            let value = match k.name {
+                "CLIENT_ID" => mqtt.client_id.clone(),
+                "STATUS_TOPIC" => mqtt.status_topic.clone(),
+                "TELEMETRY_TOPIC" => mqtt.telemetry_topic.clone(),
+                "BPF_FILTER" => bpf_filter.clone().unwrap_or_default(),
+                _ => values.text(k.name).to_string(),
+            };
+            (k.name, value)
+        })
+        .collect();
+    Ok(Config {
+        source,
+        bpf_filter,
+        sip_filter,
+        mqtt,
+        metrics_addr,
+        run_as,
+        log_level,
+        snaplen: values.number("SNAPLEN")?,
+        capture_buffer_bytes: values.number("CAPTURE_BUFFER_BYTES")?,
+        queue_bytes,
+        max_message_bytes,
+        reassembly: ReassemblyLimits::from(values)?,
+        effective,
+        warnings,
+    })
+}
+
+/// INTERFACE or READ_FILE, exactly one, and that it can be opened.
+fn source(values: &Values) -> Result<Source, ConfigError> {
+    let (interface, read_file) = (values.text("INTERFACE"), values.text("READ_FILE"));
+    match (interface.is_empty(), read_file.is_empty()) {
+        (false, false) => Err(values.error("READ_FILE", "INTERFACE is set too; choose one source")),
+        (true, true) => Err(values.error("INTERFACE", "no packet source: set INTERFACE or READ_FILE")),
+        (false, true) if !crate::capture::interface_exists(interface) => {
+            Err(values.error("INTERFACE", "no such interface"))
+        }
+        (false, true) => Ok(Source::Interface(interface.to_string())),
+        (true, false) => match std::fs::File::open(read_file) {
+            Ok(_) => Ok(Source::File(PathBuf::from(read_file))),
+            Err(e) => Err(values.error("READ_FILE", format!("cannot read: {e}"))),
+        },
+    }
+}
+
+/// BPF_FILTER, or the live default; compiled once here to validate it.
+fn bpf_filter(values: &Values, source: &Source) -> Result<Option<String>, ConfigError> {
+    let program = match (source, values.text("BPF_FILTER")) {
+        (Source::Interface(_), "") => DEFAULT_LIVE_BPF,
+        (Source::File(_), "") => return Ok(None),
+        (_, program) => program,
     };
+    crate::capture::check_bpf(program).map_err(|reason| ConfigError::new("BPF_FILTER", program, reason))?;
+    Ok(Some(program.to_string()))
+}
 
-    let broker_text = get("BROKER");
-    let broker =
-        parse_broker(&broker_text).map_err(|reason| ConfigError::new("BROKER", &broker_text, reason))?;
+/// SIP_FILTER compiled, or FILTER_FILE loaded; not both.
+fn sip_filter(values: &Values) -> Result<Filter, ConfigError> {
+    let max_dfa_bytes = values.number("FILTER_MAX_DFA_BYTES")? as usize;
+    let (text, file) = (values.text("SIP_FILTER"), values.text("FILTER_FILE"));
+    if file.is_empty() {
+        Filter::compile(text, max_dfa_bytes).map_err(|reason| values.error("SIP_FILTER", reason))
+    } else if !text.trim().is_empty() {
+        Err(values.error(
+            "FILTER_FILE",
+            "SIP_FILTER is set too; a filter file carries its own expression",
+        ))
+    } else {
+        Filter::load_file(Path::new(file)).map_err(|reason| values.error("FILTER_FILE", reason))
+    }
+}
 
+/// The broker, how to reach it, and what is sent there.
+fn mqtt(values: &Values, warnings: &mut Vec<String>) -> Result<Mqtt, ConfigError> {
+    let broker = parse_broker(values.text("BROKER")).map_err(|reason| values.error("BROKER", reason))?;
+    let tls_files = ["CA_FILE", "CERT_FILE", "KEY_FILE"];
     let tls = if broker.tls {
+        let [ca, cert, key] = tls_files.map(|k| values.text(k));
         Some(
-            crate::tls::client(&broker.host, &get("CA_FILE"), &get("CERT_FILE"), &get("KEY_FILE"))
-                .map_err(|(key, reason)| ConfigError::new(key, &get(key), reason))?,
+            crate::tls::client(&broker.host, ca, cert, key)
+                .map_err(|(key, reason)| values.error(key, reason))?,
         )
     } else {
-        if let Some(key) = ["CA_FILE", "CERT_FILE", "KEY_FILE"]
-            .into_iter()
-            .find(|k| !get(k).is_empty())
-        {
-            return Err(ConfigError::new(
-                key,
-                &get(key),
-                "set, but BROKER is not mqtts://",
+        // The original agent took certificate files with a tcp:// broker
+        // and never used them; its deployments must still start.
+        for key in tls_files.into_iter().filter(|k| !values.text(k).is_empty()) {
+            warnings.push(format!(
+                "{key} is set but not used: BROKER is not mqtts:// or ssl://"
             ));
         }
         None
     };
-    let credentials = credentials(&get("USERNAME"), &get("PASSWORD_FILE"))?;
-
-    let topic = get("TOPIC");
-    check_topic(&topic).map_err(|reason| ConfigError::new("TOPIC", &topic, reason))?;
-
-    let mut client_id = get("CLIENT_ID");
-    if client_id.is_empty() {
-        client_id = default_client_id();
-    }
-    if client_id.len() > MAX_CLIENT_ID_LEN {
-        return Err(ConfigError::new(
-            "CLIENT_ID",
-            &client_id,
-            format!("longer than {MAX_CLIENT_ID_LEN} bytes"),
-        ));
-    }
-
-    let status_topic = side_topic(&get, "STATUS_TOPIC", "status", &topic, &client_id)?;
+    let topic = values.text("TOPIC").to_string();
+    check_topic(&topic).map_err(|reason| values.error("TOPIC", reason))?;
+    let client_id = match values.text("CLIENT_ID") {
+        "" => default_client_id(),
+        id if id.len() > MAX_CLIENT_ID_LEN => {
+            return Err(values.error("CLIENT_ID", format!("longer than {MAX_CLIENT_ID_LEN} bytes")));
+        }
+        id => id.to_string(),
+    };
+    let status_topic = side_topic(values, "STATUS_TOPIC", "status", &topic, &client_id)?;
     if status_topic.len() > MAX_STATUS_TOPIC_LEN {
         return Err(ConfigError::new(
             "STATUS_TOPIC",
@@ -470,103 +599,50 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
             "longer than 128 bytes (minimq's Last Will topic capacity)",
         ));
     }
-    let telemetry_topic = side_topic(&get, "TELEMETRY_TOPIC", "telemetry", &topic, &client_id)?;
-    let interval = number(&get("TELEMETRY_INTERVAL_S"), "TELEMETRY_INTERVAL_S", 0, 86_400)?;
-    let telemetry_interval = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
+    let telemetry_topic = side_topic(values, "TELEMETRY_TOPIC", "telemetry", &topic, &client_id)?;
+    let interval = values.number("TELEMETRY_INTERVAL_S")?;
+    Ok(Mqtt {
+        broker,
+        tls,
+        credentials: credentials(values.text("USERNAME"), values.text("PASSWORD_FILE"))?,
+        topic,
+        client_id,
+        status_topic,
+        telemetry_topic,
+        telemetry_interval: (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval))),
+        batch: batch(values)?,
+    })
+}
 
-    let batch_messages = number(&get("BATCH_MAX_MESSAGES"), "BATCH_MAX_MESSAGES", 1, 10_000)? as usize;
+/// BATCH_MAX_*: `None` (one envelope per message) unless more than one.
+fn batch(values: &Values) -> Result<Option<Batch>, ConfigError> {
+    let max_messages = values.number("BATCH_MAX_MESSAGES")? as usize;
     let batch = Batch {
-        max_messages: batch_messages,
-        max_bytes: number(&get("BATCH_MAX_BYTES"), "BATCH_MAX_BYTES", 1024, 1 << 24)? as usize,
-        max_delay: std::time::Duration::from_millis(u64::from(number(
-            &get("BATCH_MAX_DELAY_MS"),
-            "BATCH_MAX_DELAY_MS",
-            0,
-            60_000,
-        )?)),
+        max_messages,
+        max_bytes: values.number("BATCH_MAX_BYTES")? as usize,
+        max_delay: std::time::Duration::from_millis(u64::from(values.number("BATCH_MAX_DELAY_MS")?)),
     };
-    let batch = (batch_messages > 1).then_some(batch);
+    Ok((max_messages > 1).then_some(batch))
+}
 
-    let metrics_text = get("METRICS_ADDR");
-    let metrics_addr = match metrics_text.as_str() {
-        "" => None,
-        text => Some(text.parse().map_err(|_| {
-            ConfigError::new(
-                "METRICS_ADDR",
-                text,
-                "expected IP:port, such as 127.0.0.1:9560 or [::1]:9560",
-            )
-        })?),
+/// METRICS_ADDR: `IP:port`, or the original agent's `:port` for every
+/// IPv4 address.
+fn metrics_addr(values: &Values) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    let text = values.text("METRICS_ADDR");
+    let full;
+    let addr = match text {
+        "" => return Ok(None),
+        _ if text.starts_with(':') => {
+            full = format!("0.0.0.0{text}");
+            &full
+        }
+        _ => text,
     };
-
-    let (user, group) = (get("RUN_AS_USER"), get("RUN_AS_GROUP"));
-    let run_as = crate::privileges::resolve(&user, &group).map_err(|(key, reason)| {
-        ConfigError::new(key, if key == "RUN_AS_USER" { &user } else { &group }, reason)
-    })?;
-
-    let level_text = get("LOG_LEVEL");
-    let log_level = parse_log_level(&level_text)
-        .ok_or_else(|| ConfigError::new("LOG_LEVEL", &level_text, "expected error, warn, info or debug"))?;
-
-    let snaplen = number(&get("SNAPLEN"), "SNAPLEN", 256, 262_144)?;
-    let capture_buffer_bytes = number(
-        &get("CAPTURE_BUFFER_BYTES"),
-        "CAPTURE_BUFFER_BYTES",
-        65_536,
-        1 << 30,
-    )?;
-    let max_message_bytes = number(&get("MAX_MESSAGE_BYTES"), "MAX_MESSAGE_BYTES", 256, 1 << 20)? as usize;
-    let queue_text = get("QUEUE_BYTES");
-    let queue_bytes = number(&queue_text, "QUEUE_BYTES", 4096, 1 << 30)? as usize;
-    let largest_record = envelope_capacity(max_message_bytes) + 4;
-    if queue_bytes < largest_record {
-        return Err(ConfigError::new(
-            "QUEUE_BYTES",
-            &queue_text,
-            format!("cannot hold one envelope of MAX_MESSAGE_BYTES; need at least {largest_record}"),
-        ));
-    }
-
-    let reassembly = ReassemblyLimits::from(get)?;
-
-    let effective = KEYS
-        .iter()
-        .map(|k| {
-            let value = match k.name {
-                "CLIENT_ID" => client_id.clone(),
-                "STATUS_TOPIC" => status_topic.clone(),
-                "TELEMETRY_TOPIC" => telemetry_topic.clone(),
-                "BPF_FILTER" => bpf_filter.clone().unwrap_or_default(),
-                _ => get(k.name),
-            };
-            (k.name, value)
-        })
-        .collect();
-
-    Ok(Config {
-        source,
-        bpf_filter,
-        sip_filter,
-        mqtt: Mqtt {
-            broker,
-            tls,
-            credentials,
-            topic,
-            client_id,
-            status_topic,
-            telemetry_topic,
-            telemetry_interval,
-            batch,
-        },
-        metrics_addr,
-        run_as,
-        log_level,
-        snaplen,
-        capture_buffer_bytes,
-        queue_bytes,
-        max_message_bytes,
-        reassembly,
-        effective,
+    addr.parse().map(Some).map_err(|_| {
+        values.error(
+            "METRICS_ADDR",
+            "expected IP:port or :port, such as 127.0.0.1:9560, [::1]:9560 or :9560",
+        )
     })
 }
 
@@ -575,7 +651,7 @@ fn compile_filter_command(args: &[String]) -> Result<Command, ConfigError> {
     let mut expression = None;
     let mut output = None;
     let mut endian = Endian::NATIVE;
-    let mut max_dfa_bytes = default_of("FILTER_MAX_DFA_BYTES").to_string();
+    let mut max_dfa_bytes = key("FILTER_MAX_DFA_BYTES").default.to_string();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         let mut value = |flag: &str| {
@@ -609,7 +685,7 @@ fn compile_filter_command(args: &[String]) -> Result<Command, ConfigError> {
     let output = output.ok_or_else(|| {
         ConfigError::new("compile-filter", &expression, format!("missing -o FILE; {usage}"))
     })?;
-    let max_dfa_bytes = number(&max_dfa_bytes, "FILTER_MAX_DFA_BYTES", 4096, 1 << 28)? as usize;
+    let max_dfa_bytes = parse_number(key("FILTER_MAX_DFA_BYTES"), &max_dfa_bytes)? as usize;
     Ok(Command::CompileFilter {
         expression,
         output,
@@ -627,12 +703,7 @@ fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
             "usage: sip-capture filter-test EXPR CAPTURE.pcap",
         ));
     };
-    let max_dfa_bytes = number(
-        default_of("FILTER_MAX_DFA_BYTES"),
-        "FILTER_MAX_DFA_BYTES",
-        4096,
-        1 << 28,
-    )? as usize;
+    let max_dfa_bytes = Values::default().number("FILTER_MAX_DFA_BYTES")? as usize;
     let filter = Filter::compile(expression, max_dfa_bytes)
         .map_err(|reason| ConfigError::new("SIP_FILTER", expression, reason))?;
     std::fs::File::open(file)
@@ -646,16 +717,16 @@ fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
 /// A topic beside TOPIC for the agent's own reports: the key's value, or
 /// `TOPIC/<kind>/CLIENT_ID`; never TOPIC itself, which carries only SIP.
 fn side_topic(
-    get: &impl Fn(&'static str) -> String,
+    values: &Values,
     key: &'static str,
     kind: &str,
     topic: &str,
     client_id: &str,
 ) -> Result<String, ConfigError> {
-    let mut value = get(key);
-    if value.is_empty() {
-        value = format!("{topic}/{kind}/{client_id}");
-    }
+    let value = match values.text(key) {
+        "" => format!("{topic}/{kind}/{client_id}"),
+        value => value.to_string(),
+    };
     check_topic(&value)
         .and_then(|()| {
             if value == topic {
@@ -761,13 +832,6 @@ fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
     })
 }
 
-fn number(text: &str, key: &str, min: u32, max: u32) -> Result<u32, ConfigError> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|n| (min..=max).contains(n))
-        .ok_or_else(|| ConfigError::new(key, text, format!("expected a whole number from {min} to {max}")))
-}
-
 fn default_client_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
     let host: String = host
@@ -790,10 +854,10 @@ pub fn help() -> String {
 Usage: sip-capture [--config FILE] [--check] [--KEY-NAME VALUE ...]\n\n\
 Every key can be set in the config file (KEY=value, default /etc/sip-capture.conf),\n\
 as an environment variable KEY, or as a flag --key-name; flags win over the\n\
-environment, which wins over the file.\n\n\
+environment, which wins over the file. Flags take one or two dashes and the\n\
+value as the next argument or after '=' (-interface eth1, --interface=eth1).\n\n\
   --config FILE   read keys from FILE\n\
   --check         validate the configuration, print it and exit\n\
-  --read FILE     same as --read-file\n\
   -h, --help      this help\n\
   -V, --version   print the version\n\nKeys:\n",
     );
@@ -803,11 +867,13 @@ environment, which wins over the file.\n\n\
         } else {
             format!(" [default: {}]", key.default)
         };
+        let aliases: String = key.aliases.iter().map(|a| format!(" (also --{a})")).collect();
         text.push_str(&format!(
-            "  {:<22} --{:<22} {}{}\n",
+            "  {:<22} --{:<22} {}{}{}\n",
             key.name,
-            key.name.to_ascii_lowercase().replace('_', "-"),
+            flag_of(key),
             key.help,
+            aliases,
             default
         ));
     }
@@ -846,8 +912,17 @@ mod tests {
 
     #[test]
     fn flags_map_to_keys() {
-        assert_eq!(key_for_flag("bpf-filter"), Some("BPF_FILTER"));
-        assert_eq!(key_for_flag("read"), Some("READ_FILE"));
-        assert_eq!(key_for_flag("nope"), None);
+        let name = |flag| key_for_flag(flag).map(|k| k.name);
+        assert_eq!(name("bpf-filter"), Some("BPF_FILTER"));
+        assert_eq!(name("read"), Some("READ_FILE"));
+        assert_eq!(name("metric-filter"), Some("METRICS_ADDR"));
+        assert_eq!(name("nope"), None);
+    }
+
+    #[test]
+    fn every_number_key_has_a_valid_default() {
+        for key in KEYS.iter().filter(|k| matches!(k.kind, Kind::Number { .. })) {
+            assert!(parse_number(key, key.default).is_ok(), "{}", key.name);
+        }
     }
 }

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Check(config)) => {
+            for warning in &config.warnings {
+                eprintln!("sip-capture: config: {warning}");
+            }
             for (key, value) in &config.effective {
                 println!("{key}={value}");
             }
@@ -101,6 +104,9 @@ fn run(config: Config) -> ExitCode {
         .filter_level(config.log_level)
         .target(env_logger::Target::Stdout)
         .init();
+    for warning in &config.warnings {
+        log::warn!("config: {warning}");
+    }
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(e) = signal_hook::flag::register(signal, stop.clone()) {

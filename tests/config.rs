@@ -359,3 +359,176 @@ fn the_shell_user_variable_is_not_read() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("RUN_AS_USER=\n"), "{}", stdout(&output));
 }
+
+/// `--check` of `args` and `env` (over an empty config file): every
+/// effective `KEY=value` line, and the warnings on stderr.
+fn effective(args: &[&str], env: &[(&str, &str)]) -> (Vec<String>, String) {
+    let output = agent()
+        .args(args)
+        .arg("-check")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?} {env:?}: exit {:?}: {}",
+        output.status.code(),
+        stderr(&output)
+    );
+    (
+        stdout(&output).lines().map(str::to_string).collect(),
+        stderr(&output),
+    )
+}
+
+/// Every command line, environment and value that
+/// ../shared/docs/original-agent.md shows the Go agent's users running,
+/// unchanged (the interface `lo` for their `eth0`, which a test machine may
+/// lack): each is accepted and means what it meant there.
+#[test]
+fn the_originals_command_lines_and_environments_work_unchanged() {
+    let same = |lines: &[String], wanted: &[&str]| {
+        for line in wanted {
+            assert!(lines.iter().any(|l| l == line), "{line} missing from {lines:#?}");
+        }
+    };
+    // Go's flag syntax: one or two dashes, the value apart or after '='.
+    let command_line = ["INTERFACE=lo", "TOPIC=/sip/x", "BROKER=tcp://localhost:1883"];
+    for args in [
+        &[
+            "-interface",
+            "lo",
+            "-topic",
+            "/sip/x",
+            "-broker",
+            "tcp://localhost:1883",
+        ][..],
+        &[
+            "--interface",
+            "lo",
+            "--topic",
+            "/sip/x",
+            "--broker",
+            "tcp://localhost:1883",
+        ],
+        &["-interface=lo", "-topic=/sip/x", "-broker=tcp://localhost:1883"],
+        &[
+            "--interface=lo",
+            "--topic=/sip/x",
+            "--broker=tcp://localhost:1883",
+        ],
+    ] {
+        same(&effective(args, &[]).0, &command_line);
+    }
+    // Its docker-compose environment, as one set, with its optional
+    // certificate files (which it never applied).
+    let compose = [
+        ("INTERFACE", "lo"),
+        ("BPF_FILTER", "port 5060"),
+        ("SIP_FILTER", "(all (methods invite) request)"),
+        ("LOG_LEVEL", "debug"),
+        ("METRICS_ADDR", "0.0.0.0:9900"),
+        ("BROKER", "tcp://localhost:1883"),
+        ("CLIENT_ID", "docker-test-agent"),
+        ("TOPIC", "/test/sip"),
+        ("KEY_FILE", "/certs/agent.key"),
+        ("CERT_FILE", "/certs/agent.crt"),
+    ];
+    let (lines, warnings) = effective(&[], &compose);
+    let wanted: Vec<String> = compose.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    same(&lines, &wanted.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(warnings.contains("KEY_FILE is set but not used"), "{warnings}");
+    // A runit `run` script: no arguments, everything from the environment.
+    let base = [
+        ("INTERFACE", "lo"),
+        ("TOPIC", "/my-company/nyc/pbx-2/sip-capture"),
+    ];
+    same(
+        &effective(&[], &base).0,
+        &["TOPIC=/my-company/nyc/pbx-2/sip-capture"],
+    );
+    // Values from its documentation and deployment files, each alone.
+    for (key, value) in [
+        ("METRICS_ADDR", ":9090"),
+        ("METRICS_ADDR", "0.0.0.0:8080"),
+        ("BROKER", "tcp://localhost"),
+        ("BROKER", "tcp://broker.local.domain:1883"),
+        ("BROKER", "ssl://someaccount.iot.mycloudprovider.com:8883"),
+        ("TOPIC", "/sip/debug/customer/alice"),
+        ("TOPIC", "/test/sip"),
+        ("LOG_LEVEL", "DEBUG"),
+        ("LOG_LEVEL", "INFO"),
+        ("LOG_LEVEL", "WARNING"),
+        ("LOG_LEVEL", "ERROR"),
+        ("LOG_LEVEL", "warning"),
+        ("BPF_FILTER", "(udp and port 5060) or (ip[6:2] & 0x1fff) != 0"),
+        ("BPF_FILTER", "udp and port 5060"),
+        (
+            "SIP_FILTER",
+            "(all (to \"alice@provider.com\") (method invite bye) (any request (status 200)))",
+        ),
+        ("TELEMETRY_TOPIC", "/sip/telemetry"),
+    ] {
+        let mut env = base.to_vec();
+        env.push((key, value));
+        same(&effective(&[], &env).0, &[&format!("{key}={value}")]);
+    }
+    // Its flag names, including the misspelt -metric-filter.
+    let (lines, _) = effective(
+        &[
+            "-interface",
+            "lo",
+            "-topic",
+            "/t",
+            "-metric-filter",
+            ":9090",
+            "-telemetry-topic",
+            "/t/telemetry",
+            "-log-level",
+            "warning",
+            "-client-id",
+            "c1",
+            "-sip-filter",
+            "request",
+            "-bpf-filter",
+            "port 5060",
+            "-key-file",
+            "k.pem",
+            "-cert-file",
+            "c.pem",
+        ],
+        &[],
+    );
+    same(
+        &lines,
+        &[
+            "METRICS_ADDR=:9090",
+            "TELEMETRY_TOPIC=/t/telemetry",
+            "LOG_LEVEL=warning",
+            "CLIENT_ID=c1",
+            "SIP_FILTER=request",
+            "BPF_FILTER=port 5060",
+            "KEY_FILE=k.pem",
+            "CERT_FILE=c.pem",
+        ],
+    );
+}
+
+#[test]
+fn go_style_booleans_and_unknown_flags() {
+    let mut args = file_args();
+    args.push("-check=false".into());
+    // -check=false runs instead of checking: with no broker it would run, so
+    // only the parse is checked here, through an unknown flag after it.
+    args.extend(["-nope".into(), "x".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(&args, &["-nope", "unknown flag"]);
+    refused_with(&["-check=maybe"], &["-check", "maybe", "expected true or false"]);
+    refused_with(&["--nope=1"], &["--nope", "unknown flag"]);
+    refused_with(&["stray"], &["stray", "expected -flag value"]);
+    let output = agent().arg("-help").output().unwrap();
+    assert!(output.status.success());
+    assert!(stdout(&output).contains("--metrics-addr"));
+    let output = agent().arg("-version").output().unwrap();
+    assert!(stdout(&output).starts_with("sip-capture/"));
+}
