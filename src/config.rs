@@ -64,7 +64,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "SIP_FILTER", aliases: &[], default: "", kind: Text, help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
     Key { name: "FILTER_FILE", aliases: &[], default: "", kind: Text, help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
     Key { name: "FILTER_MAX_DFA_BYTES", aliases: &[], default: "1048576", kind: Number { min: 4096, max: 1 << 28 }, help: "limit on the DFAs of all SIP_FILTER regexes together" },
-    Key { name: "BROKER", aliases: &[], default: "mqtt://localhost:1883", kind: Text, help: "MQTT broker, mqtt://host:port (tcp:// accepted), or mqtts://host:port for TLS (ssl:// accepted)" },
+    Key { name: "BROKER", aliases: &[], default: "mqtt://localhost:1883", kind: Text, help: "MQTT broker, mqtt://host:port (tcp:// accepted), mqtts://host:port for TLS (ssl:// accepted), ws://host:port/path or wss://host:port/path over WebSocket" },
     Key { name: "CA_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM CA certificates to verify the broker; default the system's roots" },
     Key { name: "CERT_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM client certificate (chain), with KEY_FILE" },
     Key { name: "KEY_FILE", aliases: &[], default: "", kind: Text, help: "TLS: PEM private key of CERT_FILE" },
@@ -192,8 +192,10 @@ pub enum Source {
 pub struct Broker {
     pub host: String,
     pub port: u16,
-    /// `mqtts://`: TLS to the broker.
+    /// `mqtts://`, `ssl://` or `wss://`: TLS to the broker.
     pub tls: bool,
+    /// `ws://` or `wss://`: MQTT over WebSocket, at this path.
+    pub websocket: Option<String>,
 }
 
 /// The validated configuration.
@@ -577,7 +579,7 @@ fn mqtt(values: &Values, warnings: &mut Vec<String>) -> Result<Mqtt, ConfigError
         // and never used them; its deployments must still start.
         for key in tls_files.into_iter().filter(|k| !values.text(k).is_empty()) {
             warnings.push(format!(
-                "{key} is set but not used: BROKER is not mqtts:// or ssl://"
+                "{key} is set but not used: BROKER is not mqtts://, ssl:// or wss://"
             ));
         }
         None
@@ -770,20 +772,29 @@ const MAX_STATUS_TOPIC_LEN: usize = 128;
 /// minimq's fixed client id capacity.
 const MAX_CLIENT_ID_LEN: usize = 64;
 
+/// `scheme://host[:port]`, and for WebSocket `[/path]`: mqtt and tcp
+/// (1883), mqtts and ssl (TLS, 8883), ws (80) and wss (TLS, 443).
 fn parse_broker(text: &str) -> Result<Broker, String> {
     let (scheme, rest) = text.split_once("://").ok_or("expected mqtt://host:port")?;
-    let tls = match scheme {
-        "mqtt" | "tcp" => false,
-        "mqtts" | "ssl" => true,
+    let (tls, websocket, default_port) = match scheme {
+        "mqtt" | "tcp" => (false, false, 1883),
+        "mqtts" | "ssl" => (true, false, 8883),
+        "ws" => (false, true, 80),
+        "wss" => (true, true, 443),
         other => {
             return Err(format!(
-                "unsupported scheme '{other}'; use mqtt://host:port or mqtts://host:port"
+                "unsupported scheme '{other}'; use mqtt://, mqtts://, ws:// or wss://host:port"
             ));
         }
     };
-    let rest = rest.trim_end_matches('/');
-    if rest.contains('/') || rest.contains('@') {
-        return Err("expected mqtt://host:port with no path or user".into());
+    let (rest, path) = match rest.find('/') {
+        Some(slash) if websocket => (&rest[..slash], &rest[slash..]),
+        Some(slash) if rest[slash..].trim_end_matches('/').is_empty() => (&rest[..slash], ""),
+        Some(_) => return Err("expected host:port with no path (only ws:// and wss:// take one)".into()),
+        None => (rest, ""),
+    };
+    if rest.contains('@') || path.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err("expected host:port with no user, and a path without spaces".into());
     }
     let (host, port) = match rest.rsplit_once(':') {
         // A bare IPv6 address without brackets has colons but no port.
@@ -795,16 +806,22 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
                 .ok_or_else(|| format!("port '{port}' is not a number from 1 to 65535"))?;
             (host, port)
         }
-        _ => (rest, if tls { 8883 } else { 1883 }),
+        _ => (rest, default_port),
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Err("missing host".into());
     }
+    let path = if path.is_empty() {
+        crate::websocket::DEFAULT_PATH
+    } else {
+        path
+    };
     Ok(Broker {
         host: host.to_string(),
         port,
         tls,
+        websocket: websocket.then(|| path.to_string()),
     })
 }
 
@@ -891,6 +908,11 @@ mod tests {
             host: host.into(),
             port,
             tls,
+            websocket: None,
+        };
+        let websocket = |host: &str, port, tls, path: &str| Broker {
+            websocket: Some(path.into()),
+            ..broker(host, port, tls)
         };
         assert_eq!(ok("mqtt://h:1"), broker("h", 1, false));
         assert_eq!(ok("tcp://h"), broker("h", 1883, false));
@@ -902,6 +924,15 @@ mod tests {
         assert!(parse_broker("mqtt://h:0").is_err());
         assert!(parse_broker("mqtt://h:x").is_err());
         assert!(parse_broker("mqtt://").is_err());
+        assert_eq!(ok("tcp://h/"), broker("h", 1883, false));
+        assert!(parse_broker("mqtt://h:1/mqtt").is_err());
+        assert_eq!(ok("ws://h"), websocket("h", 80, false, "/mqtt"));
+        assert_eq!(ok("ws://h:9001/"), websocket("h", 9001, false, "/"));
+        assert_eq!(
+            ok("wss://[::1]:8443/mqtt/v1"),
+            websocket("::1", 8443, true, "/mqtt/v1")
+        );
+        assert!(parse_broker("ws://h/a b").is_err());
     }
 
     #[test]

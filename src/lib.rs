@@ -41,7 +41,7 @@
 //!   runtime, several publishes in flight, optionally several envelopes per
 //!   publish (a JSON array), replay after a lost session, reconnect with
 //!   backoff and jitter, retained status with a Last Will; [`tls`] for
-//!   `mqtts://`.
+//!   `mqtts://`, [`websocket`] for `ws://` and `wss://`.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -80,3 +80,4 @@ pub mod split;
 pub mod tcp;
 pub mod telemetry;
 pub mod tls;
+pub mod websocket;

@@ -387,7 +387,12 @@ impl<'a> Publisher<'a> {
     }
 
     async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
-        let Broker { host, port, .. } = &self.settings.mqtt.broker;
+        let Broker {
+            host,
+            port,
+            websocket,
+            ..
+        } = &self.settings.mqtt.broker;
         let addr = tokio::net::lookup_host((host.as_str(), *port))
             .await
             .map_err(|e| format!("cannot resolve: {e}"))?
@@ -398,7 +403,7 @@ impl<'a> Publisher<'a> {
             .map_err(|_| "TCP connect timed out".to_string())?
             .map_err(|e| format!("TCP connect: {e}"))?;
         let _ = stream.set_nodelay(true);
-        let link: Link = match &self.settings.mqtt.tls {
+        let mut link: Link = match &self.settings.mqtt.tls {
             None => Box::new(stream),
             Some(tls) => {
                 let stream = timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, stream))
@@ -408,6 +413,17 @@ impl<'a> Publisher<'a> {
                 Box::new(stream)
             }
         };
+        if let Some(path) = websocket {
+            let tls = self.settings.mqtt.tls.is_some();
+            link = Box::new(
+                timeout(
+                    CONNECT_TIMEOUT,
+                    crate::websocket::connect(link, host, *port, path, tls),
+                )
+                .await
+                .map_err(|_| "WebSocket handshake timed out".to_string())??,
+            );
+        }
         timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(link)))
             .await
             .map_err(|_| "MQTT CONNECT timed out".to_string())?

@@ -201,6 +201,7 @@ fn no_allocation_per_packet_after_warm_up() {
                 host: "127.0.0.1".into(),
                 port: broker.port,
                 tls: false,
+                websocket: None,
             },
             tls: None,
             credentials: None,

@@ -454,6 +454,7 @@ fn the_originals_command_lines_and_environments_work_unchanged() {
         ("BROKER", "tcp://localhost"),
         ("BROKER", "tcp://broker.local.domain:1883"),
         ("BROKER", "ssl://someaccount.iot.mycloudprovider.com:8883"),
+        ("BROKER", "ws://broker.local.domain:8080"),
         ("TOPIC", "/sip/debug/customer/alice"),
         ("TOPIC", "/test/sip"),
         ("LOG_LEVEL", "DEBUG"),

@@ -6,94 +6,10 @@
 
 mod common;
 
-use common::{Lines, agent, free_port, pcap};
+use common::{Lines, agent, certificate, free_port, openssl, pcap, private_key};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A P-256 key in `name`.key; returns the file name.
-fn private_key(dir: &Path, name: &str) -> String {
-    let key = format!("{name}.key");
-    openssl(
-        dir,
-        &[
-            "ecparam",
-            "-name",
-            "prime256v1",
-            "-genkey",
-            "-noout",
-            "-out",
-            &key,
-        ],
-    );
-    key
-}
-
-/// An EC key and a certificate for `name`, signed by `ca` (self-signed when
-/// `ca` is None), with `san` as subjectAltName.
-fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
-    let key = private_key(dir, name);
-    let subject = format!("/CN={name}");
-    match ca {
-        None => openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-new",
-                "-key",
-                &key,
-                "-out",
-                &format!("{name}.crt"),
-                "-days",
-                "2",
-                "-subj",
-                &subject,
-            ],
-        ),
-        Some(ca) => {
-            let csr = format!("{name}.csr");
-            openssl(
-                dir,
-                &["req", "-new", "-key", &key, "-out", &csr, "-subj", &subject],
-            );
-            std::fs::write(dir.join(format!("{name}.ext")), format!("subjectAltName={san}\n")).unwrap();
-            openssl(
-                dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &format!("{ca}.crt"),
-                    "-CAkey",
-                    &format!("{ca}.key"),
-                    "-CAcreateserial",
-                    "-out",
-                    &format!("{name}.crt"),
-                    "-days",
-                    "2",
-                    "-extfile",
-                    &format!("{name}.ext"),
-                ],
-            );
-        }
-    }
-}
 
 struct TlsBroker {
     child: Child,
