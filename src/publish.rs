@@ -16,6 +16,7 @@ use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
+use core::fmt;
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
@@ -32,8 +33,22 @@ const RX_BYTES: usize = 1024;
 /// MQTT keepalive, seconds.
 const KEEPALIVE_S: u16 = 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect delays grow from this to [`BACKOFF_MAX`], doubling per try.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection counts as healthy once it has stayed up this long. Only a
+/// healthy connection starts the backoff again from [`BACKOFF_FIRST`] (and
+/// is followed, when lost, by an immediate reconnect): a broker that
+/// accepts and then drops the agent — another client with the same
+/// CLIENT_ID, a topic it refuses — is retried with a growing delay, so at
+/// most about four connections a minute once the backoff is at its maximum.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Log lines about one cause: the first is logged, repeats within this
+/// interval are counted and left out, and the first repeat after it is
+/// logged with that count.
+const LOG_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+/// Causes the log throttle remembers; the least recent is forgotten beyond.
+const LOG_CAUSES: usize = 8;
 /// After a stop request, how long unsent and unacknowledged envelopes may
 /// still be delivered before the agent exits anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -234,24 +249,93 @@ struct Publisher<'a> {
     report: Vec<u8>,
 }
 
-/// A small xorshift generator for backoff jitter, seeded from the clock and
-/// the process id: it only has to differ between sensors.
-struct Jitter(u64);
+/// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
+/// each jittered between half and all of it so that sensors restarted
+/// together do not reconnect in lockstep. The jitter is a small xorshift
+/// generator seeded from the clock and the process id: it only has to
+/// differ between sensors.
+struct Backoff {
+    next: Duration,
+    state: u64,
+}
 
-impl Jitter {
-    fn seeded() -> Jitter {
+impl Backoff {
+    fn new() -> Backoff {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        Jitter(u64::from(nanos) << 32 | u64::from(std::process::id()) | 1)
+        Backoff {
+            next: BACKOFF_FIRST,
+            state: u64::from(nanos) << 32 | u64::from(std::process::id()) | 1,
+        }
     }
 
-    /// A number in [0, 1).
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    /// The delay before the next attempt; the one after is twice as long.
+    fn wait(&mut self) -> Duration {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        let wait = self.next.mul_f64(0.5 + 0.5 * unit);
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_FIRST;
+    }
+}
+
+/// Rate-limited warnings, per cause: the first line about a cause is
+/// logged; repeats within [`LOG_REPEAT_INTERVAL`] of it are counted and
+/// left out; the first repeat after the interval is logged with how many
+/// were left out, and starts a new interval. So one cause writes at most
+/// one line a minute however often it happens.
+struct Throttle {
+    causes: Vec<Cause>,
+}
+
+struct Cause {
+    key: String,
+    since: Instant,
+    left_out: u64,
+}
+
+impl Throttle {
+    fn new() -> Throttle {
+        Throttle {
+            causes: Vec::with_capacity(LOG_CAUSES),
+        }
+    }
+
+    /// Log `line` unless a line about `cause` was logged less than
+    /// [`LOG_REPEAT_INTERVAL`] ago.
+    fn log(&mut self, level: log::Level, cause: &str, line: impl fmt::Display) {
+        let now = Instant::now();
+        let Some(known) = self.causes.iter_mut().find(|c| c.key == cause) else {
+            if self.causes.len() == LOG_CAUSES {
+                self.causes.remove(0);
+            }
+            self.causes.push(Cause {
+                key: cause.to_string(),
+                since: now,
+                left_out: 0,
+            });
+            return log::log!(level, "{line}");
+        };
+        if now < known.since + LOG_REPEAT_INTERVAL {
+            known.left_out += 1;
+            return;
+        }
+        match std::mem::take(&mut known.left_out) {
+            0 => log::log!(level, "{line}"),
+            n => log::log!(
+                level,
+                "{line} ({n} more like it in the last {} s)",
+                (now - known.since).as_secs()
+            ),
+        }
+        known.since = now;
     }
 }
 
@@ -274,12 +358,43 @@ const OFFLINE: &[u8] = b"offline";
 /// reconnect resumes it and minimq replays its in-flight publishes itself.
 const SESSION_EXPIRY_S: u32 = 3600;
 
+type MqttError = minimq::Error<std::io::Error>;
+
+/// Why a connection broke, in words; the same words for the same cause (the
+/// log throttle counts by them).
+fn lost_cause(e: MqttError) -> String {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+    match e {
+        minimq::Error::Disconnected | minimq::Error::WriteZero => "the broker closed the connection".into(),
+        minimq::Error::Transport(io)
+            if matches!(
+                io.kind(),
+                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+            ) =>
+        {
+            "the broker closed the connection".into()
+        }
+        minimq::Error::Transport(io) => format!("connection failed: {io}"),
+        minimq::Error::Peer(PeerError::InvalidPacket) => "the broker sent an invalid MQTT packet".into(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Why serving a connection ended.
 enum Ended {
     /// Everything is delivered, or the grace period after a stop is over.
     Done,
     /// The connection broke; reconnect.
     Lost(String),
+}
+
+/// One broker connection's standing, for the backoff and the status.
+struct Standing {
+    since: Instant,
+    /// Stayed up [`HEALTHY_AFTER`].
+    healthy: bool,
+    /// `online` was published on it.
+    said_online: bool,
 }
 
 impl<'a> Publisher<'a> {
@@ -330,26 +445,43 @@ impl<'a> Publisher<'a> {
             "{}:{}",
             self.settings.mqtt.broker.host, self.settings.mqtt.broker.port
         );
-        let mut backoff = BACKOFF_FIRST;
-        let mut jitter = Jitter::seeded();
+        let mut backoff = Backoff::new();
+        let mut throttle = Throttle::new();
         let mut connected_before = false;
+        // `online` goes out on the first connection and on the first after
+        // a healthy one; after short-lived ones, when one turns healthy.
+        let mut say_online = true;
+        let mut wait = None;
         while !self.finished() {
+            if let Some(wait) = wait.take() {
+                self.sleep_unless_stopping(wait).await;
+                continue;
+            }
             let mut conn = match self.connect(&mut session).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Jitter: sensors restarted together must not reconnect
-                    // in lockstep.
-                    let wait = backoff.mul_f64(0.5 + 0.5 * jitter.next());
-                    log::warn!("broker {broker}: {e}; retrying in {} ms", wait.as_millis());
-                    self.sleep_unless_stopping(wait).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    let delay = backoff.wait();
+                    throttle.log(
+                        log::Level::Warn,
+                        &e,
+                        format_args!("broker {broker}: {e}; retrying in {} ms", delay.as_millis()),
+                    );
+                    wait = Some(delay);
                     continue;
                 }
             };
-            backoff = BACKOFF_FIRST;
+            let mut standing = Standing {
+                since: Instant::now(),
+                healthy: false,
+                said_online: false,
+            };
             if connected_before {
                 Counters::inc(&self.counters.reconnects);
-                log::info!("reconnected to broker {broker}");
+                throttle.log(
+                    log::Level::Info,
+                    "reconnected",
+                    format_args!("reconnected to broker {broker}"),
+                );
             } else {
                 log::info!("connected to broker {broker} as {}", self.settings.mqtt.client_id);
             }
@@ -361,18 +493,17 @@ impl<'a> Publisher<'a> {
                 self.in_flight.clear();
                 let again = self.queue.rewind();
                 Counters::add(&self.counters.republished, again as u64);
-                log::info!("broker lost the session: sending {again} unacknowledged envelopes again");
+                throttle.log(
+                    log::Level::Info,
+                    "lost the session",
+                    format_args!("broker lost the session: sending {again} unacknowledged envelopes again"),
+                );
             }
-            if let Err(e) = self.publish_status(&mut conn, ONLINE).await {
-                if !conn.is_connected() {
-                    log::warn!("lost broker {broker}: {e}");
-                    continue;
-                }
-                // No room right now (a resumed session replaying): the Will
-                // still stands for the agent; say online next connect.
-                log::debug!("status not published: {e}");
+            if say_online {
+                self.say_online(&mut conn, &mut standing).await;
+                say_online = !standing.said_online;
             }
-            match self.serve(&mut conn).await {
+            match self.serve(&mut conn, &mut standing).await {
                 Ended::Done => {
                     // A clean DISCONNECT suppresses the Will: say it here.
                     let _ = timeout(STOP_CHECK, self.publish_status(&mut conn, OFFLINE)).await;
@@ -380,10 +511,40 @@ impl<'a> Publisher<'a> {
                     let _ = timeout(STOP_CHECK, conn.into_inner().drain()).await;
                     break;
                 }
-                Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
+                Ended::Lost(e) if standing.healthy => {
+                    // Up long enough: the broker restarted or the network
+                    // broke. Reconnect at once, and say online again (the
+                    // broker may have published the Will).
+                    backoff.reset();
+                    say_online = true;
+                    throttle.log(log::Level::Warn, &e, format_args!("lost broker {broker}: {e}"));
+                }
+                Ended::Lost(e) => {
+                    let delay = backoff.wait();
+                    let up = standing.since.elapsed().as_millis();
+                    throttle.log(
+                        log::Level::Warn,
+                        &e,
+                        format_args!(
+                            "lost broker {broker} {up} ms after connecting: {e}; retrying in {} ms",
+                            delay.as_millis()
+                        ),
+                    );
+                    wait = Some(delay);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Publish the retained `online` status, once per connection.
+    async fn say_online(&self, conn: &mut Conn<'_, '_>, standing: &mut Standing) {
+        match self.publish_status(conn, ONLINE).await {
+            Ok(()) => standing.said_online = true,
+            // No room right now (a resumed session replaying): the Will
+            // still stands for the agent; say online later.
+            Err(e) => log::debug!("status not published: {e}"),
+        }
     }
 
     async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
@@ -459,8 +620,14 @@ impl<'a> Publisher<'a> {
 
     /// Publish from the queue and collect acknowledgements until the
     /// connection breaks or the work is done.
-    async fn serve(&mut self, conn: &mut Conn<'_, '_>) -> Ended {
+    async fn serve(&mut self, conn: &mut Conn<'_, '_>, standing: &mut Standing) -> Ended {
         loop {
+            if !standing.healthy && standing.since.elapsed() >= HEALTHY_AFTER {
+                standing.healthy = true;
+                if !standing.said_online {
+                    self.say_online(conn, standing).await;
+                }
+            }
             self.retire(conn);
             let (envelopes, bytes) = self.queue.depth();
             Counters::set(&self.counters.store_envelopes, envelopes as u64);
@@ -468,7 +635,7 @@ impl<'a> Publisher<'a> {
             Counters::set(&self.counters.in_flight, self.in_flight.len() as u64);
             self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
-                return Ended::Lost(e);
+                return Ended::Lost(lost_cause(e));
             }
             if self.finished() {
                 return Ended::Done;
@@ -487,7 +654,7 @@ impl<'a> Publisher<'a> {
                     log::warn!("broker rejected an envelope: {reason:?}");
                     self.retire_rejected(conn);
                 }
-                Err(e) => return Ended::Lost(format!("{e:?}")),
+                Err(e) => return Ended::Lost(lost_cause(e)),
             }
         }
     }
@@ -498,7 +665,7 @@ impl<'a> Publisher<'a> {
     }
 
     /// Hand queued envelopes to minimq while it has room.
-    async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), String> {
+    async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
         while self.has_room(conn) && self.batch_due() {
             let (envelopes, len) = self.fill_payload();
             if envelopes == 0 {
@@ -526,7 +693,9 @@ impl<'a> Publisher<'a> {
                     Counters::add(&self.counters.rejected, envelopes as u64);
                     log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
-                Err(e) => return Err(format!("{e:?}")),
+                Err(minimq::PubError::Session(e)) => return Err(e),
+                // The payload is bytes: copying it cannot fail.
+                Err(minimq::PubError::Payload(())) => return Ok(()),
             }
         }
         Ok(())

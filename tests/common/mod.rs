@@ -418,6 +418,22 @@ impl Lines {
         }
     }
 
+    /// Every line printed until `during` has passed (the child runs on).
+    pub fn gather(&mut self, during: Duration) -> &[String] {
+        let deadline = Instant::now() + during;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+        }
+        &self.seen
+    }
+
     /// Everything printed until the child closed its stdout.
     pub fn rest(&mut self) -> String {
         while let Ok(line) = self.rx.recv_timeout(Duration::from_secs(30)) {

@@ -1,0 +1,190 @@
+//! Brokers that misbehave. Where a real mosquitto can be made to (two
+//! agents with one CLIENT_ID), it is used; where it cannot, a small
+//! scripted server on a free loopback port plays the broker: one that
+//! closes right after CONNACK. Each test counts connections over a fixed
+//! time and checks the log lines and counters.
+
+mod common;
+
+use common::{KillOnDrop, Lines, summary_value};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+/// MQTT 5 CONNACK: no session present, Success, no properties.
+const CONNACK_V5: &[u8] = &[0x20, 0x03, 0x00, 0x00, 0x00];
+
+/// Read one MQTT control packet (RFC-style: fixed header, Remaining Length
+/// as a variable byte integer, body); `None` when the peer closed first.
+fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).ok()?;
+    let mut packet = vec![byte[0]];
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).ok()?;
+        packet.push(byte[0]);
+        length |= usize::from(byte[0] & 0x7f) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).ok()?;
+    packet.extend(body);
+    Some(packet)
+}
+
+/// A scripted broker on a free loopback port: each connection is counted
+/// and handed to `script` on its own thread.
+struct Scripted {
+    port: u16,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    fn start(script: fn(TcpStream)) -> Scripted {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                counted.fetch_add(1, Ordering::SeqCst);
+                std::thread::spawn(move || script(stream));
+            }
+        });
+        Scripted { port, connections }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// The agent reading a capture (so it has something to deliver) and
+/// publishing to `url`, with `extra` flags.
+fn agent_against(url: &str, extra: &[&str]) -> (KillOnDrop, Lines) {
+    let mut child = common::spawn(
+        common::agent()
+            .args(["--read"])
+            .arg(common::pcap("no-to-tag.pcap"))
+            .args(["--broker", url, "--topic", "sip/brokers"])
+            .args(extra)
+            .stdout(Stdio::piped()),
+    );
+    let lines = Lines::of(&mut child);
+    (child, lines)
+}
+
+/// The most connections an agent may open in `window` when every one is
+/// short-lived: the first at once, then after each backoff delay at its
+/// shortest (half of 0.5 s, 1 s, 2 s, ... 30 s).
+fn most_connections(window: Duration) -> usize {
+    let (mut at, mut next, mut count) = (Duration::ZERO, Duration::from_millis(500), 1);
+    loop {
+        at += next / 2;
+        if at > window {
+            return count;
+        }
+        count += 1;
+        next = (next * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// A broker that accepts and closes the connection right after CONNACK:
+/// the agent backs off as if the connection had failed, and says so once.
+#[test]
+fn a_broker_that_closes_after_connack_is_retried_with_backoff() {
+    let server = Scripted::start(|mut stream| {
+        if read_packet(&mut stream).is_some() {
+            let _ = stream.write_all(CONNACK_V5);
+        }
+    });
+    const WINDOW: Duration = Duration::from_secs(8);
+    let (child, mut lines) = agent_against(&server.url(), &[]);
+    let seen = lines.gather(WINDOW).to_vec();
+    let connections = server.connections();
+    drop(child);
+    let log = seen.join("\n");
+    println!("{connections} connections in {WINDOW:?}\n{log}");
+    assert!(
+        (3..=most_connections(WINDOW)).contains(&connections),
+        "{connections} connections in {WINDOW:?}, at most {} allowed\n{log}",
+        most_connections(WINDOW)
+    );
+    let lost = seen.iter().filter(|l| l.contains("lost broker")).count();
+    assert_eq!(lost, 1, "one line per cause a minute\n{log}");
+}
+
+/// mosquitto with everything logged to `dir/mosquitto.log`.
+fn logging_broker(dir: &std::path::Path) -> (KillOnDrop, u16) {
+    let conf = dir.join("mosquitto.conf");
+    for _ in 0..5 {
+        let port = common::free_port();
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\n\
+log_dest file {}/mosquitto.log\nlog_type all\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        if let Some(child) = common::mosquitto(&conf, port) {
+            return (child, port);
+        }
+    }
+    panic!("mosquitto did not start");
+}
+
+/// Two agents with one CLIENT_ID take the session from each other: each
+/// backs off, so the connections over a fixed time stay few, and the
+/// retained `online` status is published once per agent, not per attempt.
+#[test]
+fn two_agents_with_one_client_id_back_off() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = logging_broker(dir.path());
+    let url = format!("mqtt://127.0.0.1:{port}");
+    const WINDOW: Duration = Duration::from_secs(10);
+    let started = Instant::now();
+    let same = ["--client-id", "twin"];
+    let (mut first, mut first_lines) = common::live_agent(&url, "sip/twins", "udp port 9", &same);
+    let (mut second, mut second_lines) = common::live_agent(&url, "sip/twins", "udp port 9", &same);
+    std::thread::sleep(WINDOW.saturating_sub(started.elapsed()));
+    let first_log = common::stop_agent(&mut first, &mut first_lines);
+    let second_log = common::stop_agent(&mut second, &mut second_lines);
+
+    let log = std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap();
+    let connections = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(" as twin "))
+        .count();
+    let online = log
+        .lines()
+        .filter(|l| l.contains("Received PUBLISH from twin") && l.contains("'sip/twins/status/twin'"))
+        .filter(|l| l.contains("(6 bytes)"))
+        .count();
+    println!("{connections} connections, {online} online statuses in {WINDOW:?}");
+    // The stop at the end connects neither; each agent's own bound.
+    assert!(
+        connections <= 2 * most_connections(WINDOW),
+        "{connections} connections in {WINDOW:?}\n{first_log}\n{second_log}"
+    );
+    assert!(connections >= 3, "the agents took the session from each other");
+    assert!((1..=2).contains(&online), "{online} online statuses");
+    let reconnects = summary_value(first_log.as_bytes(), "reconnects")
+        + summary_value(second_log.as_bytes(), "reconnects");
+    assert_eq!(reconnects as usize, connections - 2, "{first_log}\n{second_log}");
+}
