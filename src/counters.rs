@@ -125,6 +125,14 @@ counters! {
     pcap_dropped,
     /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
+    /// Connections ended because another client took the session over: a
+    /// DISCONNECT 0x8E, or the broker closing a connection before it was
+    /// up 10 s (what mosquitto does when a second client uses CLIENT_ID).
+    client_id_conflicts,
+    /// Envelopes sent again, with DUP, on a resumed session because their
+    /// PUBACK had not arrived when the connection broke (the subscriber may
+    /// see them twice).
+    resent_on_resume,
 }
 
 impl Counters {

@@ -14,13 +14,16 @@
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
+use crate::heard::{Heard, Listener};
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
+use core::cell::Cell;
 use core::fmt;
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
 };
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -93,6 +96,9 @@ const RECEIVE_BATCH_BYTES: usize = 4096;
 /// time, which made three `recv` calls of every 4-byte PUBACK.
 struct Coalescing {
     stream: Link,
+    /// Follows what the broker sends, for what minimq does not tell.
+    listener: Listener,
+    heard: Rc<Cell<Heard>>,
     out: Vec<u8>,
     sent: usize,
     /// Received bytes not yet handed to minimq: `input[taken..filled]`.
@@ -109,9 +115,11 @@ trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Transport for T {}
 
 impl Coalescing {
-    fn new(stream: Link) -> Coalescing {
+    fn new(stream: Link, heard: Rc<Cell<Heard>>) -> Coalescing {
         Coalescing {
             stream,
+            listener: Listener::default(),
+            heard,
             out: Vec::with_capacity(SEND_BATCH_BYTES),
             sent: 0,
             input: vec![0; RECEIVE_BATCH_BYTES].into_boxed_slice(),
@@ -192,6 +200,8 @@ impl embedded_io_async::Read for Coalescing {
             if got == 0 {
                 return Ok(0);
             }
+            self.listener.feed(&self.input[..got]);
+            self.heard.set(self.listener.heard);
             (self.taken, self.filled) = (0, got);
         }
         let n = buf.len().min(self.filled - self.taken);
@@ -247,6 +257,8 @@ struct Publisher<'a> {
     started: Instant,
     next_telemetry: Option<Instant>,
     report: Vec<u8>,
+    /// What the broker said on the current connection.
+    heard: Rc<Cell<Heard>>,
 }
 
 /// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
@@ -360,25 +372,8 @@ const SESSION_EXPIRY_S: u32 = 3600;
 
 type MqttError = minimq::Error<std::io::Error>;
 
-/// Why a connection broke, in words; the same words for the same cause (the
-/// log throttle counts by them).
-fn lost_cause(e: MqttError) -> String {
-    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
-    match e {
-        minimq::Error::Disconnected | minimq::Error::WriteZero => "the broker closed the connection".into(),
-        minimq::Error::Transport(io)
-            if matches!(
-                io.kind(),
-                ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
-            ) =>
-        {
-            "the broker closed the connection".into()
-        }
-        minimq::Error::Transport(io) => format!("connection failed: {io}"),
-        minimq::Error::Peer(PeerError::InvalidPacket) => "the broker sent an invalid MQTT packet".into(),
-        other => format!("{other:?}"),
-    }
-}
+/// MQTT 5 reason code 0x8E, Session taken over (§3.14.2.1).
+const SESSION_TAKEN_OVER: u8 = 0x8e;
 
 /// Why serving a connection ended.
 enum Ended {
@@ -414,6 +409,7 @@ impl<'a> Publisher<'a> {
                 .telemetry_interval
                 .map(|every| Instant::now() + every),
             report: vec![0; REPORT_CAPACITY],
+            heard: Rc::default(),
         }
     }
 
@@ -486,6 +482,24 @@ impl<'a> Publisher<'a> {
                 log::info!("connected to broker {broker} as {}", self.settings.mqtt.client_id);
             }
             connected_before = true;
+            if conn.connect_event() == ConnectEvent::Reconnected {
+                // minimq sends the publishes still without PUBACK again
+                // itself, with DUP set: the subscriber may see them twice.
+                let again: usize = self
+                    .in_flight
+                    .iter()
+                    .filter(|sent| sent.op.is_some_and(|op| conn.is_pending(&op)))
+                    .map(|sent| sent.envelopes)
+                    .sum();
+                if again > 0 {
+                    Counters::add(&self.counters.resent_on_resume, again as u64);
+                    throttle.log(
+                        log::Level::Info,
+                        "resumed the session",
+                        format_args!("resumed the session: {again} unacknowledged envelopes sent again"),
+                    );
+                }
+            }
             if conn.connect_event() == ConnectEvent::Connected && !self.in_flight.is_empty() {
                 // The broker has no session to resume (restarted without
                 // persistence, or it expired): what it had not acknowledged
@@ -569,18 +583,81 @@ impl<'a> Publisher<'a> {
                 Box::new(stream)
             }
         };
-        timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(link)))
-            .await
-            .map_err(|_| "MQTT CONNECT timed out".to_string())?
-            .map_err(|e| match e {
-                // A broker that refuses the client certificate says so on
-                // the first read after the TLS 1.3 handshake.
-                minimq::Error::Transport(io) => crate::tls::describe(&io),
-                minimq::Error::Peer(PeerError::Rejected(reason)) => {
-                    format!("broker refused the connection: {reason:?}")
-                }
-                other => format!("MQTT CONNECT: {other:?}"),
-            })
+        self.heard.set(Heard::default());
+        timeout(
+            CONNECT_TIMEOUT,
+            session.connect(Coalescing::new(link, self.heard.clone())),
+        )
+        .await
+        .map_err(|_| "MQTT CONNECT timed out".to_string())?
+        .map_err(|e| match e {
+            // A broker that refuses the client certificate says so on
+            // the first read after the TLS 1.3 handshake.
+            minimq::Error::Transport(io) => crate::tls::describe(&io),
+            minimq::Error::Peer(PeerError::Rejected(reason)) => {
+                format!("broker refused the connection: {reason:?}")
+            }
+            minimq::Error::Disconnected if self.heard.get().disconnect == Some(SESSION_TAKEN_OVER) => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                self.taken_over()
+            }
+            other => format!("MQTT CONNECT: {other:?}"),
+        })
+    }
+
+    /// What to say when the broker hands the session to another client.
+    fn taken_over(&self) -> String {
+        format!(
+            "the broker gave the session to another client (DISCONNECT 0x8E, session taken over): \
+another client is using CLIENT_ID {:?}",
+            self.settings.mqtt.client_id
+        )
+    }
+
+    /// Why a connection broke, in words: the same words for the same cause
+    /// (the log throttle counts by them). A connection the broker closes
+    /// before it turned healthy is most often another client with the same
+    /// CLIENT_ID taking the session over (mosquitto 2.0 closes the socket
+    /// without a DISCONNECT): that is said, and counted, plainly.
+    fn lost_cause(&self, e: MqttError, standing: &Standing) -> String {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let closed = match &e {
+            minimq::Error::Disconnected | minimq::Error::WriteZero => true,
+            minimq::Error::Transport(io) => {
+                matches!(
+                    io.kind(),
+                    ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+                )
+            }
+            _ => false,
+        };
+        match self.heard.get().disconnect {
+            Some(SESSION_TAKEN_OVER) => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                return self.taken_over();
+            }
+            Some(code) => {
+                return format!(
+                    "the broker disconnected the agent: reason 0x{code:02X} ({:?})",
+                    minimq::ReasonCode::from(code)
+                );
+            }
+            None => {}
+        }
+        match e {
+            _ if closed && !standing.healthy => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                format!(
+                    "the broker closed the connection soon after accepting it: another client is probably \
+using CLIENT_ID {:?} (each connection takes the session over from the other)",
+                    self.settings.mqtt.client_id
+                )
+            }
+            _ if closed => "the broker closed the connection".into(),
+            minimq::Error::Transport(io) => format!("connection failed: {io}"),
+            minimq::Error::Peer(PeerError::InvalidPacket) => "the broker sent an invalid MQTT packet".into(),
+            other => format!("{other:?}"),
+        }
     }
 
     /// Publish the retained status. Not tracked in `in_flight`, which
@@ -635,7 +712,7 @@ impl<'a> Publisher<'a> {
             Counters::set(&self.counters.in_flight, self.in_flight.len() as u64);
             self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
-                return Ended::Lost(lost_cause(e));
+                return Ended::Lost(self.lost_cause(e, standing));
             }
             if self.finished() {
                 return Ended::Done;
@@ -654,7 +731,7 @@ impl<'a> Publisher<'a> {
                     log::warn!("broker rejected an envelope: {reason:?}");
                     self.retire_rejected(conn);
                 }
-                Err(e) => return Ended::Lost(lost_cause(e)),
+                Err(e) => return Ended::Lost(self.lost_cause(e, standing)),
             }
         }
     }

@@ -125,6 +125,51 @@ fn a_broker_that_closes_after_connack_is_retried_with_backoff() {
     assert_eq!(lost, 1, "one line per cause a minute\n{log}");
 }
 
+/// GET /metrics from the agent's endpoint at `addr`: the body.
+fn metrics(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+/// A broker that says the session was taken over (MQTT 5 DISCONNECT with
+/// reason 0x8E) right after CONNACK: the log names the cause, and the
+/// metrics count it.
+#[test]
+fn session_taken_over_is_named_and_counted() {
+    let server = Scripted::start(|mut stream| {
+        if read_packet(&mut stream).is_some() {
+            let _ = stream.write_all(CONNACK_V5);
+            let _ = stream.write_all(&[0xe0, 0x02, 0x8e, 0x00]);
+        }
+    });
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let (child, mut lines) = agent_against(&server.url(), &["--client-id", "tap-7", "--metrics-addr", &addr]);
+    let seen = lines.gather(Duration::from_secs(3)).join("\n");
+    let before = server.connections();
+    let body = metrics(&addr);
+    let after = server.connections();
+    drop(child);
+    assert!(
+        seen.contains(r#"another client is using CLIENT_ID "tap-7""#) && seen.contains("0x8E"),
+        "{seen}"
+    );
+    let counted: usize = body
+        .lines()
+        .find_map(|l| l.strip_prefix("sip_capture_client_id_conflicts_total "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no conflict counter in\n{body}"));
+    // Each connection was taken over (one may be under way at the query).
+    assert!(
+        (before.saturating_sub(1)..=after).contains(&counted) && counted >= 2,
+        "{counted} counted, {before}..{after} connections"
+    );
+}
+
 /// mosquitto with everything logged to `dir/mosquitto.log`.
 fn logging_broker(dir: &std::path::Path) -> (KillOnDrop, u16) {
     let conf = dir.join("mosquitto.conf");
@@ -187,4 +232,99 @@ fn two_agents_with_one_client_id_back_off() {
     let reconnects = summary_value(first_log.as_bytes(), "reconnects")
         + summary_value(second_log.as_bytes(), "reconnects");
     assert_eq!(reconnects as usize, connections - 2, "{first_log}\n{second_log}");
+    // Every connection but the last of all was taken over.
+    let conflicts = summary_value(first_log.as_bytes(), "client_id_conflicts")
+        + summary_value(second_log.as_bytes(), "client_id_conflicts");
+    assert!(
+        conflicts as usize >= connections - 2,
+        "{conflicts} conflicts counted for {connections} connections"
+    );
+    let said = format!("{first_log}\n{second_log}");
+    assert!(
+        said.contains(r#"another client is probably using CLIENT_ID "twin""#),
+        "{said}"
+    );
+}
+
+/// A TCP proxy on a free loopback port to `target` that can withhold what
+/// the broker sends (`hold`) and cut every connection (`cut`).
+struct Proxy {
+    port: u16,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    clients: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(target: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (held, kept) = (hold.clone(), clients.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming().map_while(Result::ok) {
+                let server = TcpStream::connect(("127.0.0.1", target)).unwrap();
+                kept.lock().unwrap().push(client.try_clone().unwrap());
+                let (mut from_client, mut to_server) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || std::io::copy(&mut from_client, &mut to_server));
+                let (mut from_server, mut to_client, held) = (server, client, held.clone());
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n @ 1..) = from_server.read(&mut buf) {
+                        if !held.load(Ordering::SeqCst) && to_client.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Proxy { port, hold, clients }
+    }
+
+    fn cut(&self) {
+        for client in self.clients.lock().unwrap().drain(..) {
+            let _ = client.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// The connection breaks while five publishes wait for their PUBACK; the
+/// reconnect resumes the session and minimq sends them again: they are
+/// counted as `resent_on_resume`, and the subscriber sees exactly those
+/// twice.
+#[test]
+fn envelopes_resent_on_a_resumed_session_are_counted() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let broker = common::Broker::start();
+    let sub = broker.subscribe("sip/resumed");
+    let proxy = Proxy::start(broker.port);
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let (mut child, mut lines, target) = common::live_agent_on_udp(&url, "sip/resumed", &[]);
+    // Let the online status be acknowledged, then withhold PUBACKs.
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.hold.store(true, Ordering::SeqCst);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..5 {
+        sender
+            .send_to(&common::options("resumed", n), target.local_addr().unwrap())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.cut();
+    proxy.hold.store(false, Ordering::SeqCst);
+    lines.wait_for("resumed the session", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    let stdout = common::stop_agent(&mut child, &mut lines);
+    let arrived = sub.collect();
+    assert_eq!(arrived.len(), 10, "each of five twice\n{stdout}");
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "resent_on_resume"),
+        5,
+        "{stdout}"
+    );
+    assert_eq!(summary_value(stdout.as_bytes(), "acknowledged"), 5, "{stdout}");
+    assert_eq!(summary_value(stdout.as_bytes(), "republished"), 0, "{stdout}");
 }
