@@ -23,6 +23,7 @@ use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
 };
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -36,6 +37,9 @@ const RX_BYTES: usize = 1024;
 /// MQTT keepalive, seconds.
 const KEEPALIVE_S: u16 = 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TCP connect to one of several addresses of the broker may
+/// take before the next address is tried.
+const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect delays grow from this to [`BACKOFF_MAX`], doubling per try.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -259,6 +263,8 @@ struct Publisher<'a> {
     report: Vec<u8>,
     /// What the broker said on the current connection.
     heard: Rc<Cell<Heard>>,
+    /// The address of the current or last connection.
+    peer: Option<SocketAddr>,
 }
 
 /// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
@@ -410,6 +416,7 @@ impl<'a> Publisher<'a> {
                 .map(|every| Instant::now() + every),
             report: vec![0; REPORT_CAPACITY],
             heard: Rc::default(),
+            peer: None,
         }
     }
 
@@ -471,15 +478,30 @@ impl<'a> Publisher<'a> {
                 healthy: false,
                 said_online: false,
             };
+            // Which address of a name answered.
+            let named = self
+                .settings
+                .mqtt
+                .broker
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_err();
+            let at = match self.peer {
+                Some(address) if named => format!(" at {address}"),
+                _ => String::new(),
+            };
             if connected_before {
                 Counters::inc(&self.counters.reconnects);
                 throttle.log(
                     log::Level::Info,
                     "reconnected",
-                    format_args!("reconnected to broker {broker}"),
+                    format_args!("reconnected to broker {broker}{at}"),
                 );
             } else {
-                log::info!("connected to broker {broker} as {}", self.settings.mqtt.client_id);
+                log::info!(
+                    "connected to broker {broker}{at} as {}",
+                    self.settings.mqtt.client_id
+                );
             }
             connected_before = true;
             if conn.connect_event() == ConnectEvent::Reconnected {
@@ -561,17 +583,43 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
+    /// Resolve the broker's name and connect over TCP to each address in
+    /// turn, in the order the resolver gives them (RFC 6724's, which
+    /// getaddrinfo applies), until one accepts; then TLS and MQTT CONNECT.
+    /// Every address but the last gets [`ADDRESS_TIMEOUT`], so a silent
+    /// IPv6 address delays an IPv4 one by that at most.
+    async fn connect<'s, 'buf>(&mut self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
         let Broker { host, port, .. } = &self.settings.mqtt.broker;
-        let addr = tokio::net::lookup_host((host.as_str(), *port))
-            .await
-            .map_err(|e| format!("cannot resolve: {e}"))?
-            .next()
-            .ok_or("host has no address")?;
-        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| "TCP connect timed out".to_string())?
-            .map_err(|e| format!("TCP connect: {e}"))?;
+        let addresses: Vec<SocketAddr> =
+            timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), *port)))
+                .await
+                .map_err(|_| "resolving the name timed out".to_string())?
+                .map_err(|e| format!("cannot resolve: {e}"))?
+                .collect();
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (i, &address) in addresses.iter().enumerate() {
+            let limit = if i + 1 < addresses.len() {
+                ADDRESS_TIMEOUT
+            } else {
+                CONNECT_TIMEOUT
+            };
+            match timeout(limit, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    connected = Some(stream);
+                    self.peer = Some(address);
+                    break;
+                }
+                Ok(Err(e)) => failures.push(format!("{address}: {e}")),
+                Err(_) => failures.push(format!("{address}: timed out")),
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(match failures.is_empty() {
+                true => "the name has no address".into(),
+                false => format!("TCP connect: {}", failures.join("; ")),
+            });
+        };
         let _ = stream.set_nodelay(true);
         let link: Link = match &self.settings.mqtt.tls {
             None => Box::new(stream),

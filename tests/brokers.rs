@@ -328,3 +328,54 @@ fn envelopes_resent_on_a_resumed_session_are_counted() {
     assert_eq!(summary_value(stdout.as_bytes(), "acknowledged"), 5, "{stdout}");
     assert_eq!(summary_value(stdout.as_bytes(), "republished"), 0, "{stdout}");
 }
+
+/// Whether this process may make a mount namespace of its own (root, and
+/// `unshare` allowed); when not, the test says it skipped.
+fn can_unshare_mounts() -> bool {
+    let ok = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("SKIPPED: cannot make a mount namespace (unshare -m needs root)");
+    }
+    ok
+}
+
+/// Debian's stock /etc/hosts lists `::1 localhost` before `127.0.0.1`: with
+/// a broker listening on 127.0.0.1 only, `mqtt://localhost:PORT` must still
+/// connect, on the second address. The agent runs in a mount namespace of
+/// the test's own, with its own /etc/hosts bound over the real one.
+#[test]
+fn every_address_of_the_broker_name_is_tried() {
+    if !can_unshare_mounts() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "::1 localhost\n127.0.0.1 localhost\n").unwrap();
+    let broker = common::Broker::start();
+    let sub = broker.subscribe("sip/localhost");
+    let url = format!("mqtt://localhost:{}", broker.port);
+    let mut unshare = std::process::Command::new("unshare");
+    let mut child = common::spawn(
+        common::clean_environment(&mut unshare)
+            .args(["-m", "sh", "-c", r#"mount --bind "$0" /etc/hosts && exec "$@""#])
+            .arg(&hosts)
+            .arg(common::AGENT)
+            .args(["--config", "/dev/null", "--read"])
+            .arg(common::pcap("no-to-tag.pcap"))
+            .args(["--broker", &url, "--topic", "sip/localhost"])
+            .stdout(Stdio::piped()),
+    );
+    let mut lines = Lines::of(&mut child);
+    lines.wait_for("summary:", Duration::from_secs(10));
+    let log = lines.seen.join("\n");
+    let expected = format!(
+        "connected to broker localhost:{port} at 127.0.0.1:{port}",
+        port = broker.port
+    );
+    assert!(log.contains(&expected), "{expected:?} not in\n{log}");
+    assert_eq!(summary_value(log.as_bytes(), "acknowledged"), 1, "{log}");
+    assert_eq!(sub.collect().len(), 1);
+}

@@ -169,10 +169,15 @@ pub fn agent() -> Command {
 /// environment.
 pub fn subcommand(name: &str) -> Command {
     let mut cmd = Command::new(AGENT);
+    clean_environment(&mut cmd).arg(name);
+    cmd
+}
+
+/// Only PATH, and the mark by which `make test` finds what a test left
+/// running.
+pub fn clean_environment(cmd: &mut Command) -> &mut Command {
     cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .arg(name);
-    // The mark by which `make test` finds what a test left running.
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     if let Some(run) = std::env::var_os(TEST_RUN) {
         cmd.env(TEST_RUN, run);
     }
