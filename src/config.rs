@@ -462,15 +462,22 @@ fn validate(values: &BTreeMap<&'static str, String>) -> Result<Config, ConfigErr
         ));
     }
 
-    let status_topic = side_topic(&get, "STATUS_TOPIC", "status", &topic, &client_id)?;
-    if status_topic.len() > MAX_STATUS_TOPIC_LEN {
-        return Err(ConfigError::new(
-            "STATUS_TOPIC",
-            &status_topic,
-            "longer than 128 bytes (minimq's Last Will topic capacity)",
-        ));
-    }
-    let telemetry_topic = side_topic(&get, "TELEMETRY_TOPIC", "telemetry", &topic, &client_id)?;
+    // The status topic is also the Last Will's, which minimq holds in a
+    // fixed buffer.
+    let status_topic = side_topic(
+        &get,
+        ("STATUS_TOPIC", MAX_STATUS_TOPIC_LEN),
+        "status",
+        &topic,
+        &client_id,
+    )?;
+    let telemetry_topic = side_topic(
+        &get,
+        ("TELEMETRY_TOPIC", MAX_TOPIC_LEN),
+        "telemetry",
+        &topic,
+        &client_id,
+    )?;
     let interval = number(&get("TELEMETRY_INTERVAL_S"), "TELEMETRY_INTERVAL_S", 0, 86_400)?;
     let telemetry_interval = (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval)));
 
@@ -645,26 +652,38 @@ fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
 
 /// A topic beside TOPIC for the agent's own reports: the key's value, or
 /// `TOPIC/<kind>/CLIENT_ID`; never TOPIC itself, which carries only SIP.
+/// At most `max_len` bytes. A derived default that fails says so.
 fn side_topic(
     get: &impl Fn(&'static str) -> String,
-    key: &'static str,
+    (key, max_len): (&'static str, usize),
     kind: &str,
     topic: &str,
     client_id: &str,
 ) -> Result<String, ConfigError> {
-    let mut value = get(key);
-    if value.is_empty() {
-        value = format!("{topic}/{kind}/{client_id}");
-    }
-    check_topic(&value)
-        .and_then(|()| {
-            if value == topic {
-                Err("must differ from TOPIC, which carries only SIP envelopes")
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|reason| ConfigError::new(key, &value, reason))?;
+    let set = get(key);
+    let derived = set.is_empty();
+    let value = if derived {
+        format!("{topic}/{kind}/{client_id}")
+    } else {
+        set
+    };
+    let checked = check_topic(&value).and_then(|()| {
+        if value == topic {
+            Err("must differ from TOPIC, which carries only SIP envelopes".into())
+        } else if value.len() > max_len {
+            Err(format!("{} bytes, longer than {max_len}", value.len()))
+        } else {
+            Ok(())
+        }
+    });
+    checked.map_err(|reason| {
+        let reason = if derived {
+            format!("the default TOPIC/{kind}/CLIENT_ID: {reason}; set {key} or change TOPIC or CLIENT_ID")
+        } else {
+            reason
+        };
+        ConfigError::new(key, &value, reason)
+    })?;
     Ok(value)
 }
 
@@ -693,8 +712,11 @@ fn credentials(user: &str, password_file: &str) -> Result<Option<(String, Vec<u8
     }
 }
 
-/// minimq's fixed Last Will topic capacity.
+/// minimq's fixed Last Will topic capacity, bytes.
 const MAX_STATUS_TOPIC_LEN: usize = 128;
+
+/// The longest MQTT string, bytes (MQTT 5 §1.5.4).
+const MAX_TOPIC_LEN: usize = 65_535;
 
 /// minimq's fixed client id capacity.
 const MAX_CLIENT_ID_LEN: usize = 64;
@@ -737,15 +759,43 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
     })
 }
 
-fn check_topic(topic: &str) -> Result<(), &'static str> {
+/// A Topic Name the agent publishes to, checked as a broker will check it
+/// (MQTT 5 §4.7 and §1.5.4), so that a topic the broker would refuse — by
+/// closing the connection, again and again — is a configuration error
+/// instead: not empty, at most 65,535 bytes, no wildcards (§4.7.1), not
+/// starting with `$` (reserved for the broker, §4.7.2), no U+0000, no
+/// control characters (U+0001..U+001F, U+007F..U+009F) and no Unicode
+/// noncharacters (§1.5.4: brokers may close the connection for them).
+fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
-        return Err("missing: set the MQTT topic for SIP data");
+        return Err("missing: set the MQTT topic for SIP data".into());
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(format!(
+            "{} bytes, longer than MQTT's {MAX_TOPIC_LEN}",
+            topic.len()
+        ));
     }
     if topic.contains(['+', '#']) {
-        return Err("wildcards + and # cannot be published to");
+        return Err("wildcards + and # cannot be published to (MQTT 5 §4.7.1)".into());
     }
-    if topic.contains('\0') || topic.len() > 65_535 {
-        return Err("not a valid MQTT topic name");
+    if topic.starts_with('$') {
+        return Err("topics starting with $ are reserved for the broker (MQTT 5 §4.7.2)".into());
+    }
+    let noncharacter = |c: char| matches!(c as u32, 0xFDD0..=0xFDEF) || c as u32 & 0xFFFE == 0xFFFE;
+    if let Some((at, c)) = topic
+        .char_indices()
+        .find(|&(_, c)| c.is_control() || noncharacter(c))
+    {
+        let what = if c.is_control() {
+            "control character"
+        } else {
+            "Unicode noncharacter"
+        };
+        return Err(format!(
+            "{what} U+{:04X} at byte {at}: brokers refuse it (MQTT 5 §1.5.4)",
+            c as u32
+        ));
     }
     Ok(())
 }

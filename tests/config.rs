@@ -359,3 +359,73 @@ fn the_shell_user_variable_is_not_read() {
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(stdout(&output).contains("RUN_AS_USER=\n"), "{}", stdout(&output));
 }
+
+/// Topics a broker refuses (MQTT 5 §1.5.4, §4.7) are refused here, in any
+/// of the three topic keys, with one line naming key, value and why.
+#[test]
+fn topics_the_broker_would_refuse() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    let topic = |value: &str, expected: &[&str]| {
+        refused(&["--read", &file, "--topic", value], expected);
+    };
+    topic(
+        "sip/\u{1}x",
+        &["TOPIC", r#""sip/\u{1}x""#, "control character U+0001"],
+    );
+    topic("sip\u{7f}", &["TOPIC", "control character U+007F"]);
+    topic("sip\u{85}", &["TOPIC", "control character U+0085"]);
+    topic("sip/\u{fdd0}", &["TOPIC", "noncharacter U+FDD0"]);
+    topic("sip/\u{1fffe}", &["TOPIC", "noncharacter U+1FFFE"]);
+    topic("$SYS/sip", &["TOPIC", "$SYS/sip", "reserved"]);
+    topic("sip/+", &["TOPIC", "wildcards"]);
+    let long = "x".repeat(65_536);
+    topic(&long, &["TOPIC", "65536 bytes, longer than MQTT's 65535"]);
+    refused_with(
+        &["--status-topic", "$status"],
+        &["STATUS_TOPIC", "$status", "reserved"],
+    );
+    refused_with(
+        &["--telemetry-topic", "tele\tmetry"],
+        &["TELEMETRY_TOPIC", "control character U+0009"],
+    );
+    // Fine: other Unicode, empty levels, a $ not at the start.
+    let output = agent()
+        .args(["--read", &file, "--topic", "sensör/€//a$b", "--check"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// A default status or telemetry topic derived from a long TOPIC says it
+/// is the derived default that is too long.
+#[test]
+fn a_derived_topic_that_is_too_long_says_so() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    let long = "t".repeat(120);
+    refused(
+        &["--read", &file, "--topic", &long, "--client-id", "c"],
+        &[
+            "STATUS_TOPIC",
+            "the default TOPIC/status/CLIENT_ID",
+            "longer than 128",
+        ],
+    );
+    let longest = "t".repeat(65_530);
+    refused(
+        &[
+            "--read",
+            &file,
+            "--topic",
+            &longest,
+            "--client-id",
+            "c",
+            "--status-topic",
+            "s",
+        ],
+        &[
+            "TELEMETRY_TOPIC",
+            "the default TOPIC/telemetry/CLIENT_ID",
+            "longer than MQTT's 65535",
+        ],
+    );
+}
