@@ -230,7 +230,7 @@ pub fn run(
         .enable_time()
         .build()
         .map_err(|e| format!("cannot start the publisher runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let publisher = Publisher::new(settings, queue, counters, stop).run();
         match metrics {
             None => publisher.await,
@@ -241,7 +241,23 @@ pub fn run(
                 }
             },
         }
-    })
+    });
+    // A name lookup abandoned at a stop may still run on a blocking
+    // thread: do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+/// Resolves when the grace period after a stop request is over: at
+/// `give_up_at` when it is known, else [`DRAIN_GRACE`] after `stop` is seen.
+async fn given_up(stop: &AtomicBool, mut give_up_at: Option<Instant>) {
+    loop {
+        match give_up_at {
+            Some(at) => return sleep_until(at).await,
+            None if stop.load(Ordering::Relaxed) => give_up_at = Some(Instant::now() + DRAIN_GRACE),
+            None => sleep(STOP_CHECK).await,
+        }
+    }
 }
 
 struct Publisher<'a> {
@@ -460,7 +476,14 @@ impl<'a> Publisher<'a> {
                 self.sleep_unless_stopping(wait).await;
                 continue;
             }
-            let mut conn = match self.connect(&mut session).await {
+            // Resolving, TCP, TLS and CONNECT all give way to a stop
+            // request once its grace period is over.
+            let (stop, give_up_at) = (self.stop, self.give_up_at);
+            let attempt = tokio::select! {
+                attempt = self.connect(&mut session) => attempt,
+                () = given_up(stop, give_up_at) => break,
+            };
+            let mut conn = match attempt {
                 Ok(conn) => conn,
                 Err(e) => {
                     let delay = backoff.wait();

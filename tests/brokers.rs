@@ -379,3 +379,46 @@ fn every_address_of_the_broker_name_is_tried() {
     assert_eq!(summary_value(log.as_bytes(), "acknowledged"), 1, "{log}");
     assert_eq!(sub.collect().len(), 1);
 }
+
+/// A broker that accepts and never answers: SIGTERM while the agent waits
+/// for it (in the TLS handshake with `mqtts://`, for CONNACK with
+/// `mqtt://`) exits within DRAIN_GRACE (5 s), counting what it could not
+/// deliver.
+fn stop_gives_way_to_a_silent_broker(scheme: &str) {
+    let server = Scripted::start(|stream| {
+        std::thread::sleep(Duration::from_secs(30));
+        drop(stream);
+    });
+    let url = format!("{scheme}://127.0.0.1:{}", server.port);
+    let (mut child, mut lines) = agent_against(&url, &[]);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.connections() == 0 {
+        assert!(Instant::now() < deadline, "the agent never connected");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let stopped = Instant::now();
+    let stdout = common::stop_agent(&mut child, &mut lines);
+    let took = stopped.elapsed();
+    println!("{scheme}: exit {took:?} after SIGTERM");
+    assert!(
+        took <= Duration::from_secs(6),
+        "{scheme}: exit {took:?} after SIGTERM\n{stdout}"
+    );
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "undelivered_at_exit"),
+        1,
+        "{stdout}"
+    );
+}
+
+#[test]
+fn stop_gives_way_to_a_hanging_connect() {
+    stop_gives_way_to_a_silent_broker("mqtt");
+}
+
+#[cfg(feature = "tls")]
+#[test]
+fn stop_gives_way_to_a_hanging_tls_handshake() {
+    stop_gives_way_to_a_silent_broker("mqtts");
+}
