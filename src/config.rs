@@ -135,6 +135,16 @@ pub struct Broker {
     pub tls: bool,
 }
 
+/// `host:port`, an IPv6 address in brackets (RFC 3986 §3.2.2).
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {

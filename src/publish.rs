@@ -281,6 +281,14 @@ struct Publisher<'a> {
     heard: Rc<Cell<Heard>>,
     /// The address of the current or last connection.
     peer: Option<SocketAddr>,
+    throttle: Throttle,
+    /// Publishes handed to minimq so far: orders envelopes, status and
+    /// telemetry, whose PUBACKs come in the same order.
+    sent: u64,
+    /// The status and telemetry publishes awaiting their PUBACK, with
+    /// their place in that order (the status with what it says).
+    status_op: Option<(Op, u64, &'static [u8])>,
+    telemetry_op: Option<(Op, u64)>,
 }
 
 /// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
@@ -380,6 +388,10 @@ impl Throttle {
 struct Sent {
     op: Option<Op>,
     envelopes: usize,
+    /// Its place among all publishes (`Publisher::sent`).
+    order: u64,
+    /// Its PUBACK carried a failure reason.
+    rejected: bool,
 }
 
 /// Room for the in-flight window plus refused payloads interleaved.
@@ -433,6 +445,10 @@ impl<'a> Publisher<'a> {
             report: vec![0; REPORT_CAPACITY],
             heard: Rc::default(),
             peer: None,
+            throttle: Throttle::new(),
+            sent: 0,
+            status_op: None,
+            telemetry_op: None,
         }
     }
 
@@ -460,12 +476,8 @@ impl<'a> Publisher<'a> {
                 )
                 .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.mqtt.status_topic))?,
         );
-        let broker = format!(
-            "{}:{}",
-            self.settings.mqtt.broker.host, self.settings.mqtt.broker.port
-        );
+        let broker = self.settings.mqtt.broker.to_string();
         let mut backoff = Backoff::new();
-        let mut throttle = Throttle::new();
         let mut connected_before = false;
         // `online` goes out on the first connection and on the first after
         // a healthy one; after short-lived ones, when one turns healthy.
@@ -487,7 +499,7 @@ impl<'a> Publisher<'a> {
                 Ok(conn) => conn,
                 Err(e) => {
                     let delay = backoff.wait();
-                    throttle.log(
+                    self.throttle.log(
                         log::Level::Warn,
                         &e,
                         format_args!("broker {broker}: {e}; retrying in {} ms", delay.as_millis()),
@@ -515,7 +527,7 @@ impl<'a> Publisher<'a> {
             };
             if connected_before {
                 Counters::inc(&self.counters.reconnects);
-                throttle.log(
+                self.throttle.log(
                     log::Level::Info,
                     "reconnected",
                     format_args!("reconnected to broker {broker}{at}"),
@@ -538,7 +550,7 @@ impl<'a> Publisher<'a> {
                     .sum();
                 if again > 0 {
                     Counters::add(&self.counters.resent_on_resume, again as u64);
-                    throttle.log(
+                    self.throttle.log(
                         log::Level::Info,
                         "resumed the session",
                         format_args!("resumed the session: {again} unacknowledged envelopes sent again"),
@@ -552,7 +564,7 @@ impl<'a> Publisher<'a> {
                 self.in_flight.clear();
                 let again = self.queue.rewind();
                 Counters::add(&self.counters.republished, again as u64);
-                throttle.log(
+                self.throttle.log(
                     log::Level::Info,
                     "lost the session",
                     format_args!("broker lost the session: sending {again} unacknowledged envelopes again"),
@@ -576,12 +588,13 @@ impl<'a> Publisher<'a> {
                     // broker may have published the Will).
                     backoff.reset();
                     say_online = true;
-                    throttle.log(log::Level::Warn, &e, format_args!("lost broker {broker}: {e}"));
+                    self.throttle
+                        .log(log::Level::Warn, &e, format_args!("lost broker {broker}: {e}"));
                 }
                 Ended::Lost(e) => {
                     let delay = backoff.wait();
                     let up = standing.since.elapsed().as_millis();
-                    throttle.log(
+                    self.throttle.log(
                         log::Level::Warn,
                         &e,
                         format_args!(
@@ -597,7 +610,7 @@ impl<'a> Publisher<'a> {
     }
 
     /// Publish the retained `online` status, once per connection.
-    async fn say_online(&self, conn: &mut Conn<'_, '_>, standing: &mut Standing) {
+    async fn say_online(&mut self, conn: &mut Conn<'_, '_>, standing: &mut Standing) {
         match self.publish_status(conn, ONLINE).await {
             Ok(()) => standing.said_online = true,
             // No room right now (a resumed session replaying): the Will
@@ -733,14 +746,14 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
 
     /// Publish the retained status. Not tracked in `in_flight`, which
     /// mirrors the store of envelopes.
-    async fn publish_status(&self, conn: &mut Conn<'_, '_>, status: &[u8]) -> Result<(), String> {
+    async fn publish_status(&mut self, conn: &mut Conn<'_, '_>, status: &'static [u8]) -> Result<(), String> {
         let publication = Publication::bytes(&self.settings.mqtt.status_topic, status)
             .qos(QoS::AtLeastOnce)
             .retain();
-        conn.publish(publication)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+        let op = conn.publish(publication).await.map_err(|e| format!("{e:?}"))?;
+        self.sent += 1;
+        self.status_op = op.map(|op| (op, self.sent, status));
+        Ok(())
     }
 
     /// Publish a telemetry report when one is due (QoS 1, not retained,
@@ -761,8 +774,12 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
             return log::warn!("telemetry report does not fit its buffer");
         };
         let publication = Publication::bytes(&self.settings.mqtt.telemetry_topic, json).qos(QoS::AtLeastOnce);
-        if let Err(e) = conn.publish(publication).await {
-            log::debug!("telemetry not published: {e:?}");
+        match conn.publish(publication).await {
+            Ok(op) => {
+                self.sent += 1;
+                self.telemetry_op = op.map(|op| (op, self.sent));
+            }
+            Err(e) => log::debug!("telemetry not published: {e:?}"),
         }
     }
 
@@ -799,8 +816,7 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
                 // A PUBACK with a failure reason: that envelope is settled,
                 // not delivered.
                 Err(minimq::Error::Peer(PeerError::Rejected(reason))) if conn.is_connected() => {
-                    log::warn!("broker rejected an envelope: {reason:?}");
-                    self.retire_rejected(conn);
+                    self.settle_rejected(conn, reason);
                 }
                 Err(e) => return Ended::Lost(self.lost_cause(e, standing)),
             }
@@ -826,7 +842,13 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
                     self.queue.mark_sent(envelopes);
                     Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
-                    let _ = self.in_flight.push_back(Sent { op, envelopes });
+                    self.sent += 1;
+                    let _ = self.in_flight.push_back(Sent {
+                        op,
+                        envelopes,
+                        order: self.sent,
+                        rejected: false,
+                    });
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
@@ -837,8 +859,12 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
                     self.queue.mark_sent(envelopes);
-                    let _ = self.in_flight.push_back(Sent { op: None, envelopes });
-                    Counters::add(&self.counters.rejected, envelopes as u64);
+                    let _ = self.in_flight.push_back(Sent {
+                        op: None,
+                        envelopes,
+                        order: self.sent,
+                        rejected: true,
+                    });
                     log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
                 Err(minimq::PubError::Session(e)) => return Err(e),
@@ -925,33 +951,92 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
     /// Settle the oldest payloads whose PUBACK arrived, in order, removing
     /// their envelopes from the store.
     fn retire(&mut self, conn: &Conn<'_, '_>) {
+        if self.status_op.is_some_and(|(op, ..)| conn.is_complete(&op)) {
+            self.status_op = None;
+        }
+        if self.telemetry_op.is_some_and(|(op, _)| conn.is_complete(&op)) {
+            self.telemetry_op = None;
+        }
         while let Some(&front) = self.in_flight.front() {
-            match front.op {
-                Some(op) if conn.is_complete(&op) => {
-                    Counters::add(&self.counters.acknowledged, front.envelopes as u64)
-                }
-                Some(_) => return,
-                None => {}
+            let settled = match front.op {
+                Some(op) => conn.is_complete(&op),
+                None => true,
+            };
+            if !settled {
+                return;
             }
+            let counter = match front.rejected {
+                true => &self.counters.rejected,
+                false => &self.counters.acknowledged,
+            };
+            Counters::add(counter, front.envelopes as u64);
             self.in_flight.pop_front();
             self.queue.acknowledge_oldest(front.envelopes);
         }
     }
 
-    /// A PUBACK just rejected one payload: the oldest one that completed
-    /// (PUBACKs come in order). Its envelopes are settled, counted as
-    /// rejected.
-    fn retire_rejected(&mut self, conn: &Conn<'_, '_>) {
-        if let Some(Sent {
-            op: Some(op),
-            envelopes,
-        }) = self.in_flight.front().copied()
-            && conn.is_complete(&op)
-        {
-            self.in_flight.pop_front();
-            self.queue.acknowledge_oldest(envelopes);
-            Counters::add(&self.counters.rejected, envelopes as u64);
-        }
+    /// A PUBACK just carried a failure reason. PUBACKs come in the order
+    /// of the publishes, so it is for the latest sent of those whose
+    /// PUBACK has arrived and that are not settled yet: a payload of
+    /// envelopes (counted `rejected`), the retained status or a telemetry
+    /// report. The log says which.
+    fn settle_rejected(&mut self, conn: &Conn<'_, '_>, reason: minimq::ReasonCode) {
+        let arrived = |op: &Op| conn.is_complete(op);
+        let envelopes = self
+            .in_flight
+            .iter()
+            .enumerate()
+            .take_while(|(_, sent)| sent.op.is_none_or(|op| arrived(&op)))
+            .filter(|(_, sent)| sent.op.is_some())
+            .last()
+            .map(|(i, sent)| (sent.order, i));
+        let status = self.status_op.filter(|(op, ..)| arrived(op));
+        let telemetry = self.telemetry_op.filter(|(op, _)| arrived(op));
+        let latest = [
+            envelopes.map(|(order, _)| order),
+            status.map(|(_, order, _)| order),
+            telemetry.map(|(_, order)| order),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let (line, cause) = match (envelopes, status, telemetry) {
+            (Some((order, i)), ..) if Some(order) == latest => {
+                let mut count = 0;
+                if let Some(sent) = self.in_flight.iter_mut().nth(i) {
+                    sent.rejected = true;
+                    count = sent.envelopes;
+                }
+                (
+                    format!("broker rejected {count} envelopes: {reason:?}"),
+                    "envelope",
+                )
+            }
+            (_, Some((_, order, said)), _) if Some(order) == latest => {
+                self.status_op = None;
+                (
+                    format!(
+                        "broker rejected the retained status {:?} on STATUS_TOPIC {:?}: {reason:?}",
+                        String::from_utf8_lossy(said),
+                        self.settings.mqtt.status_topic
+                    ),
+                    "status",
+                )
+            }
+            (.., Some(_)) => {
+                self.telemetry_op = None;
+                (
+                    format!(
+                        "broker rejected a telemetry report on TELEMETRY_TOPIC {:?}: {reason:?}",
+                        self.settings.mqtt.telemetry_topic
+                    ),
+                    "telemetry",
+                )
+            }
+            _ => (format!("broker rejected a publish: {reason:?}"), "publish"),
+        };
+        self.throttle
+            .log(log::Level::Warn, &format!("rejected {cause} {reason:?}"), line);
         self.retire(conn);
     }
 

@@ -422,3 +422,56 @@ fn stop_gives_way_to_a_hanging_connect() {
 fn stop_gives_way_to_a_hanging_tls_handshake() {
     stop_gives_way_to_a_silent_broker("mqtts");
 }
+
+/// An IPv6 broker address is logged in brackets, as in the URL.
+#[test]
+fn ipv6_addresses_are_logged_in_brackets() {
+    let port = common::free_port();
+    let (child, mut lines) = agent_against(&format!("mqtt://[::1]:{port}"), &[]);
+    let expected = format!("broker [::1]:{port}: TCP connect: [::1]:{port}: ");
+    lines.wait_for(&expected, Duration::from_secs(5));
+    drop(child);
+}
+
+/// A broker that refuses the retained status (an ACL without the status
+/// topic) but takes the envelopes: the log says it was the status, and
+/// the envelope counts as acknowledged, not rejected.
+#[test]
+fn a_rejected_status_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let acl = dir.path().join("acl");
+    std::fs::write(&acl, "topic readwrite sip/acl\n").unwrap();
+    let conf = dir.path().join("mosquitto.conf");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nuser root\nacl_file {}\n",
+            acl.display()
+        ),
+    )
+    .unwrap();
+    let _broker = common::mosquitto(&conf, port).expect("mosquitto started");
+    let output = common::agent()
+        .args(["--read"])
+        .arg(common::pcap("no-to-tag.pcap"))
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sip/acl",
+        ])
+        .args(["--client-id", "acl-1"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            r#"broker rejected the retained status "online" on STATUS_TOPIC "sip/acl/status/acl-1": NotAuthorized"#
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("envelopes: NotAuthorized"), "{stdout}");
+    assert_eq!(summary_value(&output.stdout, "acknowledged"), 1, "{stdout}");
+    assert_eq!(summary_value(&output.stdout, "rejected"), 0, "{stdout}");
+}
