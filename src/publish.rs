@@ -14,7 +14,7 @@
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
-use crate::heard::{Heard, Listener};
+use crate::heard::{Connack, Heard, Listener};
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
 use core::cell::Cell;
@@ -289,6 +289,12 @@ struct Publisher<'a> {
     /// their place in that order (the status with what it says).
     status_op: Option<(Op, u64, &'static [u8])>,
     telemetry_op: Option<(Op, u64)>,
+    /// The largest payload the broker takes, from the Maximum Packet Size
+    /// of its CONNACK (`usize::MAX` when it announces none).
+    payload_limit: usize,
+    /// After minimq refused a batch as too large: at most this many
+    /// envelopes in the next payload, halved at each refusal.
+    split: Option<usize>,
 }
 
 /// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
@@ -406,6 +412,11 @@ const SESSION_EXPIRY_S: u32 = 3600;
 
 type MqttError = minimq::Error<std::io::Error>;
 
+/// Bytes of a QoS 1 PUBLISH besides its topic and payload (MQTT 5 §3.3):
+/// fixed header with the longest Remaining Length, topic length, packet
+/// identifier, empty properties.
+const PUBLISH_OVERHEAD: usize = 1 + 4 + 2 + 2 + 1;
+
 /// MQTT 5 reason code 0x8E, Session taken over (§3.14.2.1).
 const SESSION_TAKEN_OVER: u8 = 0x8e;
 
@@ -449,6 +460,8 @@ impl<'a> Publisher<'a> {
             sent: 0,
             status_op: None,
             telemetry_op: None,
+            payload_limit: usize::MAX,
+            split: None,
         }
     }
 
@@ -507,6 +520,13 @@ impl<'a> Publisher<'a> {
                     wait = Some(delay);
                     continue;
                 }
+            };
+            self.payload_limit = match self.heard.get().connack {
+                Some(Connack::V5 {
+                    max_packet_size: Some(max),
+                    ..
+                }) => (max as usize).saturating_sub(PUBLISH_OVERHEAD + self.settings.mqtt.topic.len()),
+                _ => usize::MAX,
             };
             let mut standing = Standing {
                 since: Instant::now(),
@@ -839,6 +859,7 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
                 Publication::bytes(&self.settings.mqtt.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
+                    self.split = None;
                     self.queue.mark_sent(envelopes);
                     Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
@@ -854,6 +875,13 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
                 {
                     return Ok(());
+                }
+                Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::PacketTooLarge)))
+                    if envelopes > 1 =>
+                {
+                    // Over the broker's limit although the batch kept to
+                    // it: send the same envelopes in smaller batches.
+                    self.split = Some(envelopes / 2);
                 }
                 Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
                     // Too large for the broker's Maximum Packet Size or our
@@ -889,7 +917,8 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
             return false;
         }
         // Each envelope adds a comma or the closing bracket.
-        let full = envelopes >= batch.max_messages || 1 + bytes + envelopes >= batch.max_bytes;
+        let full = envelopes >= batch.max_messages
+            || 1 + bytes + envelopes >= batch.max_bytes.min(self.payload_limit);
         let finishing = self.queue.is_closed() || self.give_up_at.is_some();
         let since = *self.batch_since.get_or_insert_with(Instant::now);
         let due = full || finishing || since.elapsed() >= batch.max_delay;
@@ -911,11 +940,17 @@ using CLIENT_ID {:?} (each connection takes the session over from the other)",
 
     /// Copy the next payload out of the queue into `scratch`: the oldest
     /// unsent envelope, or with batching a JSON array of the oldest ones
-    /// within BATCH_MAX_MESSAGES and BATCH_MAX_BYTES (an envelope larger
-    /// than that goes alone). Returns the envelopes taken and the length.
+    /// within BATCH_MAX_MESSAGES, BATCH_MAX_BYTES and the broker's Maximum
+    /// Packet Size (an envelope larger than that goes alone). Returns the
+    /// envelopes taken and the length.
     fn fill_payload(&mut self) -> (usize, usize) {
         let batch = self.settings.mqtt.batch;
-        let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| (b.max_messages, b.max_bytes));
+        let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| {
+            (
+                self.split.unwrap_or(b.max_messages),
+                b.max_bytes.min(self.payload_limit),
+            )
+        });
         let array = batch.is_some();
         let out = &mut self.scratch;
         let mut len = 0;

@@ -195,3 +195,70 @@ fn a_partial_batch_goes_out_after_the_delay() {
     let ids: Vec<String> = arrived[0].as_array().unwrap().iter().map(call_id).collect();
     assert_eq!(ids, ["batch-0", "batch-1", "batch-2"]);
 }
+
+/// A broker with `max_packet_size 2048` and batches of up to 10 envelopes
+/// of about 600 bytes: no MQTT message exceeds what the broker announced,
+/// every envelope arrives once, in order, and only the one envelope too
+/// large to fit alone is rejected.
+#[test]
+fn batches_keep_to_the_brokers_maximum_packet_size() {
+    const COUNT: u32 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("options.pcap");
+    let mut file = PcapFile::create(&capture);
+    for n in 0..COUNT {
+        file.udp(n * 100, n, &options("limit", n as usize));
+    }
+    // One message whose envelope alone is over 2048 bytes.
+    let mut big = options("limit-big", 0);
+    let at = big.len() - 2;
+    big.splice(at..at, std::iter::repeat_n(b'x', 1600));
+    let text = String::from_utf8(big)
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 1600");
+    file.udp(COUNT * 100, COUNT, text.as_bytes());
+    drop(file);
+
+    let conf = dir.path().join("mosquitto.conf");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 2048\n"),
+    )
+    .unwrap();
+    let _broker = common::mosquitto(&conf, port).expect("mosquitto started");
+    let sub = common::Subscription::new(port, "sip/limit");
+    let output = common::agent()
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sip/limit",
+        ])
+        .args(["--batch-max-messages", "10", "--read"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let messages = sub.collect();
+    assert!(
+        messages.iter().all(|m| m.len() + "sip/limit".len() + 10 <= 2048),
+        "a message over the broker's maximum: {:?}",
+        messages.iter().map(String::len).max()
+    );
+    let flat: Vec<serde_json::Value> = parsed(&messages)
+        .iter()
+        .flat_map(|m| m.as_array().unwrap().clone())
+        .collect();
+    let ids: Vec<String> = flat.iter().map(call_id).collect();
+    let expected: Vec<String> = (0..COUNT).map(|n| format!("limit-{n}")).collect();
+    assert_eq!(ids, expected, "{stdout}");
+    assert!(messages.len() < COUNT as usize, "envelopes were batched");
+    assert_eq!(
+        summary_value(&output.stdout, "acknowledged"),
+        u64::from(COUNT),
+        "{stdout}"
+    );
+    assert_eq!(summary_value(&output.stdout, "rejected"), 1, "{stdout}");
+}
