@@ -694,19 +694,52 @@ impl<'a> Publisher<'a> {
         )
         .await
         .map_err(|_| "MQTT CONNECT timed out".to_string())?
-        .map_err(|e| match e {
-            // A broker that refuses the client certificate says so on
-            // the first read after the TLS 1.3 handshake.
+        .map_err(|e| self.connect_refused(e))
+    }
+
+    /// Why the broker did not accept CONNECT, in words. A broker that
+    /// speaks only MQTT 3.1.1 either answers with a 3.1.1 CONNACK (return
+    /// code 1, unacceptable protocol version: aedes) or closes the socket
+    /// without a word (RabbitMQ before 3.13): both are named, as
+    /// `mosquitto_pub -V mqttv5` names them.
+    fn connect_refused(&self, e: MqttError) -> String {
+        let heard = self.heard.get();
+        if let Some(Connack::V3 { return_code }) = heard.connack {
+            let meaning = match return_code {
+                1 => ", unacceptable protocol version",
+                _ => "",
+            };
+            return format!(
+                "the broker answered with an MQTT 3.1.1 CONNACK (return code {return_code}{meaning}): \
+the broker appears not to support MQTT 5"
+            );
+        }
+        let closed = match &e {
+            minimq::Error::Disconnected => true,
+            minimq::Error::Transport(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        };
+        match e {
+            minimq::Error::Disconnected if heard.disconnect == Some(SESSION_TAKEN_OVER) => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                self.taken_over()
+            }
+            _ if closed && heard.packets == 0 => {
+                "the broker closed the connection without answering CONNECT: \
+the broker appears not to support MQTT 5 (or refuses this client without saying why)"
+                    .into()
+            }
+            // A broker that refuses the client certificate says so on the
+            // first read after the TLS 1.3 handshake.
             minimq::Error::Transport(io) => crate::tls::describe(&io),
             minimq::Error::Peer(PeerError::Rejected(reason)) => {
                 format!("broker refused the connection: {reason:?}")
             }
-            minimq::Error::Disconnected if self.heard.get().disconnect == Some(SESSION_TAKEN_OVER) => {
-                Counters::inc(&self.counters.client_id_conflicts);
-                self.taken_over()
-            }
             other => format!("MQTT CONNECT: {other:?}"),
-        })
+        }
     }
 
     /// What to say when the broker hands the session to another client.

@@ -475,3 +475,49 @@ fn a_rejected_status_is_named_as_such() {
     assert_eq!(summary_value(&output.stdout, "acknowledged"), 1, "{stdout}");
     assert_eq!(summary_value(&output.stdout, "rejected"), 0, "{stdout}");
 }
+
+/// A broker that speaks only MQTT 3.1.1, as `script` plays it: named as
+/// such, once a minute, with backoff.
+fn an_mqtt_3_broker_is_named(script: fn(TcpStream), expected: &str) {
+    let server = Scripted::start(script);
+    const WINDOW: Duration = Duration::from_secs(4);
+    let (child, mut lines) = agent_against(&server.url(), &[]);
+    let seen = lines.gather(WINDOW).to_vec();
+    let connections = server.connections();
+    drop(child);
+    let log = seen.join("\n");
+    let named: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.contains("the broker appears not to support MQTT 5"))
+        .collect();
+    assert_eq!(named.len(), 1, "one line a minute\n{log}");
+    assert!(named[0].contains(expected), "{expected:?} not in\n{log}");
+    assert!(
+        (2..=most_connections(WINDOW)).contains(&connections),
+        "{connections} connections in {WINDOW:?}\n{log}"
+    );
+}
+
+/// aedes answers an MQTT 5 CONNECT with a 3.1.1 CONNACK, return code 1.
+#[test]
+fn a_3_1_1_connack_is_named() {
+    an_mqtt_3_broker_is_named(
+        |mut stream| {
+            if read_packet(&mut stream).is_some() {
+                let _ = stream.write_all(&[0x20, 0x02, 0x00, 0x01]);
+            }
+        },
+        "MQTT 3.1.1 CONNACK (return code 1, unacceptable protocol version)",
+    );
+}
+
+/// RabbitMQ before 3.13 closes the socket on an MQTT 5 CONNECT.
+#[test]
+fn a_close_on_connect_is_named() {
+    an_mqtt_3_broker_is_named(
+        |mut stream| {
+            let _ = read_packet(&mut stream);
+        },
+        "closed the connection without answering CONNECT",
+    );
+}
