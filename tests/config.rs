@@ -429,3 +429,74 @@ fn a_derived_topic_that_is_too_long_says_so() {
         ],
     );
 }
+
+/// The MAC address of the first physical network interface by name, as
+/// the agent reads it: 12 hex digits, or `None` when there is none.
+fn first_physical_mac() -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.iter().find_map(|name| {
+        let path = std::path::Path::new("/sys/class/net").join(name);
+        let device = std::fs::canonicalize(&path).ok()?;
+        if device.to_string_lossy().contains("/virtual/") {
+            return None;
+        }
+        let hex: String = std::fs::read_to_string(path.join("address"))
+            .ok()?
+            .trim()
+            .split(':')
+            .collect();
+        (hex.len() == 12 && hex != "000000000000").then_some(hex)
+    })
+}
+
+/// The agent's effective CLIENT_ID under hostname `host`, set in a UTS
+/// namespace of the test's own (`unshare -u`, root only).
+fn client_id_under_hostname(host: &str) -> String {
+    let mut unshare = std::process::Command::new("unshare");
+    let output = common::clean_environment(&mut unshare)
+        .args([
+            "-u",
+            "sh",
+            "-c",
+            r#"hostname "$0" && exec "$@""#,
+            host,
+            common::AGENT,
+        ])
+        .args(["--config", "/dev/null", "--read"])
+        .arg(pcap("no-to-tag.pcap"))
+        .args(["--topic", "t", "--check"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .find_map(|l| l.strip_prefix("CLIENT_ID="))
+        .unwrap()
+        .to_string()
+}
+
+/// Appliances flashed from one image share its hostname: under such a
+/// hostname the default CLIENT_ID comes from the hardware (a MAC address),
+/// so they do not take each other's session; any other hostname is used
+/// as before.
+#[test]
+fn a_generic_hostname_gives_a_hardware_client_id() {
+    let may = std::process::Command::new("unshare")
+        .args(["-u", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let Some(mac) = first_physical_mac().filter(|_| may) else {
+        eprintln!("SKIPPED: needs root (unshare -u) and a physical network interface");
+        return;
+    };
+    assert_eq!(
+        client_id_under_hostname("tap-nanopi-r2s"),
+        format!("sip-capture-{mac}")
+    );
+    assert_eq!(client_id_under_hostname("OpenWrt"), format!("sip-capture-{mac}"));
+    assert_eq!(client_id_under_hostname("sensor-12"), "sip-capture-sensor-12");
+}
