@@ -6,11 +6,17 @@
 //! in the queue until the PUBACK of the publish that carried it arrives,
 //! and is then counted `acknowledged`. A publish carries one envelope, or
 //! with BATCH_MAX_MESSAGES > 1 a JSON array of several (one PUBACK settles
-//! them all). When the broker is unreachable it reconnects with
-//! exponential backoff and jitter while capture goes on filling the queue.
+//! them all), within the broker's Maximum Packet Size. When the broker is
+//! unreachable it reconnects with exponential backoff and jitter while
+//! capture goes on filling the queue; a connection resets the backoff only
+//! once it has stayed up [`HEALTHY_AFTER`], so no broker behaviour makes it
+//! reconnect more than a few times a minute. Each address of the broker's
+//! name is tried in turn. Failures are logged in words that name the cause
+//! (another client with the same CLIENT_ID, a broker without MQTT 5, ...),
+//! at most one line a minute per cause.
 //!
-//! What it does not do: subscribe, or accept anything from the broker. The
-//! only topic it publishes to is the configured one.
+//! What it does not do: subscribe, or accept anything from the broker. It
+//! publishes to TOPIC, and its own status and telemetry topics.
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
