@@ -127,7 +127,8 @@ counters! {
     pcap_if_dropped,
     /// Connections ended because another client took the session over: a
     /// DISCONNECT 0x8E, or the broker closing a connection before it was
-    /// up 10 s (what mosquitto does when a second client uses CLIENT_ID).
+    /// up 10 s, the second time or more in a row (what mosquitto does when
+    /// a second client uses CLIENT_ID).
     client_id_conflicts,
     /// Envelopes sent again, with DUP, on a resumed session because their
     /// PUBACK had not arrived when the connection broke (the subscriber may

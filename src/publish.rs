@@ -301,6 +301,8 @@ struct Publisher<'a> {
     /// After minimq refused a batch as too large: at most this many
     /// envelopes in the next payload, halved at each refusal.
     split: Option<usize>,
+    /// Connections in a row the broker closed before they turned healthy.
+    short_closes: u32,
 }
 
 /// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
@@ -468,6 +470,7 @@ impl<'a> Publisher<'a> {
             telemetry_op: None,
             payload_limit: usize::MAX,
             split: None,
+            short_closes: 0,
         }
     }
 
@@ -517,6 +520,9 @@ impl<'a> Publisher<'a> {
             let mut conn = match attempt {
                 Ok(conn) => conn,
                 Err(e) => {
+                    // The broker went away, rather than another client
+                    // taking its connections.
+                    self.short_closes = 0;
                     let delay = backoff.wait();
                     self.throttle.log(
                         log::Level::Warn,
@@ -758,11 +764,12 @@ another client is using CLIENT_ID {:?}",
     }
 
     /// Why a connection broke, in words: the same words for the same cause
-    /// (the log throttle counts by them). A connection the broker closes
-    /// before it turned healthy is most often another client with the same
-    /// CLIENT_ID taking the session over (mosquitto 2.0 closes the socket
-    /// without a DISCONNECT): that is said, and counted, plainly.
-    fn lost_cause(&self, e: MqttError, standing: &Standing) -> String {
+    /// (the log throttle counts by them). Connections the broker closes
+    /// before they turn healthy, twice or more in a row with the broker
+    /// accepting each next one, are most often another client with the
+    /// same CLIENT_ID taking the session over (mosquitto 2.0 closes the
+    /// socket without a DISCONNECT): that is said, and counted, plainly.
+    fn lost_cause(&mut self, e: MqttError, standing: &Standing) -> String {
         use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
         let closed = match &e {
             minimq::Error::Disconnected | minimq::Error::WriteZero => true,
@@ -787,15 +794,20 @@ another client is using CLIENT_ID {:?}",
             }
             None => {}
         }
+        let short = closed && !standing.healthy;
+        self.short_closes = if short { self.short_closes + 1 } else { 0 };
         match e {
-            _ if closed && !standing.healthy => {
+            // Twice in a row, the broker accepting the connection between:
+            // a broker that restarts refuses the next connection instead.
+            _ if short && self.short_closes >= 2 => {
                 Counters::inc(&self.counters.client_id_conflicts);
                 format!(
-                    "the broker closed the connection soon after accepting it: another client is probably \
-using CLIENT_ID {:?} (each connection takes the session over from the other)",
+                    "the broker closed the connection soon after accepting it, again: another client is \
+probably using CLIENT_ID {:?} (each connection takes the session over from the other)",
                     self.settings.mqtt.client_id
                 )
             }
+            _ if short => "the broker closed the connection soon after accepting it".into(),
             _ if closed => "the broker closed the connection".into(),
             minimq::Error::Transport(io) => format!("connection failed: {io}"),
             minimq::Error::Peer(PeerError::InvalidPacket) => "the broker sent an invalid MQTT packet".into(),

@@ -121,8 +121,18 @@ fn a_broker_that_closes_after_connack_is_retried_with_backoff() {
         "{connections} connections in {WINDOW:?}, at most {} allowed\n{log}",
         most_connections(WINDOW)
     );
-    let lost = seen.iter().filter(|l| l.contains("lost broker")).count();
-    assert_eq!(lost, 1, "one line per cause a minute\n{log}");
+    // One line per cause a minute: the first close, then the second in a
+    // row, which names the likely cause.
+    let lost: Vec<&String> = seen.iter().filter(|l| l.contains("lost broker")).collect();
+    assert_eq!(lost.len(), 2, "one line per cause a minute\n{log}");
+    assert!(
+        lost[0].contains("closed the connection soon after accepting it; retrying"),
+        "{log}"
+    );
+    assert!(
+        lost[1].contains("another client is probably using CLIENT_ID"),
+        "{log}"
+    );
 }
 
 /// GET /metrics from the agent's endpoint at `addr`: the body.
@@ -232,11 +242,12 @@ fn two_agents_with_one_client_id_back_off() {
     let reconnects = summary_value(first_log.as_bytes(), "reconnects")
         + summary_value(second_log.as_bytes(), "reconnects");
     assert_eq!(reconnects as usize, connections - 2, "{first_log}\n{second_log}");
-    // Every connection but the last of all was taken over.
+    // Every connection but each agent's first taken over, and its last
+    // (which may still be up), is counted.
     let conflicts = summary_value(first_log.as_bytes(), "client_id_conflicts")
         + summary_value(second_log.as_bytes(), "client_id_conflicts");
     assert!(
-        conflicts as usize >= connections - 2,
+        conflicts as usize >= connections.saturating_sub(4) && conflicts > 0,
         "{conflicts} conflicts counted for {connections} connections"
     );
     let said = format!("{first_log}\n{second_log}");
