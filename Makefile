@@ -51,12 +51,17 @@ rust: deps
 build: rust
 	$(CARGO) build --release
 
-## test: formatting, lints and every test (unit, captures, config, live).
+## test: formatting, lints and every test (unit, captures, config, live);
+## then no process a test started may still be running (tests/leftovers.sh).
 test: rust
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --no-default-features -- -D warnings
-	$(CARGO) test
+	@run=make-test-$$(date +%s)-$$$$; \
+	echo "SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test"; \
+	SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test; status=$$?; \
+	sh tests/leftovers.sh $$run || status=1; \
+	exit $$status
 
 ## demo: a private mosquitto on a free loopback port, sip-capture replaying a
 ## bundled capture into it, and the envelopes that arrive.
@@ -140,7 +145,7 @@ r2s-image-test: firmware-deps
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
 	board/common/overlay/usr/sbin/start-sip-capture \
 	board/common/initramfs/init board/common/*.sh board/nanopi-r2s/*.sh board/scripts/*.sh \
-	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh
+	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh tests/leftovers.sh
 
 ## firmware-lint: shellcheck over them.
 firmware-lint: firmware-deps

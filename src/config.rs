@@ -198,6 +198,16 @@ pub struct Broker {
     pub websocket: Option<String>,
 }
 
+/// `host:port`, an IPv6 address in brackets (RFC 3986 §3.2.2).
+impl fmt::Display for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.host.contains(':') {
+            true => write!(f, "[{}]:{}", self.host, self.port),
+            false => write!(f, "{}:{}", self.host, self.port),
+        }
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -472,7 +482,7 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
     let source = source(values)?;
     let bpf_filter = bpf_filter(values, &source)?;
     let sip_filter = sip_filter(values)?;
-    let mqtt = mqtt(values, &mut warnings)?;
+    let mqtt = mqtt(values, &source, &mut warnings)?;
     let metrics_addr = metrics_addr(values)?;
     let (user, group) = (values.text("RUN_AS_USER"), values.text("RUN_AS_GROUP"));
     let run_as =
@@ -565,7 +575,7 @@ fn sip_filter(values: &Values) -> Result<Filter, ConfigError> {
 }
 
 /// The broker, how to reach it, and what is sent there.
-fn mqtt(values: &Values, warnings: &mut Vec<String>) -> Result<Mqtt, ConfigError> {
+fn mqtt(values: &Values, source: &Source, warnings: &mut Vec<String>) -> Result<Mqtt, ConfigError> {
     let broker = parse_broker(values.text("BROKER")).map_err(|reason| values.error("BROKER", reason))?;
     let tls_files = ["CA_FILE", "CERT_FILE", "KEY_FILE"];
     let tls = if broker.tls {
@@ -587,21 +597,31 @@ fn mqtt(values: &Values, warnings: &mut Vec<String>) -> Result<Mqtt, ConfigError
     let topic = values.text("TOPIC").to_string();
     check_topic(&topic).map_err(|reason| values.error("TOPIC", reason))?;
     let client_id = match values.text("CLIENT_ID") {
-        "" => default_client_id(),
+        "" => default_client_id(match source {
+            Source::Interface(name) => Some(name.as_str()),
+            Source::File(_) => None,
+        }),
         id if id.len() > MAX_CLIENT_ID_LEN => {
             return Err(values.error("CLIENT_ID", format!("longer than {MAX_CLIENT_ID_LEN} bytes")));
         }
         id => id.to_string(),
     };
-    let status_topic = side_topic(values, "STATUS_TOPIC", "status", &topic, &client_id)?;
-    if status_topic.len() > MAX_STATUS_TOPIC_LEN {
-        return Err(ConfigError::new(
-            "STATUS_TOPIC",
-            &status_topic,
-            "longer than 128 bytes (minimq's Last Will topic capacity)",
-        ));
-    }
-    let telemetry_topic = side_topic(values, "TELEMETRY_TOPIC", "telemetry", &topic, &client_id)?;
+    // The status topic is also the Last Will's, which minimq holds in a
+    // fixed buffer.
+    let status_topic = side_topic(
+        values,
+        ("STATUS_TOPIC", MAX_STATUS_TOPIC_LEN),
+        "status",
+        &topic,
+        &client_id,
+    )?;
+    let telemetry_topic = side_topic(
+        values,
+        ("TELEMETRY_TOPIC", MAX_TOPIC_LEN),
+        "telemetry",
+        &topic,
+        &client_id,
+    )?;
     let interval = values.number("TELEMETRY_INTERVAL_S")?;
     Ok(Mqtt {
         broker,
@@ -718,26 +738,38 @@ fn filter_test_command(args: &[String]) -> Result<Command, ConfigError> {
 
 /// A topic beside TOPIC for the agent's own reports: the key's value, or
 /// `TOPIC/<kind>/CLIENT_ID`; never TOPIC itself, which carries only SIP.
+/// At most `max_len` bytes. A derived default that fails says so.
 fn side_topic(
     values: &Values,
-    key: &'static str,
+    (key, max_len): (&'static str, usize),
     kind: &str,
     topic: &str,
     client_id: &str,
 ) -> Result<String, ConfigError> {
-    let value = match values.text(key) {
-        "" => format!("{topic}/{kind}/{client_id}"),
-        value => value.to_string(),
+    let set = values.text(key).to_string();
+    let derived = set.is_empty();
+    let value = if derived {
+        format!("{topic}/{kind}/{client_id}")
+    } else {
+        set
     };
-    check_topic(&value)
-        .and_then(|()| {
-            if value == topic {
-                Err("must differ from TOPIC, which carries only SIP envelopes")
-            } else {
-                Ok(())
-            }
-        })
-        .map_err(|reason| ConfigError::new(key, &value, reason))?;
+    let checked = check_topic(&value).and_then(|()| {
+        if value == topic {
+            Err("must differ from TOPIC, which carries only SIP envelopes".into())
+        } else if value.len() > max_len {
+            Err(format!("{} bytes, longer than {max_len}", value.len()))
+        } else {
+            Ok(())
+        }
+    });
+    checked.map_err(|reason| {
+        let reason = if derived {
+            format!("the default TOPIC/{kind}/CLIENT_ID: {reason}; set {key} or change TOPIC or CLIENT_ID")
+        } else {
+            reason
+        };
+        ConfigError::new(key, &value, reason)
+    })?;
     Ok(value)
 }
 
@@ -766,8 +798,11 @@ fn credentials(user: &str, password_file: &str) -> Result<Option<(String, Vec<u8
     }
 }
 
-/// minimq's fixed Last Will topic capacity.
+/// minimq's fixed Last Will topic capacity, bytes.
 const MAX_STATUS_TOPIC_LEN: usize = 128;
+
+/// The longest MQTT string, bytes (MQTT 5 §1.5.4).
+const MAX_TOPIC_LEN: usize = 65_535;
 
 /// minimq's fixed client id capacity.
 const MAX_CLIENT_ID_LEN: usize = 64;
@@ -825,15 +860,43 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
     })
 }
 
-fn check_topic(topic: &str) -> Result<(), &'static str> {
+/// A Topic Name the agent publishes to, checked as a broker will check it
+/// (MQTT 5 §4.7 and §1.5.4), so that a topic the broker would refuse — by
+/// closing the connection, again and again — is a configuration error
+/// instead: not empty, at most 65,535 bytes, no wildcards (§4.7.1), not
+/// starting with `$` (reserved for the broker, §4.7.2), no U+0000, no
+/// control characters (U+0001..U+001F, U+007F..U+009F) and no Unicode
+/// noncharacters (§1.5.4: brokers may close the connection for them).
+fn check_topic(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
-        return Err("missing: set the MQTT topic for SIP data");
+        return Err("missing: set the MQTT topic for SIP data".into());
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(format!(
+            "{} bytes, longer than MQTT's {MAX_TOPIC_LEN}",
+            topic.len()
+        ));
     }
     if topic.contains(['+', '#']) {
-        return Err("wildcards + and # cannot be published to");
+        return Err("wildcards + and # cannot be published to (MQTT 5 §4.7.1)".into());
     }
-    if topic.contains('\0') || topic.len() > 65_535 {
-        return Err("not a valid MQTT topic name");
+    if topic.starts_with('$') {
+        return Err("topics starting with $ are reserved for the broker (MQTT 5 §4.7.2)".into());
+    }
+    let noncharacter = |c: char| matches!(c as u32, 0xFDD0..=0xFDEF) || c as u32 & 0xFFFE == 0xFFFE;
+    if let Some((at, c)) = topic
+        .char_indices()
+        .find(|&(_, c)| c.is_control() || noncharacter(c))
+    {
+        let what = if c.is_control() {
+            "control character"
+        } else {
+            "Unicode noncharacter"
+        };
+        return Err(format!(
+            "{what} U+{:04X} at byte {at}: brokers refuse it (MQTT 5 §1.5.4)",
+            c as u32
+        ));
     }
     Ok(())
 }
@@ -849,19 +912,83 @@ fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
     })
 }
 
-fn default_client_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host
-        .trim()
+/// Hostnames that do not tell one device from another: the defaults of
+/// the kernel, Buildroot and OpenWrt, and those this project's images bake
+/// in (BR2_TARGET_GENERIC_HOSTNAME in buildroot/configs), shared by every
+/// appliance flashed from one image.
+const GENERIC_HOSTNAMES: &[&str] = &[
+    "(none)",
+    "localhost",
+    "buildroot",
+    "OpenWrt",
+    "tap-nanopi-r2s",
+    "tap-qemu-aarch64-virt",
+    "tap-qemu-armv7-virt",
+    "tap-qemu-mipsel-malta",
+];
+
+/// The default CLIENT_ID: `sip-capture-<hostname>`; but when the hostname
+/// is one of [`GENERIC_HOSTNAMES`] (or empty), `sip-capture-<hardware id>`
+/// from [`hardware_id`], so that appliances flashed from one image do not
+/// take each other's MQTT session. It survives a read-only root and
+/// reboots: nothing is written.
+fn default_client_id(interface: Option<&str>) -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let raw = raw.trim();
+    let generic = raw.is_empty() || GENERIC_HOSTNAMES.iter().any(|g| g.eq_ignore_ascii_case(raw));
+    let id = match generic {
+        true => hardware_id(interface).unwrap_or_else(|| raw.to_string()),
+        false => raw.to_string(),
+    };
+    let id: String = id
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
         .take(MAX_CLIENT_ID_LEN - "sip-capture-".len())
         .collect();
-    if host.is_empty() {
+    if id.is_empty() {
         "sip-capture".to_string()
     } else {
-        format!("sip-capture-{host}")
+        format!("sip-capture-{id}")
     }
+}
+
+/// This device's hardware identity: the MAC address (12 lowercase hex
+/// digits) of the capture interface, or else of the first physical network
+/// interface by name; or else the board's serial number from the device
+/// tree. `None` when there is neither. Virtual interfaces (bridges, tunnels,
+/// `lo`) and all-zero addresses are skipped.
+fn hardware_id(interface: Option<&str>) -> Option<String> {
+    let net = Path::new("/sys/class/net");
+    let mac = |name: &str| -> Option<String> {
+        let device = std::fs::canonicalize(net.join(name)).ok()?;
+        if device.components().any(|c| c.as_os_str() == "virtual") {
+            return None;
+        }
+        let address = std::fs::read_to_string(net.join(name).join("address")).ok()?;
+        let hex: String = address.trim().split(':').collect();
+        (hex.len() == 12 && hex.chars().any(|c| c != '0')).then(|| hex.to_ascii_lowercase())
+    };
+    let mut names: Vec<String> = std::fs::read_dir(net)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    interface
+        .and_then(mac)
+        .or_else(|| names.iter().find_map(|name| mac(name)))
+        .or_else(|| {
+            [
+                "/proc/device-tree/serial-number",
+                "/sys/firmware/devicetree/base/serial-number",
+            ]
+            .iter()
+            .find_map(|file| {
+                let serial = std::fs::read_to_string(file).ok()?;
+                let serial = serial.trim_matches(|c: char| c == '\0' || c.is_whitespace());
+                (!serial.is_empty()).then(|| serial.to_string())
+            })
+        })
 }
 
 /// `--help` text, generated from [`KEYS`].

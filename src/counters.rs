@@ -144,6 +144,15 @@ counters! {
     /// Messages cut from a TCP stream that were larger than
     /// MAX_MESSAGE_BYTES or a stream buffer, dropped before the SIP stage.
     tcp_oversize,
+    /// Connections ended because another client took the session over: a
+    /// DISCONNECT 0x8E, or the broker closing a connection before it was
+    /// up 10 s, the second time or more in a row (what mosquitto does when
+    /// a second client uses CLIENT_ID).
+    client_id_conflicts,
+    /// Envelopes sent again, with DUP, on a resumed session because their
+    /// PUBACK had not arrived when the connection broke (the subscriber may
+    /// see them twice).
+    resent_on_resume,
 }
 
 impl Counters {

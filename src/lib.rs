@@ -41,7 +41,9 @@
 //!   runtime, several publishes in flight, optionally several envelopes per
 //!   publish (a JSON array), replay after a lost session, reconnect with
 //!   backoff and jitter, retained status with a Last Will; [`tls`] for
-//!   `mqtts://`, [`websocket`] for `ws://` and `wss://`.
+//!   `mqtts://`, [`websocket`] for `ws://` and `wss://`; `heard` reads from
+//!   the broker's packets what minimq does not tell (Maximum Packet Size,
+//!   DISCONNECT reasons, MQTT 3.1.1).
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -70,6 +72,7 @@ pub mod decode;
 pub mod defrag;
 pub mod envelope;
 pub mod filter;
+mod heard;
 pub mod metrics;
 pub mod pipeline;
 pub mod privileges;

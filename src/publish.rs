@@ -6,20 +6,31 @@
 //! in the queue until the PUBACK of the publish that carried it arrives,
 //! and is then counted `acknowledged`. A publish carries one envelope, or
 //! with BATCH_MAX_MESSAGES > 1 a JSON array of several (one PUBACK settles
-//! them all). When the broker is unreachable it reconnects with
-//! exponential backoff and jitter while capture goes on filling the queue.
+//! them all), within the broker's Maximum Packet Size. When the broker is
+//! unreachable it reconnects with exponential backoff and jitter while
+//! capture goes on filling the queue; a connection resets the backoff only
+//! once it has stayed up [`HEALTHY_AFTER`], so no broker behaviour makes it
+//! reconnect more than a few times a minute. Each address of the broker's
+//! name is tried in turn. Failures are logged in words that name the cause
+//! (another client with the same CLIENT_ID, a broker without MQTT 5, ...),
+//! at most one line a minute per cause.
 //!
-//! What it does not do: subscribe, or accept anything from the broker. The
-//! only topic it publishes to is the configured one.
+//! What it does not do: subscribe, or accept anything from the broker. It
+//! publishes to TOPIC, and its own status and telemetry topics.
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
+use crate::heard::{Connack, Heard, Listener};
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
+use core::cell::Cell;
+use core::fmt;
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
 };
+use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -32,8 +43,25 @@ const RX_BYTES: usize = 1024;
 /// MQTT keepalive, seconds.
 const KEEPALIVE_S: u16 = 30;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a TCP connect to one of several addresses of the broker may
+/// take before the next address is tried.
+const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Reconnect delays grow from this to [`BACKOFF_MAX`], doubling per try.
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection counts as healthy once it has stayed up this long. Only a
+/// healthy connection starts the backoff again from [`BACKOFF_FIRST`] (and
+/// is followed, when lost, by an immediate reconnect): a broker that
+/// accepts and then drops the agent — another client with the same
+/// CLIENT_ID, a topic it refuses — is retried with a growing delay, so at
+/// most about four connections a minute once the backoff is at its maximum.
+pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
+/// Log lines about one cause: the first is logged, repeats within this
+/// interval are counted and left out, and the first repeat after it is
+/// logged with that count.
+const LOG_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
+/// Causes the log throttle remembers; the least recent is forgotten beyond.
+const LOG_CAUSES: usize = 8;
 /// After a stop request, how long unsent and unacknowledged envelopes may
 /// still be delivered before the agent exits anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -78,6 +106,9 @@ const RECEIVE_BATCH_BYTES: usize = 4096;
 /// time, which made three `recv` calls of every 4-byte PUBACK.
 struct Coalescing {
     stream: Link,
+    /// Follows what the broker sends, for what minimq does not tell.
+    listener: Listener,
+    heard: Rc<Cell<Heard>>,
     out: Vec<u8>,
     sent: usize,
     /// Received bytes not yet handed to minimq: `input[taken..filled]`.
@@ -94,9 +125,11 @@ trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Transport for T {}
 
 impl Coalescing {
-    fn new(stream: Link) -> Coalescing {
+    fn new(stream: Link, heard: Rc<Cell<Heard>>) -> Coalescing {
         Coalescing {
             stream,
+            listener: Listener::default(),
+            heard,
             out: Vec::with_capacity(SEND_BATCH_BYTES),
             sent: 0,
             input: vec![0; RECEIVE_BATCH_BYTES].into_boxed_slice(),
@@ -177,6 +210,8 @@ impl embedded_io_async::Read for Coalescing {
             if got == 0 {
                 return Ok(0);
             }
+            self.listener.feed(&self.input[..got]);
+            self.heard.set(self.listener.heard);
             (self.taken, self.filled) = (0, got);
         }
         let n = buf.len().min(self.filled - self.taken);
@@ -201,7 +236,7 @@ pub fn run(
         .enable_time()
         .build()
         .map_err(|e| format!("cannot start the publisher runtime: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let publisher = Publisher::new(settings, queue, counters, stop).run();
         match metrics {
             None => publisher.await,
@@ -212,7 +247,23 @@ pub fn run(
                 }
             },
         }
-    })
+    });
+    // A name lookup abandoned at a stop may still run on a blocking
+    // thread: do not wait for it.
+    runtime.shutdown_background();
+    result
+}
+
+/// Resolves when the grace period after a stop request is over: at
+/// `give_up_at` when it is known, else [`DRAIN_GRACE`] after `stop` is seen.
+async fn given_up(stop: &AtomicBool, mut give_up_at: Option<Instant>) {
+    loop {
+        match give_up_at {
+            Some(at) => return sleep_until(at).await,
+            None if stop.load(Ordering::Relaxed) => give_up_at = Some(Instant::now() + DRAIN_GRACE),
+            None => sleep(STOP_CHECK).await,
+        }
+    }
 }
 
 struct Publisher<'a> {
@@ -232,26 +283,115 @@ struct Publisher<'a> {
     started: Instant,
     next_telemetry: Option<Instant>,
     report: Vec<u8>,
+    /// What the broker said on the current connection.
+    heard: Rc<Cell<Heard>>,
+    /// The address of the current or last connection.
+    peer: Option<SocketAddr>,
+    throttle: Throttle,
+    /// Publishes handed to minimq so far: orders envelopes, status and
+    /// telemetry, whose PUBACKs come in the same order.
+    sent: u64,
+    /// The status and telemetry publishes awaiting their PUBACK, with
+    /// their place in that order (the status with what it says).
+    status_op: Option<(Op, u64, &'static [u8])>,
+    telemetry_op: Option<(Op, u64)>,
+    /// The largest payload the broker takes, from the Maximum Packet Size
+    /// of its CONNACK (`usize::MAX` when it announces none).
+    payload_limit: usize,
+    /// After minimq refused a batch as too large: at most this many
+    /// envelopes in the next payload, halved at each refusal.
+    split: Option<usize>,
+    /// Connections in a row the broker closed before they turned healthy.
+    short_closes: u32,
 }
 
-/// A small xorshift generator for backoff jitter, seeded from the clock and
-/// the process id: it only has to differ between sensors.
-struct Jitter(u64);
+/// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
+/// each jittered between half and all of it so that sensors restarted
+/// together do not reconnect in lockstep. The jitter is a small xorshift
+/// generator seeded from the clock and the process id: it only has to
+/// differ between sensors.
+struct Backoff {
+    next: Duration,
+    state: u64,
+}
 
-impl Jitter {
-    fn seeded() -> Jitter {
+impl Backoff {
+    fn new() -> Backoff {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        Jitter(u64::from(nanos) << 32 | u64::from(std::process::id()) | 1)
+        Backoff {
+            next: BACKOFF_FIRST,
+            state: u64::from(nanos) << 32 | u64::from(std::process::id()) | 1,
+        }
     }
 
-    /// A number in [0, 1).
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    /// The delay before the next attempt; the one after is twice as long.
+    fn wait(&mut self) -> Duration {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        let wait = self.next.mul_f64(0.5 + 0.5 * unit);
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_FIRST;
+    }
+}
+
+/// Rate-limited warnings, per cause: the first line about a cause is
+/// logged; repeats within [`LOG_REPEAT_INTERVAL`] of it are counted and
+/// left out; the first repeat after the interval is logged with how many
+/// were left out, and starts a new interval. So one cause writes at most
+/// one line a minute however often it happens.
+struct Throttle {
+    causes: Vec<Cause>,
+}
+
+struct Cause {
+    key: String,
+    since: Instant,
+    left_out: u64,
+}
+
+impl Throttle {
+    fn new() -> Throttle {
+        Throttle {
+            causes: Vec::with_capacity(LOG_CAUSES),
+        }
+    }
+
+    /// Log `line` unless a line about `cause` was logged less than
+    /// [`LOG_REPEAT_INTERVAL`] ago.
+    fn log(&mut self, level: log::Level, cause: &str, line: impl fmt::Display) {
+        let now = Instant::now();
+        let Some(known) = self.causes.iter_mut().find(|c| c.key == cause) else {
+            if self.causes.len() == LOG_CAUSES {
+                self.causes.remove(0);
+            }
+            self.causes.push(Cause {
+                key: cause.to_string(),
+                since: now,
+                left_out: 0,
+            });
+            return log::log!(level, "{line}");
+        };
+        if now < known.since + LOG_REPEAT_INTERVAL {
+            known.left_out += 1;
+            return;
+        }
+        match std::mem::take(&mut known.left_out) {
+            0 => log::log!(level, "{line}"),
+            n => log::log!(
+                level,
+                "{line} ({n} more like it in the last {} s)",
+                (now - known.since).as_secs()
+            ),
+        }
+        known.since = now;
     }
 }
 
@@ -262,6 +402,10 @@ impl Jitter {
 struct Sent {
     op: Option<Op>,
     envelopes: usize,
+    /// Its place among all publishes (`Publisher::sent`).
+    order: u64,
+    /// Its PUBACK carried a failure reason.
+    rejected: bool,
 }
 
 /// Room for the in-flight window plus refused payloads interleaved.
@@ -274,12 +418,31 @@ const OFFLINE: &[u8] = b"offline";
 /// reconnect resumes it and minimq replays its in-flight publishes itself.
 const SESSION_EXPIRY_S: u32 = 3600;
 
+type MqttError = minimq::Error<std::io::Error>;
+
+/// Bytes of a QoS 1 PUBLISH besides its topic and payload (MQTT 5 §3.3):
+/// fixed header with the longest Remaining Length, topic length, packet
+/// identifier, empty properties.
+const PUBLISH_OVERHEAD: usize = 1 + 4 + 2 + 2 + 1;
+
+/// MQTT 5 reason code 0x8E, Session taken over (§3.14.2.1).
+const SESSION_TAKEN_OVER: u8 = 0x8e;
+
 /// Why serving a connection ended.
 enum Ended {
     /// Everything is delivered, or the grace period after a stop is over.
     Done,
     /// The connection broke; reconnect.
     Lost(String),
+}
+
+/// One broker connection's standing, for the backoff and the status.
+struct Standing {
+    since: Instant,
+    /// Stayed up [`HEALTHY_AFTER`].
+    healthy: bool,
+    /// `online` was published on it.
+    said_online: bool,
 }
 
 impl<'a> Publisher<'a> {
@@ -299,6 +462,15 @@ impl<'a> Publisher<'a> {
                 .telemetry_interval
                 .map(|every| Instant::now() + every),
             report: vec![0; REPORT_CAPACITY],
+            heard: Rc::default(),
+            peer: None,
+            throttle: Throttle::new(),
+            sent: 0,
+            status_op: None,
+            telemetry_op: None,
+            payload_limit: usize::MAX,
+            split: None,
+            short_closes: 0,
         }
     }
 
@@ -326,34 +498,97 @@ impl<'a> Publisher<'a> {
                 )
                 .map_err(|e| format!("STATUS_TOPIC {:?}: {e}", self.settings.mqtt.status_topic))?,
         );
-        let broker = format!(
-            "{}:{}",
-            self.settings.mqtt.broker.host, self.settings.mqtt.broker.port
-        );
-        let mut backoff = BACKOFF_FIRST;
-        let mut jitter = Jitter::seeded();
+        let broker = self.settings.mqtt.broker.to_string();
+        let mut backoff = Backoff::new();
         let mut connected_before = false;
+        // `online` goes out on the first connection and on the first after
+        // a healthy one; after short-lived ones, when one turns healthy.
+        let mut say_online = true;
+        let mut wait = None;
         while !self.finished() {
-            let mut conn = match self.connect(&mut session).await {
+            if let Some(wait) = wait.take() {
+                self.sleep_unless_stopping(wait).await;
+                continue;
+            }
+            // Resolving, TCP, TLS and CONNECT all give way to a stop
+            // request once its grace period is over.
+            let (stop, give_up_at) = (self.stop, self.give_up_at);
+            let attempt = tokio::select! {
+                attempt = self.connect(&mut session) => attempt,
+                () = given_up(stop, give_up_at) => break,
+            };
+            let mut conn = match attempt {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Jitter: sensors restarted together must not reconnect
-                    // in lockstep.
-                    let wait = backoff.mul_f64(0.5 + 0.5 * jitter.next());
-                    log::warn!("broker {broker}: {e}; retrying in {} ms", wait.as_millis());
-                    self.sleep_unless_stopping(wait).await;
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    // The broker went away, rather than another client
+                    // taking its connections.
+                    self.short_closes = 0;
+                    let delay = backoff.wait();
+                    self.throttle.log(
+                        log::Level::Warn,
+                        &e,
+                        format_args!("broker {broker}: {e}; retrying in {} ms", delay.as_millis()),
+                    );
+                    wait = Some(delay);
                     continue;
                 }
             };
-            backoff = BACKOFF_FIRST;
+            self.payload_limit = match self.heard.get().connack {
+                Some(Connack::V5 {
+                    max_packet_size: Some(max),
+                    ..
+                }) => (max as usize).saturating_sub(PUBLISH_OVERHEAD + self.settings.mqtt.topic.len()),
+                _ => usize::MAX,
+            };
+            let mut standing = Standing {
+                since: Instant::now(),
+                healthy: false,
+                said_online: false,
+            };
+            // Which address of a name answered.
+            let named = self
+                .settings
+                .mqtt
+                .broker
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_err();
+            let at = match self.peer {
+                Some(address) if named => format!(" at {address}"),
+                _ => String::new(),
+            };
             if connected_before {
                 Counters::inc(&self.counters.reconnects);
-                log::info!("reconnected to broker {broker}");
+                self.throttle.log(
+                    log::Level::Info,
+                    "reconnected",
+                    format_args!("reconnected to broker {broker}{at}"),
+                );
             } else {
-                log::info!("connected to broker {broker} as {}", self.settings.mqtt.client_id);
+                log::info!(
+                    "connected to broker {broker}{at} as {}",
+                    self.settings.mqtt.client_id
+                );
             }
             connected_before = true;
+            if conn.connect_event() == ConnectEvent::Reconnected {
+                // minimq sends the publishes still without PUBACK again
+                // itself, with DUP set: the subscriber may see them twice.
+                let again: usize = self
+                    .in_flight
+                    .iter()
+                    .filter(|sent| sent.op.is_some_and(|op| conn.is_pending(&op)))
+                    .map(|sent| sent.envelopes)
+                    .sum();
+                if again > 0 {
+                    Counters::add(&self.counters.resent_on_resume, again as u64);
+                    self.throttle.log(
+                        log::Level::Info,
+                        "resumed the session",
+                        format_args!("resumed the session: {again} unacknowledged envelopes sent again"),
+                    );
+                }
+            }
             if conn.connect_event() == ConnectEvent::Connected && !self.in_flight.is_empty() {
                 // The broker has no session to resume (restarted without
                 // persistence, or it expired): what it had not acknowledged
@@ -361,18 +596,17 @@ impl<'a> Publisher<'a> {
                 self.in_flight.clear();
                 let again = self.queue.rewind();
                 Counters::add(&self.counters.republished, again as u64);
-                log::info!("broker lost the session: sending {again} unacknowledged envelopes again");
+                self.throttle.log(
+                    log::Level::Info,
+                    "lost the session",
+                    format_args!("broker lost the session: sending {again} unacknowledged envelopes again"),
+                );
             }
-            if let Err(e) = self.publish_status(&mut conn, ONLINE).await {
-                if !conn.is_connected() {
-                    log::warn!("lost broker {broker}: {e}");
-                    continue;
-                }
-                // No room right now (a resumed session replaying): the Will
-                // still stands for the agent; say online next connect.
-                log::debug!("status not published: {e}");
+            if say_online {
+                self.say_online(&mut conn, &mut standing).await;
+                say_online = !standing.said_online;
             }
-            match self.serve(&mut conn).await {
+            match self.serve(&mut conn, &mut standing).await {
                 Ended::Done => {
                     // A clean DISCONNECT suppresses the Will: say it here.
                     let _ = timeout(STOP_CHECK, self.publish_status(&mut conn, OFFLINE)).await;
@@ -380,28 +614,85 @@ impl<'a> Publisher<'a> {
                     let _ = timeout(STOP_CHECK, conn.into_inner().drain()).await;
                     break;
                 }
-                Ended::Lost(e) => log::warn!("lost broker {broker}: {e}"),
+                Ended::Lost(e) if standing.healthy => {
+                    // Up long enough: the broker restarted or the network
+                    // broke. Reconnect at once, and say online again (the
+                    // broker may have published the Will).
+                    backoff.reset();
+                    say_online = true;
+                    self.throttle
+                        .log(log::Level::Warn, &e, format_args!("lost broker {broker}: {e}"));
+                }
+                Ended::Lost(e) => {
+                    let delay = backoff.wait();
+                    let up = standing.since.elapsed().as_millis();
+                    self.throttle.log(
+                        log::Level::Warn,
+                        &e,
+                        format_args!(
+                            "lost broker {broker} {up} ms after connecting: {e}; retrying in {} ms",
+                            delay.as_millis()
+                        ),
+                    );
+                    wait = Some(delay);
+                }
             }
         }
         Ok(())
     }
 
-    async fn connect<'s, 'buf>(&self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
+    /// Publish the retained `online` status, once per connection.
+    async fn say_online(&mut self, conn: &mut Conn<'_, '_>, standing: &mut Standing) {
+        match self.publish_status(conn, ONLINE).await {
+            Ok(()) => standing.said_online = true,
+            // No room right now (a resumed session replaying): the Will
+            // still stands for the agent; say online later.
+            Err(e) => log::debug!("status not published: {e}"),
+        }
+    }
+
+    /// Resolve the broker's name and connect over TCP to each address in
+    /// turn, in the order the resolver gives them (RFC 6724's, which
+    /// getaddrinfo applies), until one accepts; then TLS and MQTT CONNECT.
+    /// Every address but the last gets [`ADDRESS_TIMEOUT`], so a silent
+    /// IPv6 address delays an IPv4 one by that at most.
+    async fn connect<'s, 'buf>(&mut self, session: &'s mut Session<'buf>) -> Result<Conn<'s, 'buf>, String> {
         let Broker {
             host,
             port,
             websocket,
             ..
         } = &self.settings.mqtt.broker;
-        let addr = tokio::net::lookup_host((host.as_str(), *port))
-            .await
-            .map_err(|e| format!("cannot resolve: {e}"))?
-            .next()
-            .ok_or("host has no address")?;
-        let stream = timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| "TCP connect timed out".to_string())?
-            .map_err(|e| format!("TCP connect: {e}"))?;
+        let addresses: Vec<SocketAddr> =
+            timeout(CONNECT_TIMEOUT, tokio::net::lookup_host((host.as_str(), *port)))
+                .await
+                .map_err(|_| "resolving the name timed out".to_string())?
+                .map_err(|e| format!("cannot resolve: {e}"))?
+                .collect();
+        let mut failures = Vec::new();
+        let mut connected = None;
+        for (i, &address) in addresses.iter().enumerate() {
+            let limit = if i + 1 < addresses.len() {
+                ADDRESS_TIMEOUT
+            } else {
+                CONNECT_TIMEOUT
+            };
+            match timeout(limit, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    connected = Some(stream);
+                    self.peer = Some(address);
+                    break;
+                }
+                Ok(Err(e)) => failures.push(format!("{address}: {e}")),
+                Err(_) => failures.push(format!("{address}: timed out")),
+            }
+        }
+        let Some(stream) = connected else {
+            return Err(match failures.is_empty() {
+                true => "the name has no address".into(),
+                false => format!("TCP connect: {}", failures.join("; ")),
+            });
+        };
         let _ = stream.set_nodelay(true);
         let mut link: Link = match &self.settings.mqtt.tls {
             None => Box::new(stream),
@@ -424,30 +715,132 @@ impl<'a> Publisher<'a> {
                 .map_err(|_| "WebSocket handshake timed out".to_string())??,
             );
         }
-        timeout(CONNECT_TIMEOUT, session.connect(Coalescing::new(link)))
-            .await
-            .map_err(|_| "MQTT CONNECT timed out".to_string())?
-            .map_err(|e| match e {
-                // A broker that refuses the client certificate says so on
-                // the first read after the TLS 1.3 handshake.
-                minimq::Error::Transport(io) => crate::tls::describe(&io),
-                minimq::Error::Peer(PeerError::Rejected(reason)) => {
-                    format!("broker refused the connection: {reason:?}")
-                }
-                other => format!("MQTT CONNECT: {other:?}"),
-            })
+        self.heard.set(Heard::default());
+        timeout(
+            CONNECT_TIMEOUT,
+            session.connect(Coalescing::new(link, self.heard.clone())),
+        )
+        .await
+        .map_err(|_| "MQTT CONNECT timed out".to_string())?
+        .map_err(|e| self.connect_refused(e))
+    }
+
+    /// Why the broker did not accept CONNECT, in words. A broker that
+    /// speaks only MQTT 3.1.1 either answers with a 3.1.1 CONNACK (return
+    /// code 1, unacceptable protocol version: aedes) or closes the socket
+    /// without a word (RabbitMQ before 3.13): both are named, as
+    /// `mosquitto_pub -V mqttv5` names them.
+    fn connect_refused(&self, e: MqttError) -> String {
+        let heard = self.heard.get();
+        if let Some(Connack::V3 { return_code }) = heard.connack {
+            let meaning = match return_code {
+                1 => ", unacceptable protocol version",
+                _ => "",
+            };
+            return format!(
+                "the broker answered with an MQTT 3.1.1 CONNACK (return code {return_code}{meaning}): \
+the broker appears not to support MQTT 5"
+            );
+        }
+        let closed = match &e {
+            minimq::Error::Disconnected => true,
+            minimq::Error::Transport(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        };
+        match e {
+            minimq::Error::Disconnected if heard.disconnect == Some(SESSION_TAKEN_OVER) => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                self.taken_over()
+            }
+            _ if closed && heard.packets == 0 => {
+                "the broker closed the connection without answering CONNECT: \
+the broker appears not to support MQTT 5 (or refuses this client without saying why)"
+                    .into()
+            }
+            // A broker that refuses the client certificate says so on the
+            // first read after the TLS 1.3 handshake.
+            minimq::Error::Transport(io) => crate::tls::describe(&io),
+            minimq::Error::Peer(PeerError::Rejected(reason)) => {
+                format!("broker refused the connection: {reason:?}")
+            }
+            other => format!("MQTT CONNECT: {other:?}"),
+        }
+    }
+
+    /// What to say when the broker hands the session to another client.
+    fn taken_over(&self) -> String {
+        format!(
+            "the broker gave the session to another client (DISCONNECT 0x8E, session taken over): \
+another client is using CLIENT_ID {:?}",
+            self.settings.mqtt.client_id
+        )
+    }
+
+    /// Why a connection broke, in words: the same words for the same cause
+    /// (the log throttle counts by them). Connections the broker closes
+    /// before they turn healthy, twice or more in a row with the broker
+    /// accepting each next one, are most often another client with the
+    /// same CLIENT_ID taking the session over (mosquitto 2.0 closes the
+    /// socket without a DISCONNECT): that is said, and counted, plainly.
+    fn lost_cause(&mut self, e: MqttError, standing: &Standing) -> String {
+        use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset, UnexpectedEof};
+        let closed = match &e {
+            minimq::Error::Disconnected | minimq::Error::WriteZero => true,
+            minimq::Error::Transport(io) => {
+                matches!(
+                    io.kind(),
+                    ConnectionReset | BrokenPipe | ConnectionAborted | UnexpectedEof
+                )
+            }
+            _ => false,
+        };
+        match self.heard.get().disconnect {
+            Some(SESSION_TAKEN_OVER) => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                return self.taken_over();
+            }
+            Some(code) => {
+                return format!(
+                    "the broker disconnected the agent: reason 0x{code:02X} ({:?})",
+                    minimq::ReasonCode::from(code)
+                );
+            }
+            None => {}
+        }
+        let short = closed && !standing.healthy;
+        self.short_closes = if short { self.short_closes + 1 } else { 0 };
+        match e {
+            // Twice in a row, the broker accepting the connection between:
+            // a broker that restarts refuses the next connection instead.
+            _ if short && self.short_closes >= 2 => {
+                Counters::inc(&self.counters.client_id_conflicts);
+                format!(
+                    "the broker closed the connection soon after accepting it, again: another client is \
+probably using CLIENT_ID {:?} (each connection takes the session over from the other)",
+                    self.settings.mqtt.client_id
+                )
+            }
+            _ if short => "the broker closed the connection soon after accepting it".into(),
+            _ if closed => "the broker closed the connection".into(),
+            minimq::Error::Transport(io) => format!("connection failed: {io}"),
+            minimq::Error::Peer(PeerError::InvalidPacket) => "the broker sent an invalid MQTT packet".into(),
+            other => format!("{other:?}"),
+        }
     }
 
     /// Publish the retained status. Not tracked in `in_flight`, which
     /// mirrors the store of envelopes.
-    async fn publish_status(&self, conn: &mut Conn<'_, '_>, status: &[u8]) -> Result<(), String> {
+    async fn publish_status(&mut self, conn: &mut Conn<'_, '_>, status: &'static [u8]) -> Result<(), String> {
         let publication = Publication::bytes(&self.settings.mqtt.status_topic, status)
             .qos(QoS::AtLeastOnce)
             .retain();
-        conn.publish(publication)
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("{e:?}"))
+        let op = conn.publish(publication).await.map_err(|e| format!("{e:?}"))?;
+        self.sent += 1;
+        self.status_op = op.map(|op| (op, self.sent, status));
+        Ok(())
     }
 
     /// Publish a telemetry report when one is due (QoS 1, not retained,
@@ -468,15 +861,25 @@ impl<'a> Publisher<'a> {
             return log::warn!("telemetry report does not fit its buffer");
         };
         let publication = Publication::bytes(&self.settings.mqtt.telemetry_topic, json).qos(QoS::AtLeastOnce);
-        if let Err(e) = conn.publish(publication).await {
-            log::debug!("telemetry not published: {e:?}");
+        match conn.publish(publication).await {
+            Ok(op) => {
+                self.sent += 1;
+                self.telemetry_op = op.map(|op| (op, self.sent));
+            }
+            Err(e) => log::debug!("telemetry not published: {e:?}"),
         }
     }
 
     /// Publish from the queue and collect acknowledgements until the
     /// connection breaks or the work is done.
-    async fn serve(&mut self, conn: &mut Conn<'_, '_>) -> Ended {
+    async fn serve(&mut self, conn: &mut Conn<'_, '_>, standing: &mut Standing) -> Ended {
         loop {
+            if !standing.healthy && standing.since.elapsed() >= HEALTHY_AFTER {
+                standing.healthy = true;
+                if !standing.said_online {
+                    self.say_online(conn, standing).await;
+                }
+            }
             self.retire(conn);
             let (envelopes, bytes) = self.queue.depth();
             Counters::set(&self.counters.store_envelopes, envelopes as u64);
@@ -484,7 +887,7 @@ impl<'a> Publisher<'a> {
             Counters::set(&self.counters.in_flight, self.in_flight.len() as u64);
             self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
-                return Ended::Lost(e);
+                return Ended::Lost(self.lost_cause(e, standing));
             }
             if self.finished() {
                 return Ended::Done;
@@ -500,10 +903,9 @@ impl<'a> Publisher<'a> {
                 // A PUBACK with a failure reason: that envelope is settled,
                 // not delivered.
                 Err(minimq::Error::Peer(PeerError::Rejected(reason))) if conn.is_connected() => {
-                    log::warn!("broker rejected an envelope: {reason:?}");
-                    self.retire_rejected(conn);
+                    self.settle_rejected(conn, reason);
                 }
-                Err(e) => return Ended::Lost(format!("{e:?}")),
+                Err(e) => return Ended::Lost(self.lost_cause(e, standing)),
             }
         }
     }
@@ -514,7 +916,7 @@ impl<'a> Publisher<'a> {
     }
 
     /// Hand queued envelopes to minimq while it has room.
-    async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), String> {
+    async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
         while self.has_room(conn) && self.batch_due() {
             let (envelopes, len) = self.fill_payload();
             if envelopes == 0 {
@@ -524,25 +926,45 @@ impl<'a> Publisher<'a> {
                 Publication::bytes(&self.settings.mqtt.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
             match conn.publish(publication).await {
                 Ok(op) => {
+                    self.split = None;
                     self.queue.mark_sent(envelopes);
                     Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
-                    let _ = self.in_flight.push_back(Sent { op, envelopes });
+                    self.sent += 1;
+                    let _ = self.in_flight.push_back(Sent {
+                        op,
+                        envelopes,
+                        order: self.sent,
+                        rejected: false,
+                    });
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
                 {
                     return Ok(());
                 }
+                Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::PacketTooLarge)))
+                    if envelopes > 1 =>
+                {
+                    // Over the broker's limit although the batch kept to
+                    // it: send the same envelopes in smaller batches.
+                    self.split = Some(envelopes / 2);
+                }
                 Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
                     self.queue.mark_sent(envelopes);
-                    let _ = self.in_flight.push_back(Sent { op: None, envelopes });
-                    Counters::add(&self.counters.rejected, envelopes as u64);
+                    let _ = self.in_flight.push_back(Sent {
+                        op: None,
+                        envelopes,
+                        order: self.sent,
+                        rejected: true,
+                    });
                     log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
-                Err(e) => return Err(format!("{e:?}")),
+                Err(minimq::PubError::Session(e)) => return Err(e),
+                // The payload is bytes: copying it cannot fail.
+                Err(minimq::PubError::Payload(())) => return Ok(()),
             }
         }
         Ok(())
@@ -562,7 +984,8 @@ impl<'a> Publisher<'a> {
             return false;
         }
         // Each envelope adds a comma or the closing bracket.
-        let full = envelopes >= batch.max_messages || 1 + bytes + envelopes >= batch.max_bytes;
+        let full = envelopes >= batch.max_messages
+            || 1 + bytes + envelopes >= batch.max_bytes.min(self.payload_limit);
         let finishing = self.queue.is_closed() || self.give_up_at.is_some();
         let since = *self.batch_since.get_or_insert_with(Instant::now);
         let due = full || finishing || since.elapsed() >= batch.max_delay;
@@ -584,11 +1007,17 @@ impl<'a> Publisher<'a> {
 
     /// Copy the next payload out of the queue into `scratch`: the oldest
     /// unsent envelope, or with batching a JSON array of the oldest ones
-    /// within BATCH_MAX_MESSAGES and BATCH_MAX_BYTES (an envelope larger
-    /// than that goes alone). Returns the envelopes taken and the length.
+    /// within BATCH_MAX_MESSAGES, BATCH_MAX_BYTES and the broker's Maximum
+    /// Packet Size (an envelope larger than that goes alone). Returns the
+    /// envelopes taken and the length.
     fn fill_payload(&mut self) -> (usize, usize) {
         let batch = self.settings.mqtt.batch;
-        let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| (b.max_messages, b.max_bytes));
+        let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| {
+            (
+                self.split.unwrap_or(b.max_messages),
+                b.max_bytes.min(self.payload_limit),
+            )
+        });
         let array = batch.is_some();
         let out = &mut self.scratch;
         let mut len = 0;
@@ -624,33 +1053,92 @@ impl<'a> Publisher<'a> {
     /// Settle the oldest payloads whose PUBACK arrived, in order, removing
     /// their envelopes from the store.
     fn retire(&mut self, conn: &Conn<'_, '_>) {
+        if self.status_op.is_some_and(|(op, ..)| conn.is_complete(&op)) {
+            self.status_op = None;
+        }
+        if self.telemetry_op.is_some_and(|(op, _)| conn.is_complete(&op)) {
+            self.telemetry_op = None;
+        }
         while let Some(&front) = self.in_flight.front() {
-            match front.op {
-                Some(op) if conn.is_complete(&op) => {
-                    Counters::add(&self.counters.acknowledged, front.envelopes as u64)
-                }
-                Some(_) => return,
-                None => {}
+            let settled = match front.op {
+                Some(op) => conn.is_complete(&op),
+                None => true,
+            };
+            if !settled {
+                return;
             }
+            let counter = match front.rejected {
+                true => &self.counters.rejected,
+                false => &self.counters.acknowledged,
+            };
+            Counters::add(counter, front.envelopes as u64);
             self.in_flight.pop_front();
             self.queue.acknowledge_oldest(front.envelopes);
         }
     }
 
-    /// A PUBACK just rejected one payload: the oldest one that completed
-    /// (PUBACKs come in order). Its envelopes are settled, counted as
-    /// rejected.
-    fn retire_rejected(&mut self, conn: &Conn<'_, '_>) {
-        if let Some(Sent {
-            op: Some(op),
-            envelopes,
-        }) = self.in_flight.front().copied()
-            && conn.is_complete(&op)
-        {
-            self.in_flight.pop_front();
-            self.queue.acknowledge_oldest(envelopes);
-            Counters::add(&self.counters.rejected, envelopes as u64);
-        }
+    /// A PUBACK just carried a failure reason. PUBACKs come in the order
+    /// of the publishes, so it is for the latest sent of those whose
+    /// PUBACK has arrived and that are not settled yet: a payload of
+    /// envelopes (counted `rejected`), the retained status or a telemetry
+    /// report. The log says which.
+    fn settle_rejected(&mut self, conn: &Conn<'_, '_>, reason: minimq::ReasonCode) {
+        let arrived = |op: &Op| conn.is_complete(op);
+        let envelopes = self
+            .in_flight
+            .iter()
+            .enumerate()
+            .take_while(|(_, sent)| sent.op.is_none_or(|op| arrived(&op)))
+            .filter(|(_, sent)| sent.op.is_some())
+            .last()
+            .map(|(i, sent)| (sent.order, i));
+        let status = self.status_op.filter(|(op, ..)| arrived(op));
+        let telemetry = self.telemetry_op.filter(|(op, _)| arrived(op));
+        let latest = [
+            envelopes.map(|(order, _)| order),
+            status.map(|(_, order, _)| order),
+            telemetry.map(|(_, order)| order),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let (line, cause) = match (envelopes, status, telemetry) {
+            (Some((order, i)), ..) if Some(order) == latest => {
+                let mut count = 0;
+                if let Some(sent) = self.in_flight.iter_mut().nth(i) {
+                    sent.rejected = true;
+                    count = sent.envelopes;
+                }
+                (
+                    format!("broker rejected {count} envelopes: {reason:?}"),
+                    "envelope",
+                )
+            }
+            (_, Some((_, order, said)), _) if Some(order) == latest => {
+                self.status_op = None;
+                (
+                    format!(
+                        "broker rejected the retained status {:?} on STATUS_TOPIC {:?}: {reason:?}",
+                        String::from_utf8_lossy(said),
+                        self.settings.mqtt.status_topic
+                    ),
+                    "status",
+                )
+            }
+            (.., Some(_)) => {
+                self.telemetry_op = None;
+                (
+                    format!(
+                        "broker rejected a telemetry report on TELEMETRY_TOPIC {:?}: {reason:?}",
+                        self.settings.mqtt.telemetry_topic
+                    ),
+                    "telemetry",
+                )
+            }
+            _ => (format!("broker rejected a publish: {reason:?}"), "publish"),
+        };
+        self.throttle
+            .log(log::Level::Warn, &format!("rejected {cause} {reason:?}"), line);
         self.retire(conn);
     }
 

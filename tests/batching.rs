@@ -2,7 +2,10 @@
 //! QoS 1 throughput over a long round trip is no longer the in-flight
 //! window per round trip. The agent publishes to a real mosquitto through
 //! a proxy that delays every byte by 10 ms each way (the kernels here have
-//! no netem); the rates with and without batching are printed.
+//! no netem); the rates with and without batching are printed. Batches
+//! keep to the broker's Maximum Packet Size (mosquitto with
+//! `max_packet_size`), and a batch minimq refuses as too large is split
+//! (a scripted broker whose CONNACK the agent cannot read to the end).
 
 mod common;
 
@@ -194,4 +197,186 @@ fn a_partial_batch_goes_out_after_the_delay() {
     assert_eq!(arrived.len(), 1, "one MQTT message: {arrived:?}");
     let ids: Vec<String> = arrived[0].as_array().unwrap().iter().map(call_id).collect();
     assert_eq!(ids, ["batch-0", "batch-1", "batch-2"]);
+}
+
+/// A broker with `max_packet_size 2048` and batches of up to 10 envelopes
+/// of about 600 bytes: no MQTT message exceeds what the broker announced,
+/// every envelope arrives once, in order, and only the one envelope too
+/// large to fit alone is rejected.
+#[test]
+fn batches_keep_to_the_brokers_maximum_packet_size() {
+    const COUNT: u32 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("options.pcap");
+    let mut file = PcapFile::create(&capture);
+    for n in 0..COUNT {
+        file.udp(n * 100, n, &options("limit", n as usize));
+    }
+    // One message whose envelope alone is over 2048 bytes.
+    let mut big = options("limit-big", 0);
+    let at = big.len() - 2;
+    big.splice(at..at, std::iter::repeat_n(b'x', 1600));
+    let text = String::from_utf8(big)
+        .unwrap()
+        .replace("Content-Length: 0", "Content-Length: 1600");
+    file.udp(COUNT * 100, COUNT, text.as_bytes());
+    drop(file);
+
+    let conf = dir.path().join("mosquitto.conf");
+    let port = common::free_port();
+    std::fs::write(
+        &conf,
+        format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_packet_size 2048\n"),
+    )
+    .unwrap();
+    let _broker = common::mosquitto(&conf, port).expect("mosquitto started");
+    let sub = common::Subscription::new(port, "sip/limit");
+    let output = common::agent()
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sip/limit",
+        ])
+        .args(["--batch-max-messages", "10", "--read"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    let messages = sub.collect();
+    assert!(
+        messages.iter().all(|m| m.len() + "sip/limit".len() + 10 <= 2048),
+        "a message over the broker's maximum: {:?}",
+        messages.iter().map(String::len).max()
+    );
+    let flat: Vec<serde_json::Value> = parsed(&messages)
+        .iter()
+        .flat_map(|m| m.as_array().unwrap().clone())
+        .collect();
+    let ids: Vec<String> = flat.iter().map(call_id).collect();
+    let expected: Vec<String> = (0..COUNT).map(|n| format!("limit-{n}")).collect();
+    assert_eq!(ids, expected, "{stdout}");
+    assert!(messages.len() < COUNT as usize, "envelopes were batched");
+    assert_eq!(
+        summary_value(&output.stdout, "acknowledged"),
+        u64::from(COUNT),
+        "{stdout}"
+    );
+    assert_eq!(summary_value(&output.stdout, "rejected"), 1, "{stdout}");
+}
+
+/// A minimal MQTT 5 broker on a free loopback port for one client: its
+/// CONNACK announces Maximum Packet Size 2048 after a Reason String of
+/// 300 bytes (beyond what the agent reads of a CONNACK, not beyond what
+/// minimq reads), and it acknowledges every QoS 1 PUBLISH. Returns the
+/// port and the sizes of the PUBLISH packets it received.
+fn broker_with_a_long_connack() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<usize>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let sizes = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = sizes.clone();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut properties = vec![0x1f, 0x01, 0x2c];
+            properties.extend(std::iter::repeat_n(b'r', 300));
+            properties.extend([0x27, 0x00, 0x00, 0x08, 0x00]);
+            let mut connack = vec![0x20];
+            let remaining = 2 + 2 + properties.len();
+            connack.extend([
+                (remaining & 0x7f) as u8 | 0x80,
+                (remaining >> 7) as u8,
+                0x00,
+                0x00,
+            ]);
+            connack.extend([
+                (properties.len() & 0x7f) as u8 | 0x80,
+                (properties.len() >> 7) as u8,
+            ]);
+            connack.extend(properties);
+            let mut first = true;
+            while let Some(packet) = read_packet(&mut stream) {
+                if first {
+                    stream.write_all(&connack).unwrap();
+                    first = false;
+                    continue;
+                }
+                if packet[0] >> 4 == 3 {
+                    seen.lock().unwrap().push(packet.len());
+                    // Fixed header, topic (2 + length), then the packet id.
+                    let header = 1 + packet[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+                    let topic = usize::from(u16::from_be_bytes([packet[header], packet[header + 1]]));
+                    let id = &packet[header + 2 + topic..header + 4 + topic];
+                    let _ = stream.write_all(&[0x40, 0x02, id[0], id[1]]);
+                }
+            }
+        }
+    });
+    (port, sizes)
+}
+
+/// One MQTT control packet: fixed header, Remaining Length, body.
+fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).ok()?;
+    let mut packet = vec![byte[0]];
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).ok()?;
+        packet.push(byte[0]);
+        length |= usize::from(byte[0] & 0x7f) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).ok()?;
+    packet.extend(body);
+    Some(packet)
+}
+
+/// When the agent could not read the broker's limit but minimq refuses a
+/// batch as too large, the same envelopes go again in smaller batches:
+/// none is rejected, and no PUBLISH exceeds the limit.
+#[test]
+fn a_batch_refused_as_too_large_is_split() {
+    const COUNT: u32 = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("options.pcap");
+    let mut file = PcapFile::create(&capture);
+    for n in 0..COUNT {
+        file.udp(n * 100, n, &options("split", n as usize));
+    }
+    drop(file);
+    let (port, sizes) = broker_with_a_long_connack();
+    let output = common::agent()
+        .args([
+            "--broker",
+            &format!("mqtt://127.0.0.1:{port}"),
+            "--topic",
+            "sip/split",
+        ])
+        .args([
+            "--batch-max-messages",
+            "10",
+            "--telemetry-interval-s",
+            "0",
+            "--read",
+        ])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(
+        summary_value(&output.stdout, "acknowledged"),
+        u64::from(COUNT),
+        "{stdout}"
+    );
+    assert_eq!(summary_value(&output.stdout, "rejected"), 0, "{stdout}");
+    let sizes = sizes.lock().unwrap();
+    assert!(sizes.iter().all(|&s| s <= 2048), "{sizes:?}");
+    // The status and the offline status, and the envelopes in batches.
+    assert!(sizes.len() - 2 < COUNT as usize, "batched: {sizes:?}");
 }

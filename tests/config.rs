@@ -360,6 +360,147 @@ fn the_shell_user_variable_is_not_read() {
     assert!(stdout(&output).contains("RUN_AS_USER=\n"), "{}", stdout(&output));
 }
 
+/// Topics a broker refuses (MQTT 5 §1.5.4, §4.7) are refused here, in any
+/// of the three topic keys, with one line naming key, value and why.
+#[test]
+fn topics_the_broker_would_refuse() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    let topic = |value: &str, expected: &[&str]| {
+        refused(&["--read", &file, "--topic", value], expected);
+    };
+    topic(
+        "sip/\u{1}x",
+        &["TOPIC", r#""sip/\u{1}x""#, "control character U+0001"],
+    );
+    topic("sip\u{7f}", &["TOPIC", "control character U+007F"]);
+    topic("sip\u{85}", &["TOPIC", "control character U+0085"]);
+    topic("sip/\u{fdd0}", &["TOPIC", "noncharacter U+FDD0"]);
+    topic("sip/\u{1fffe}", &["TOPIC", "noncharacter U+1FFFE"]);
+    topic("$SYS/sip", &["TOPIC", "$SYS/sip", "reserved"]);
+    topic("sip/+", &["TOPIC", "wildcards"]);
+    let long = "x".repeat(65_536);
+    topic(&long, &["TOPIC", "65536 bytes, longer than MQTT's 65535"]);
+    refused_with(
+        &["--status-topic", "$status"],
+        &["STATUS_TOPIC", "$status", "reserved"],
+    );
+    refused_with(
+        &["--telemetry-topic", "tele\tmetry"],
+        &["TELEMETRY_TOPIC", "control character U+0009"],
+    );
+    // Fine: other Unicode, empty levels, a $ not at the start.
+    let output = agent()
+        .args(["--read", &file, "--topic", "sensör/€//a$b", "--check"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+/// A default status or telemetry topic derived from a long TOPIC says it
+/// is the derived default that is too long.
+#[test]
+fn a_derived_topic_that_is_too_long_says_so() {
+    let file = pcap("no-to-tag.pcap").display().to_string();
+    let long = "t".repeat(120);
+    refused(
+        &["--read", &file, "--topic", &long, "--client-id", "c"],
+        &[
+            "STATUS_TOPIC",
+            "the default TOPIC/status/CLIENT_ID",
+            "longer than 128",
+        ],
+    );
+    let longest = "t".repeat(65_530);
+    refused(
+        &[
+            "--read",
+            &file,
+            "--topic",
+            &longest,
+            "--client-id",
+            "c",
+            "--status-topic",
+            "s",
+        ],
+        &[
+            "TELEMETRY_TOPIC",
+            "the default TOPIC/telemetry/CLIENT_ID",
+            "longer than MQTT's 65535",
+        ],
+    );
+}
+
+/// The MAC address of the first physical network interface by name, as
+/// the agent reads it: 12 hex digits, or `None` when there is none.
+fn first_physical_mac() -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names.iter().find_map(|name| {
+        let path = std::path::Path::new("/sys/class/net").join(name);
+        let device = std::fs::canonicalize(&path).ok()?;
+        if device.to_string_lossy().contains("/virtual/") {
+            return None;
+        }
+        let hex: String = std::fs::read_to_string(path.join("address"))
+            .ok()?
+            .trim()
+            .split(':')
+            .collect();
+        (hex.len() == 12 && hex != "000000000000").then_some(hex)
+    })
+}
+
+/// The agent's effective CLIENT_ID under hostname `host`, set in a UTS
+/// namespace of the test's own (`unshare -u`, root only).
+fn client_id_under_hostname(host: &str) -> String {
+    let mut unshare = std::process::Command::new("unshare");
+    let output = common::clean_environment(&mut unshare)
+        .args([
+            "-u",
+            "sh",
+            "-c",
+            r#"hostname "$0" && exec "$@""#,
+            host,
+            common::AGENT,
+        ])
+        .args(["--config", "/dev/null", "--read"])
+        .arg(pcap("no-to-tag.pcap"))
+        .args(["--topic", "t", "--check"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .find_map(|l| l.strip_prefix("CLIENT_ID="))
+        .unwrap()
+        .to_string()
+}
+
+/// Appliances flashed from one image share its hostname: under such a
+/// hostname the default CLIENT_ID comes from the hardware (a MAC address),
+/// so they do not take each other's session; any other hostname is used
+/// as before.
+#[test]
+fn a_generic_hostname_gives_a_hardware_client_id() {
+    let may = std::process::Command::new("unshare")
+        .args(["-u", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let Some(mac) = first_physical_mac().filter(|_| may) else {
+        eprintln!("SKIPPED: needs root (unshare -u) and a physical network interface");
+        return;
+    };
+    assert_eq!(
+        client_id_under_hostname("tap-nanopi-r2s"),
+        format!("sip-capture-{mac}")
+    );
+    assert_eq!(client_id_under_hostname("OpenWrt"), format!("sip-capture-{mac}"));
+    assert_eq!(client_id_under_hostname("sensor-12"), "sip-capture-sensor-12");
+}
+
 /// `--check` of `args` and `env` (over an empty config file): every
 /// effective `KEY=value` line, and the warnings on stderr.
 fn effective(args: &[&str], env: &[(&str, &str)]) -> (Vec<String>, String) {

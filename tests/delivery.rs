@@ -4,17 +4,18 @@
 
 mod common;
 
+use common::KillOnDrop;
 use common::summary_value;
 use std::collections::HashMap;
 use std::net::{TcpStream, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// mosquitto on a fixed port with persistence in `dir`, so that a clean
 /// restart keeps the subscriber's session and queued messages. Each start
 /// logs everything to its own file, `mosquitto-<n>.log` from 0.
-fn start_broker(dir: &Path, port: u16) -> Child {
+fn start_broker(dir: &Path, port: u16) -> KillOnDrop {
     let conf = dir.join("mosquitto.conf");
     let starts = (0..).find(|n| !broker_log(dir, *n).exists()).unwrap();
     std::fs::write(
@@ -43,7 +44,7 @@ fn log_count(dir: &Path, start: usize, text: &str) -> usize {
     log.lines().filter(|l| l.contains(text)).count()
 }
 
-fn stop_broker(mut broker: Child) {
+fn stop_broker(mut broker: KillOnDrop) {
     common::terminate(&broker);
     broker.wait().unwrap();
 }
@@ -91,7 +92,7 @@ fn run(
     broker_port: u16,
     count: usize,
     extra: &[&str],
-    during: impl FnMut(usize, &mut Option<Child>),
+    during: impl FnMut(usize, &mut Option<KillOnDrop>),
 ) -> Run {
     let mut broker = Some(start_broker(dir, broker_port));
     let url = format!("mqtt://127.0.0.1:{broker_port}");
@@ -171,7 +172,7 @@ fn broker_killed_loses_only_what_it_had_acknowledged() {
     let port = common::free_port();
     let mut broker = Some(start_broker(dir.path(), port));
     let received = dir.path().join("received.jsonl");
-    let _subscriber = common::KillOnDrop(
+    let _subscriber = common::spawn(
         Command::new("mosquitto_sub")
             .args([
                 "-p",
@@ -183,9 +184,7 @@ fn broker_killed_loses_only_what_it_had_acknowledged() {
                 "-i",
                 "killed-sub",
             ])
-            .stdout(std::fs::File::create(&received).unwrap())
-            .spawn()
-            .unwrap(),
+            .stdout(std::fs::File::create(&received).unwrap()),
     );
     let (mut child, mut lines, target) = common::live_agent_on_udp(
         &format!("mqtt://127.0.0.1:{port}"),

@@ -107,23 +107,23 @@ fn sipp_calls_over_tcp() {
         common::live_agent(&broker.url(), "sip/sipp", &format!("tcp port {uas_port}"), &[]);
 
     let (uas_log, uac_log) = (dir.path().join("uas.log"), dir.path().join("uac.log"));
-    let mut uas = Command::new("sipp")
-        .args([
-            "-sn",
-            "uas",
-            "-t",
-            "t1",
-            "-i",
-            "127.0.0.1",
-            "-p",
-            &uas_port.to_string(),
-        ])
-        .args(["-trace_msg", "-message_file"])
-        .arg(&uas_log)
-        .args(["-nostdin"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("sipp is installed (make test installs sip-tester)");
+    let mut uas = common::spawn(
+        Command::new("sipp")
+            .args([
+                "-sn",
+                "uas",
+                "-t",
+                "t1",
+                "-i",
+                "127.0.0.1",
+                "-p",
+                &uas_port.to_string(),
+            ])
+            .args(["-trace_msg", "-message_file"])
+            .arg(&uas_log)
+            .args(["-nostdin"])
+            .stdout(Stdio::null()),
+    );
     std::thread::sleep(Duration::from_millis(300));
     let uac = Command::new("sipp")
         .args(["-sn", "uac", "-t", "t1", "-i", "127.0.0.1"])

@@ -6,23 +6,16 @@
 
 mod common;
 
-use common::{Lines, agent, certificate, free_port, openssl, pcap, private_key};
+use common::{KillOnDrop, Lines, agent, certificate, free_port, openssl, pcap, private_key};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 struct TlsBroker {
-    child: Child,
+    _child: KillOnDrop,
     plain: u16,
     tls: u16,
     dir: PathBuf,
-}
-
-impl Drop for TlsBroker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// mosquitto with a plain listener (for the test's subscriber) and a TLS
@@ -50,7 +43,7 @@ cafile {d}/ca.crt\ncertfile {d}/{name}.crt\nkeyfile {d}/{name}.key\nrequire_cert
     .unwrap();
     let child = common::mosquitto(&conf, tls).expect("mosquitto with TLS started");
     TlsBroker {
-        child,
+        _child: child,
         plain,
         tls,
         dir: dir.to_path_buf(),
@@ -112,16 +105,15 @@ default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n",
 /// Run the agent on a capture against the broker at `url` with `extra`;
 /// wait for `expect` in its log, then stop it.
 fn agent_log(url: &str, extra: &[String], expect: &str) -> String {
-    let mut child = agent()
-        .args(["--read"])
-        .arg(pcap("no-to-tag.pcap"))
-        .args(["--broker", url, "--topic", "sip/tls"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = common::spawn(
+        agent()
+            .args(["--read"])
+            .arg(pcap("no-to-tag.pcap"))
+            .args(["--broker", url, "--topic", "sip/tls"])
+            .args(extra)
+            .stdout(Stdio::piped()),
+    );
     let mut lines = Lines::of(&mut child);
-    let child = common::KillOnDrop(child);
     lines.wait_for(expect, Duration::from_secs(15));
     drop(child);
     lines.seen.join("\n")
@@ -257,7 +249,7 @@ fn username_and_password() {
         ),
     )
     .unwrap();
-    let broker = common::KillOnDrop(common::mosquitto(&conf, port).expect("mosquitto started"));
+    let broker = common::mosquitto(&conf, port).expect("mosquitto started");
     let run = |password: &str, expect: &str| {
         let file = dir.path().join("password");
         std::fs::write(&file, format!("{password}\n")).unwrap();

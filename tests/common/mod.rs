@@ -35,8 +35,9 @@ pub fn free_port() -> u16 {
 /// A private mosquitto on a free loopback port, stopped on drop.
 pub struct Broker {
     pub port: u16,
-    child: Child,
-    dir: tempfile::TempDir,
+    // Declared before `dir`: the broker is stopped before its directory goes.
+    _child: KillOnDrop,
+    _dir: tempfile::TempDir,
 }
 
 impl Broker {
@@ -54,7 +55,11 @@ impl Broker {
             )
             .unwrap();
             if let Some(child) = mosquitto(&conf, port) {
-                return Broker { port, child, dir };
+                return Broker {
+                    port,
+                    _child: child,
+                    _dir: dir,
+                };
             }
         }
         panic!("mosquitto did not start on any of five free ports");
@@ -68,14 +73,6 @@ impl Broker {
     /// from now on is kept for it until [`Subscription::collect`].
     pub fn subscribe(&self, topic: &str) -> Subscription {
         Subscription::new(self.port, topic)
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = &self.dir;
     }
 }
 
@@ -132,22 +129,22 @@ impl Subscription {
             .status()
             .unwrap();
         assert!(status.success());
-        let mut sub = Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port])
-            .args([
-                "-t",
-                &self.topic,
-                "-q",
-                "1",
-                "-c",
-                "-i",
-                &self.client_id,
-                "-W",
-                "60",
-            ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut sub = spawn(
+            Command::new("mosquitto_sub")
+                .args(["-h", "127.0.0.1", "-p", &port])
+                .args([
+                    "-t",
+                    &self.topic,
+                    "-q",
+                    "1",
+                    "-c",
+                    "-i",
+                    &self.client_id,
+                    "-W",
+                    "60",
+                ])
+                .stdout(Stdio::piped()),
+        );
         let mut messages = Vec::new();
         for line in BufReader::new(sub.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
@@ -156,8 +153,6 @@ impl Subscription {
             }
             messages.push(line);
         }
-        let _ = sub.kill();
-        let _ = sub.wait();
         messages
     }
 }
@@ -174,30 +169,52 @@ pub fn agent() -> Command {
 /// environment.
 pub fn subcommand(name: &str) -> Command {
     let mut cmd = Command::new(AGENT);
-    cmd.env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .arg(name);
+    clean_environment(&mut cmd).arg(name);
     cmd
+}
+
+/// Only PATH, and the mark by which `make test` finds what a test left
+/// running.
+pub fn clean_environment(cmd: &mut Command) -> &mut Command {
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    if let Some(run) = std::env::var_os(TEST_RUN) {
+        cmd.env(TEST_RUN, run);
+    }
+    cmd
+}
+
+/// The environment variable `make test` sets to one value per run; every
+/// process a test starts inherits it, and tests/leftovers.sh looks for
+/// processes that still carry it after the run.
+const TEST_RUN: &str = "SIP_CAPTURE_TEST_RUN";
+
+/// Start `cmd`, killed when the returned guard is dropped.
+pub fn spawn(cmd: &mut Command) -> KillOnDrop {
+    KillOnDrop(
+        cmd.spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program())),
+    )
 }
 
 /// The agent capturing live on `lo` through `bpf`, publishing `topic` to
 /// `broker_url`, with `extra` arguments; returned once it is connected.
-pub fn live_agent(broker_url: &str, topic: &str, bpf: &str, extra: &[&str]) -> (Child, Lines) {
-    let mut child = agent()
-        .args([
-            "--interface",
-            "lo",
-            "--bpf-filter",
-            bpf,
-            "--broker",
-            broker_url,
-            "--topic",
-            topic,
-        ])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+pub fn live_agent(broker_url: &str, topic: &str, bpf: &str, extra: &[&str]) -> (KillOnDrop, Lines) {
+    let mut child = spawn(
+        agent()
+            .args([
+                "--interface",
+                "lo",
+                "--bpf-filter",
+                bpf,
+                "--broker",
+                broker_url,
+                "--topic",
+                topic,
+            ])
+            .args(extra)
+            .stdout(Stdio::piped()),
+    );
     let mut lines = Lines::of(&mut child);
     lines.wait_for("connected to broker", Duration::from_secs(10));
     (child, lines)
@@ -206,7 +223,7 @@ pub fn live_agent(broker_url: &str, topic: &str, bpf: &str, extra: &[&str]) -> (
 /// [`live_agent`] capturing the datagrams sent to a fresh UDP port on `lo`:
 /// also returns the socket bound to that port (kept open so nothing else
 /// takes the port while the test runs).
-pub fn live_agent_on_udp(broker_url: &str, topic: &str, extra: &[&str]) -> (Child, Lines, UdpSocket) {
+pub fn live_agent_on_udp(broker_url: &str, topic: &str, extra: &[&str]) -> (KillOnDrop, Lines, UdpSocket) {
     let target = UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = target.local_addr().unwrap().port();
     let (child, lines) = live_agent(broker_url, topic, &format!("udp and dst port {port}"), extra);
@@ -387,14 +404,17 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
 
 /// Start mosquitto with config file `conf` and wait until `port` accepts
 /// connections; `None` if mosquitto exited first (its port was taken).
-pub fn mosquitto(conf: &Path, port: u16) -> Option<Child> {
-    let mut child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("mosquitto is installed (make test installs it)");
+/// The broker is killed when the returned guard is dropped.
+pub fn mosquitto(conf: &Path, port: u16) -> Option<KillOnDrop> {
+    let mut child = KillOnDrop(
+        Command::new("mosquitto")
+            .arg("-c")
+            .arg(conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto is installed (make test installs it)"),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if child.try_wait().ok().flatten().is_some() {
@@ -422,13 +442,27 @@ pub fn can_capture_on_lo() -> bool {
 }
 
 /// A child process killed when the test ends, also when it fails, so no
-/// agent or broker outlives its test.
+/// agent or broker outlives its test. Every process a test starts and does
+/// not wait for at once is held in one.
 pub struct KillOnDrop(pub Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
     }
 }
 
@@ -465,6 +499,22 @@ impl Lines {
                 ),
             }
         }
+    }
+
+    /// Every line printed until `during` has passed (the child runs on).
+    pub fn gather(&mut self, during: Duration) -> &[String] {
+        let deadline = Instant::now() + during;
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.rx.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    std::thread::sleep(left);
+                    break;
+                }
+            }
+        }
+        &self.seen
     }
 
     /// Everything printed until the child closed its stdout.
