@@ -17,8 +17,9 @@
 //!                          (streams)       headers
 //! ```
 //!
-//! - [`capture`]: frames from a live interface (non-blocking, `poll(2)`) or
-//!   a pcap/pcapng file, with their timestamps.
+//! - [`capture`]: frames from a live interface (libpcap, non-blocking,
+//!   `poll(2)`) or a pcap/pcapng file ([`pcapfile`], pure Rust: each frame
+//!   with its own interface's link type and timestamp resolution).
 //! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
 //!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6), with
 //!   etherparse. Zero-copy.
@@ -71,6 +72,7 @@ pub mod defrag;
 pub mod envelope;
 pub mod filter;
 pub mod metrics;
+pub mod pcapfile;
 pub mod pipeline;
 pub mod privileges;
 pub mod publish;
