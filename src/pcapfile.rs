@@ -381,6 +381,204 @@ fn pcapng_time(ts: u64, interface: &Interface) -> Timestamp {
 mod tests {
     use super::*;
 
+    /// A classic pcap file: `records` of (seconds, fraction, data).
+    fn pcap(big_endian: bool, nanoseconds: bool, linktype: u32, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
+        let w32 = |out: &mut Vec<u8>, v: u32| {
+            out.extend_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() })
+        };
+        let mut out = Vec::new();
+        w32(&mut out, if nanoseconds { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
+        w32(&mut out, if big_endian { 0x0002_0004 } else { 0x0004_0002 });
+        w32(&mut out, 0);
+        w32(&mut out, 0);
+        w32(&mut out, 65_535);
+        w32(&mut out, linktype);
+        for &(secs, fraction, data) in records {
+            for v in [secs, fraction, data.len() as u32, data.len() as u32] {
+                w32(&mut out, v);
+            }
+            out.extend_from_slice(data);
+        }
+        out
+    }
+
+    /// A pcapng block in either byte order.
+    fn block(out: &mut Vec<u8>, big_endian: bool, kind: u32, body: &[u8]) {
+        let w32 = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let len = 12 + body.len().next_multiple_of(4) as u32;
+        out.extend_from_slice(&w32(kind));
+        out.extend_from_slice(&w32(len));
+        out.extend_from_slice(body);
+        out.resize(out.len() + body.len().next_multiple_of(4) - body.len(), 0);
+        out.extend_from_slice(&w32(len));
+    }
+
+    /// A pcapng section: interfaces of (link type, if_tsresol, if_tsoffset)
+    /// and packets of (interface, timestamp, data).
+    fn pcapng(big_endian: bool, interfaces: &[(u16, u8, i64)], packets: &[(u32, u64, &[u8])]) -> Vec<u8> {
+        let w16 = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w32 = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let mut out = Vec::new();
+        let mut shb = w32(0x1A2B_3C4D).to_vec();
+        shb.extend_from_slice(&w16(1));
+        shb.extend_from_slice(&w16(0));
+        shb.extend_from_slice(&[0xff; 8]);
+        block(&mut out, big_endian, 0x0A0D_0D0A, &shb);
+        for &(linktype, tsresol, offset) in interfaces {
+            let mut idb = w16(linktype).to_vec();
+            idb.extend_from_slice(&[0, 0]);
+            idb.extend_from_slice(&w32(0));
+            idb.extend_from_slice(&w16(IF_TSRESOL));
+            idb.extend_from_slice(&w16(1));
+            idb.extend_from_slice(&[tsresol, 0, 0, 0]);
+            idb.extend_from_slice(&w16(IF_TSOFFSET));
+            idb.extend_from_slice(&w16(8));
+            idb.extend_from_slice(&if big_endian { offset.to_be_bytes() } else { offset.to_le_bytes() });
+            idb.extend_from_slice(&[0; 4]);
+            block(&mut out, big_endian, 1, &idb);
+        }
+        for &(interface, ts, data) in packets {
+            let mut epb = Vec::new();
+            for v in [interface, (ts >> 32) as u32, ts as u32, data.len() as u32, data.len() as u32] {
+                epb.extend_from_slice(&w32(v));
+            }
+            epb.extend_from_slice(data);
+            epb.resize(epb.len().next_multiple_of(4), 0);
+            // epb_flags, then the end of options
+            epb.extend_from_slice(&w16(2));
+            epb.extend_from_slice(&w16(4));
+            epb.extend_from_slice(&w32(1));
+            epb.extend_from_slice(&[0; 4]);
+            block(&mut out, big_endian, EPB, &epb);
+        }
+        out
+    }
+
+    /// Every frame of `bytes` as (time, interface, link type, data), and
+    /// how reading ended; read through a buffer of `buffer` bytes.
+    fn read_all(bytes: Vec<u8>, buffer: usize) -> Result<(Vec<(Timestamp, u32, i32, Vec<u8>)>, Ending), String> {
+        let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), buffer)?;
+        let mut frames = Vec::new();
+        let ending = file.read(&AtomicBool::new(false), |f| {
+            frames.push((f.time, f.interface, f.linktype, f.data.to_vec()))
+        })?;
+        Ok((frames, ending))
+    }
+
+    /// 2071-03-02T12:00:00Z: past 2038, below 2^32 seconds.
+    const Y2071: u32 = 3_192_523_200;
+
+    #[test]
+    fn classic_pcap_in_every_byte_order_and_resolution() {
+        for big_endian in [false, true] {
+            for nanoseconds in [false, true] {
+                let fraction = if nanoseconds { 123_456_789 } else { 123_456 };
+                let bytes = pcap(big_endian, nanoseconds, 113, &[(Y2071, fraction, b"abc"), (7, 0, b"de")]);
+                let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+                assert_eq!(ending, Ending::Complete);
+                let at = |secs, micros| Timestamp { secs, micros };
+                assert_eq!(
+                    frames,
+                    [
+                        (at(i64::from(Y2071), 123_456), 0, 113, b"abc".to_vec()),
+                        (at(7, 0), 0, 113, b"de".to_vec())
+                    ],
+                    "big-endian {big_endian}, nanoseconds {nanoseconds}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn pcapng_interfaces_keep_their_link_type_and_resolution() {
+        let secs = u64::from(Y2071);
+        for big_endian in [false, true] {
+            let bytes = pcapng(
+                big_endian,
+                &[(1, 9, 0), (113, 6, 0), (101, 0x80 | 20, 1_000)],
+                &[
+                    (0, secs * 1_000_000_000 + 5_000, b"ether"),
+                    (1, secs * 1_000_000 + 7, b"sll"),
+                    (2, (secs - 1_000) << 20 | 1 << 19, b"raw"),
+                ],
+            );
+            let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+            assert_eq!(ending, Ending::Complete);
+            let at = |micros| Timestamp { secs: secs as i64, micros };
+            assert_eq!(
+                frames,
+                [
+                    (at(5), 0, 1, b"ether".to_vec()),
+                    (at(7), 1, 113, b"sll".to_vec()),
+                    (at(500_000), 2, 101, b"raw".to_vec())
+                ],
+                "big-endian {big_endian}"
+            );
+        }
+    }
+
+    /// Cut anywhere: every whole record is delivered; a cut inside a record
+    /// names that record's offset; a cut between records is a whole file.
+    #[test]
+    fn files_cut_at_every_byte() {
+        let packets: [(u32, u64, &[u8]); 3] = [(0, 1, b"first"), (1, 2, b"second"), (0, 3, b"third!")];
+        let classic = pcap(false, false, 1, &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")]);
+        let next_gen = pcapng(false, &[(1, 6, 0), (1, 9, 0)], &packets);
+        for (bytes, header) in [(classic, 24), (next_gen, 28 + 2 * 44)] {
+            // Where each record starts, and the end.
+            let (mut starts, mut at) = (vec![header], header);
+            while at < bytes.len() {
+                let len = if header == 24 {
+                    16 + u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize
+                } else {
+                    u32::from_le_bytes(bytes[at + 4..at + 8].try_into().unwrap()) as usize
+                };
+                at += len;
+                starts.push(at);
+            }
+            for cut in header..=bytes.len() {
+                for buffer in [64, FILE_BUFFER_BYTES] {
+                    let (frames, ending) = read_all(bytes[..cut].to_vec(), buffer).unwrap();
+                    let whole = starts.iter().filter(|&&s| s <= cut).count() - 1;
+                    assert_eq!(frames.len(), whole, "cut at {cut}, buffer {buffer}");
+                    if starts.contains(&cut) {
+                        assert_eq!(ending, Ending::Complete, "cut at {cut}");
+                    } else {
+                        let Ending::Incomplete { offset, .. } = ending else {
+                            panic!("cut at {cut}: {ending:?}")
+                        };
+                        assert_eq!(offset, starts[whole] as u64, "cut at {cut}, buffer {buffer}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn not_a_capture_file() {
+        let garbage = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec();
+        let err = read_all(garbage, FILE_BUFFER_BYTES).unwrap_err();
+        assert_eq!(err, "not a pcap or pcapng file (unknown header)");
+        assert_eq!(read_all(Vec::new(), FILE_BUFFER_BYTES).unwrap_err(), "the file is empty");
+        let short = pcap(false, false, 1, &[])[..10].to_vec();
+        assert!(read_all(short, FILE_BUFFER_BYTES).is_err());
+    }
+
+    #[test]
+    fn damaged_records_stop_reading_where_they_are() {
+        // A packet on an interface no IDB describes.
+        let bytes = pcapng(false, &[(1, 6, 0)], &[(0, 1, b"ok"), (3, 2, b"lost")]);
+        let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(ending, Ending::Incomplete { offset: 120, ref why } if why.contains("interface 3")), "{ending:?}");
+        // A record length past any buffer.
+        let mut bytes = pcap(false, false, 1, &[(1, 0, b"ok"), (2, 0, b"lost")]);
+        bytes[24 + 18 + 8..24 + 18 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
+        let (frames, ending) = read_all(bytes, 4096).unwrap();
+        assert_eq!(frames.len(), 1);
+        assert!(matches!(ending, Ending::Incomplete { offset: 42, .. }), "{ending:?}");
+    }
+
     fn interface(tsresol: u8, offset_secs: i64) -> Interface {
         Interface {
             linktype: 1,
