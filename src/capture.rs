@@ -16,8 +16,8 @@ use crate::counters::Counters;
 use crate::envelope::Timestamp;
 use crate::pcapfile::{CaptureFile, Ending};
 use pcap::{Active, BpfProgram, Capture, Linktype};
-use std::path::PathBuf;
 use rustix::event::{PollFd, PollFlags, poll};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -249,7 +249,12 @@ impl FileSource {
     /// Read the whole file through BPF_FILTER. A file cut short or damaged
     /// is a warning with the byte offset, counted in `file_cut_short`;
     /// everything before that point was delivered.
-    fn run(&mut self, stop: &AtomicBool, counters: &Counters, mut on_frame: impl FnMut(&Frame)) -> Result<(), String> {
+    fn run(
+        &mut self,
+        stop: &AtomicBool,
+        counters: &Counters,
+        mut on_frame: impl FnMut(&Frame),
+    ) -> Result<(), String> {
         let FileSource { path, file, bpf } = self;
         let ending = file
             .read(stop, |frame| {

@@ -13,7 +13,7 @@
 //! ```text
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
 //!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
-//!  live/file   UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
+//!  pcap-parser UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
 //!                          (streams)       headers
 //! ```
 //!

@@ -163,7 +163,13 @@ impl CaptureFile {
             starved = false;
             let handled = match (block, self.format) {
                 (PcapBlockOwned::LegacyHeader(_), _) => Ok(()),
-                (PcapBlockOwned::Legacy(record), Format::Pcap { linktype, nanoseconds }) => {
+                (
+                    PcapBlockOwned::Legacy(record),
+                    Format::Pcap {
+                        linktype,
+                        nanoseconds,
+                    },
+                ) => {
                     // The seconds field is unsigned: 2038 and later are
                     // positive.
                     let fraction = if nanoseconds {
@@ -384,7 +390,11 @@ mod tests {
     /// A classic pcap file: `records` of (seconds, fraction, data).
     fn pcap(big_endian: bool, nanoseconds: bool, linktype: u32, records: &[(u32, u32, &[u8])]) -> Vec<u8> {
         let w32 = |out: &mut Vec<u8>, v: u32| {
-            out.extend_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() })
+            out.extend_from_slice(&if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            })
         };
         let mut out = Vec::new();
         w32(&mut out, if nanoseconds { 0xa1b2_3c4d } else { 0xa1b2_c3d4 });
@@ -404,7 +414,13 @@ mod tests {
 
     /// A pcapng block in either byte order.
     fn block(out: &mut Vec<u8>, big_endian: bool, kind: u32, body: &[u8]) {
-        let w32 = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w32 = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
         let len = 12 + body.len().next_multiple_of(4) as u32;
         out.extend_from_slice(&w32(kind));
         out.extend_from_slice(&w32(len));
@@ -416,8 +432,20 @@ mod tests {
     /// A pcapng section: interfaces of (link type, if_tsresol, if_tsoffset)
     /// and packets of (interface, timestamp, data).
     fn pcapng(big_endian: bool, interfaces: &[(u16, u8, i64)], packets: &[(u32, u64, &[u8])]) -> Vec<u8> {
-        let w16 = |v: u16| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
-        let w32 = |v: u32| if big_endian { v.to_be_bytes() } else { v.to_le_bytes() };
+        let w16 = |v: u16| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let w32 = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
         let mut out = Vec::new();
         let mut shb = w32(0x1A2B_3C4D).to_vec();
         shb.extend_from_slice(&w16(1));
@@ -433,13 +461,23 @@ mod tests {
             idb.extend_from_slice(&[tsresol, 0, 0, 0]);
             idb.extend_from_slice(&w16(IF_TSOFFSET));
             idb.extend_from_slice(&w16(8));
-            idb.extend_from_slice(&if big_endian { offset.to_be_bytes() } else { offset.to_le_bytes() });
+            idb.extend_from_slice(&if big_endian {
+                offset.to_be_bytes()
+            } else {
+                offset.to_le_bytes()
+            });
             idb.extend_from_slice(&[0; 4]);
             block(&mut out, big_endian, 1, &idb);
         }
         for &(interface, ts, data) in packets {
             let mut epb = Vec::new();
-            for v in [interface, (ts >> 32) as u32, ts as u32, data.len() as u32, data.len() as u32] {
+            for v in [
+                interface,
+                (ts >> 32) as u32,
+                ts as u32,
+                data.len() as u32,
+                data.len() as u32,
+            ] {
                 epb.extend_from_slice(&w32(v));
             }
             epb.extend_from_slice(data);
@@ -454,9 +492,12 @@ mod tests {
         out
     }
 
-    /// Every frame of `bytes` as (time, interface, link type, data), and
+    /// A frame as (time, interface, link type, data).
+    type Owned = (Timestamp, u32, i32, Vec<u8>);
+
+    /// Every frame of `bytes`, and
     /// how reading ended; read through a buffer of `buffer` bytes.
-    fn read_all(bytes: Vec<u8>, buffer: usize) -> Result<(Vec<(Timestamp, u32, i32, Vec<u8>)>, Ending), String> {
+    fn read_all(bytes: Vec<u8>, buffer: usize) -> Result<(Vec<Owned>, Ending), String> {
         let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), buffer)?;
         let mut frames = Vec::new();
         let ending = file.read(&AtomicBool::new(false), |f| {
@@ -473,7 +514,12 @@ mod tests {
         for big_endian in [false, true] {
             for nanoseconds in [false, true] {
                 let fraction = if nanoseconds { 123_456_789 } else { 123_456 };
-                let bytes = pcap(big_endian, nanoseconds, 113, &[(Y2071, fraction, b"abc"), (7, 0, b"de")]);
+                let bytes = pcap(
+                    big_endian,
+                    nanoseconds,
+                    113,
+                    &[(Y2071, fraction, b"abc"), (7, 0, b"de")],
+                );
                 let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
                 assert_eq!(ending, Ending::Complete);
                 let at = |secs, micros| Timestamp { secs, micros };
@@ -504,7 +550,10 @@ mod tests {
             );
             let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
             assert_eq!(ending, Ending::Complete);
-            let at = |micros| Timestamp { secs: secs as i64, micros };
+            let at = |micros| Timestamp {
+                secs: secs as i64,
+                micros,
+            };
             assert_eq!(
                 frames,
                 [
@@ -522,7 +571,12 @@ mod tests {
     #[test]
     fn files_cut_at_every_byte() {
         let packets: [(u32, u64, &[u8]); 3] = [(0, 1, b"first"), (1, 2, b"second"), (0, 3, b"third!")];
-        let classic = pcap(false, false, 1, &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")]);
+        let classic = pcap(
+            false,
+            false,
+            1,
+            &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")],
+        );
         let next_gen = pcapng(false, &[(1, 6, 0), (1, 9, 0)], &packets);
         for (bytes, header) in [(classic, 24), (next_gen, 28 + 2 * 44)] {
             // Where each record starts, and the end.
@@ -559,7 +613,10 @@ mod tests {
         let garbage = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec();
         let err = read_all(garbage, FILE_BUFFER_BYTES).unwrap_err();
         assert_eq!(err, "not a pcap or pcapng file (unknown header)");
-        assert_eq!(read_all(Vec::new(), FILE_BUFFER_BYTES).unwrap_err(), "the file is empty");
+        assert_eq!(
+            read_all(Vec::new(), FILE_BUFFER_BYTES).unwrap_err(),
+            "the file is empty"
+        );
         let short = pcap(false, false, 1, &[])[..10].to_vec();
         assert!(read_all(short, FILE_BUFFER_BYTES).is_err());
     }
@@ -570,13 +627,19 @@ mod tests {
         let bytes = pcapng(false, &[(1, 6, 0)], &[(0, 1, b"ok"), (3, 2, b"lost")]);
         let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
         assert_eq!(frames.len(), 1);
-        assert!(matches!(ending, Ending::Incomplete { offset: 120, ref why } if why.contains("interface 3")), "{ending:?}");
+        assert!(
+            matches!(ending, Ending::Incomplete { offset: 120, ref why } if why.contains("interface 3")),
+            "{ending:?}"
+        );
         // A record length past any buffer.
         let mut bytes = pcap(false, false, 1, &[(1, 0, b"ok"), (2, 0, b"lost")]);
         bytes[24 + 18 + 8..24 + 18 + 12].copy_from_slice(&u32::MAX.to_le_bytes());
         let (frames, ending) = read_all(bytes, 4096).unwrap();
         assert_eq!(frames.len(), 1);
-        assert!(matches!(ending, Ending::Incomplete { offset: 42, .. }), "{ending:?}");
+        assert!(
+            matches!(ending, Ending::Incomplete { offset: 42, .. }),
+            "{ending:?}"
+        );
     }
 
     fn interface(tsresol: u8, offset_secs: i64) -> Interface {

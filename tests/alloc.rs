@@ -288,10 +288,20 @@ fn write_pcapng(path: &std::path::Path, frames: &[Vec<u8>]) {
         out.extend_from_slice(&(len as u32).to_le_bytes());
     }
     let mut out = Vec::new();
-    block(&mut out, 0x0A0D_0D0A, &[0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+    block(
+        &mut out,
+        0x0A0D_0D0A,
+        &[
+            0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
     for tsresol in [9u8, 6] {
         // link type 1, snaplen 0, if_tsresol, end of options
-        block(&mut out, 1, &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0]);
+        block(
+            &mut out,
+            1,
+            &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0],
+        );
     }
     for (i, frame) in frames.iter().enumerate() {
         let interface = (i % 2) as u32;
@@ -334,7 +344,13 @@ fn no_allocation_per_packet_reading_files() {
 
     for path in [pcap, pcapng] {
         let counters = Counters::default();
-        let mut source = capture::open(&Source::File(path.clone()), Some("udp or tcp or ip[6:2] & 0x1fff != 0 or ip6"), 0, 0).unwrap();
+        let mut source = capture::open(
+            &Source::File(path.clone()),
+            Some("udp or tcp or ip[6:2] & 0x1fff != 0 or ip6"),
+            0,
+            0,
+        )
+        .unwrap();
         let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
         let (mut seen, mut messages) = (0, 0u64);
         ALLOCATIONS.with(|n| n.set(0));
@@ -350,6 +366,10 @@ fn no_allocation_per_packet_reading_files() {
         COUNTING.with(|on| on.set(false));
         assert_eq!(seen, WARM_UP + MEASURED, "{path:?}");
         assert!(messages > 10_000, "{path:?}: {messages} messages");
-        assert_eq!(ALLOCATIONS.with(Cell::get), 0, "{path:?}: heap allocations per packet after warm-up");
+        assert_eq!(
+            ALLOCATIONS.with(Cell::get),
+            0,
+            "{path:?}: heap allocations per packet after warm-up"
+        );
     }
 }

@@ -34,8 +34,10 @@ fn a_file_cut_short_is_used_up_to_its_last_whole_record() {
         .find(|l| l.contains("WARN"))
         .unwrap_or_else(|| panic!("no warning in {stdout}"));
     assert!(
-        warning.contains(&format!("capture file {}: stopped at byte offset {offset}:", file.display()))
-            && warning.contains("the file ends inside this record"),
+        warning.contains(&format!(
+            "capture file {}: stopped at byte offset {offset}:",
+            file.display()
+        )) && warning.contains("the file ends inside this record"),
         "{warning}"
     );
     assert_eq!(summary_value(&output.stdout, "file_cut_short"), 1);
@@ -47,13 +49,23 @@ fn a_file_cut_short_is_used_up_to_its_last_whole_record() {
 fn a_file_that_is_not_a_capture_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     for (name, bytes, why) in [
-        ("garbage.pcap", &b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"[..], "not a pcap or pcapng file"),
+        (
+            "garbage.pcap",
+            &b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"[..],
+            "not a pcap or pcapng file",
+        ),
         ("empty.pcap", &b""[..], "the file is empty"),
     ] {
         let path = dir.path().join(name);
         std::fs::write(&path, bytes).unwrap();
         let output = agent()
-            .args(["--broker", "mqtt://127.0.0.1:1", "--topic", "files/garbage", "--read"])
+            .args([
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "--topic",
+                "files/garbage",
+                "--read",
+            ])
             .arg(&path)
             .output()
             .unwrap();
@@ -85,8 +97,14 @@ fn filter_test_reads_files_as_the_agent_does() {
     );
 
     let cut = run("pcapng-cut-short.pcapng");
-    let (stdout, stderr) = (String::from_utf8_lossy(&cut.stdout), String::from_utf8_lossy(&cut.stderr));
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&cut.stdout),
+        String::from_utf8_lossy(&cut.stderr),
+    );
     assert_eq!(cut.status.code(), Some(3), "{stdout}{stderr}");
     assert!(stdout.contains("2 SIP messages: 0 match, 2 do not"), "{stdout}");
-    assert!(stderr.contains("pcapng-cut-short.pcapng: stopped at byte offset"), "{stderr}");
+    assert!(
+        stderr.contains("pcapng-cut-short.pcapng: stopped at byte offset"),
+        "{stderr}"
+    );
 }
