@@ -608,6 +608,41 @@ mod tests {
         }
     }
 
+    /// Damaged files, byte by byte: reading ends (never panics or loops),
+    /// and every frame it delivers lies within the file.
+    #[test]
+    fn mutated_files_end_cleanly() {
+        let packets: [(u32, u64, &[u8]); 3] = [(0, 1, b"first"), (1, 2, b"second"), (0, 3, b"third!")];
+        let files = [
+            pcap(false, false, 1, &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")]),
+            pcap(true, true, 1, &[(1, 0, b"first"), (2, 0, b"second")]),
+            pcapng(false, &[(1, 6, 0), (113, 0x80 | 20, -3)], &packets),
+            pcapng(true, &[(1, 9, 7), (101, 3, 0)], &packets),
+        ];
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut random = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for original in &files {
+            for _ in 0..2_000 {
+                let mut bytes = original.clone();
+                for _ in 0..1 + random() % 4 {
+                    let at = (random() % bytes.len() as u64) as usize;
+                    bytes[at] = random() as u8;
+                }
+                let len = bytes.len();
+                // Small buffers: many refills, and records that do not fit.
+                let buffer = [64, 256, 4096][(random() % 3) as usize];
+                if let Ok((frames, _)) = read_all(bytes, buffer) {
+                    assert!(frames.iter().map(|f| f.3.len()).sum::<usize>() <= len);
+                }
+            }
+        }
+    }
+
     #[test]
     fn not_a_capture_file() {
         let garbage = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n".to_vec();
