@@ -59,6 +59,11 @@ pub struct FileSource {
     bpf: Option<FileBpf>,
 }
 
+/// Compiled BPF programs a file keeps, one per link type: more than any
+/// real file has; a damaged file with more link types recompiles instead
+/// of growing the table.
+const BPF_PROGRAMS: usize = 16;
+
 /// BPF_FILTER for a file: libpcap compiles the expression for each link
 /// type met, once, and runs it on each frame of that type
 /// (`pcap_offline_filter`).
@@ -78,15 +83,22 @@ impl FileBpf {
             None => {
                 let program = Capture::dead(Linktype(dlt_of(frame.linktype)))
                     .and_then(|c| c.compile(&self.expression, true));
+                let full = self.programs.len() == BPF_PROGRAMS;
                 let program = program
                     .inspect_err(|e| {
-                        log::warn!(
-                            "BPF_FILTER {:?} does not compile for link type {}: {e}; its frames are filtered out",
-                            self.expression,
-                            frame.linktype
-                        )
+                        // Once per link type (the table full: no log flood).
+                        if !full {
+                            log::warn!(
+                                "BPF_FILTER {:?} does not compile for link type {}: {e}; its frames are filtered out",
+                                self.expression,
+                                frame.linktype
+                            )
+                        }
                     })
                     .ok();
+                if full {
+                    self.programs.pop();
+                }
                 self.programs.push((frame.linktype, program));
                 self.programs.len() - 1
             }

@@ -614,7 +614,12 @@ mod tests {
     fn mutated_files_end_cleanly() {
         let packets: [(u32, u64, &[u8]); 3] = [(0, 1, b"first"), (1, 2, b"second"), (0, 3, b"third!")];
         let files = [
-            pcap(false, false, 1, &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")]),
+            pcap(
+                false,
+                false,
+                1,
+                &[(1, 0, b"first"), (2, 0, b"second"), (3, 0, b"third!")],
+            ),
             pcap(true, true, 1, &[(1, 0, b"first"), (2, 0, b"second")]),
             pcapng(false, &[(1, 6, 0), (113, 0x80 | 20, -3)], &packets),
             pcapng(true, &[(1, 9, 7), (101, 3, 0)], &packets),
