@@ -90,8 +90,9 @@ class Pcap:
     X.expected is a JSON object: "messages", each with the exact "sip" text,
     "time" (the capture time of the frame that completed it), "src", "dst"
     and "transport" as the envelope has them, in publishing order; and
-    optionally "counters" (summary values that must match exactly) and
-    "args" (extra command-line arguments for the replay)."""
+    optionally "counters" (summary values that must match exactly),
+    "args" (extra command-line arguments for the replay) and "exit" (the
+    agent's exit status, 0 when absent)."""
 
     def __init__(self, name, linktype=1):
         self.name = name
