@@ -566,6 +566,24 @@ mod tests {
         }
     }
 
+    /// Sections (`cat a.pcapng b.pcapng`) restart the interface table and
+    /// may change the byte order.
+    #[test]
+    fn pcapng_sections_each_have_their_interfaces() {
+        let mut bytes = pcapng(false, &[(1, 6, 0), (113, 6, 0)], &[(1, 5, b"sll")]);
+        bytes.extend(pcapng(true, &[(229, 9, 0)], &[(0, 7_000, b"raw6")]));
+        let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+        assert_eq!(ending, Ending::Complete);
+        let at = |micros| Timestamp { secs: 0, micros };
+        assert_eq!(
+            frames,
+            [
+                (at(5), 1, 113, b"sll".to_vec()),
+                (at(7), 0, 229, b"raw6".to_vec())
+            ]
+        );
+    }
+
     /// Cut anywhere: every whole record is delivered; a cut inside a record
     /// names that record's offset; a cut between records is a whole file.
     #[test]
