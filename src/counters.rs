@@ -153,6 +153,13 @@ counters! {
     /// PUBACK had not arrived when the connection broke (the subscriber may
     /// see them twice).
     resent_on_resume,
+    /// Frames of a capture file that BPF_FILTER rejected (not in `packets`;
+    /// a live capture's are dropped in the kernel, uncounted).
+    bpf_filtered,
+    /// 1 when the capture file ends inside a record (the capture was killed
+    /// while writing it) or a record is damaged: reading stopped there,
+    /// every whole record before it was used, and the exit status is 3.
+    file_cut_short,
 }
 
 impl Counters {
@@ -162,6 +169,10 @@ impl Counters {
 
     pub fn inc(counter: &AtomicU64) {
         Counters::add(counter, 1);
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 
     /// Set a counter that mirrors a total kept elsewhere (libpcap's).

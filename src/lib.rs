@@ -13,12 +13,13 @@
 //! ```text
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
 //!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
-//!  live/file   UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
+//!  pcap-parser UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
 //!                          (streams)       headers
 //! ```
 //!
-//! - [`capture`]: frames from a live interface (non-blocking, `poll(2)`) or
-//!   a pcap/pcapng file, with their timestamps.
+//! - [`capture`]: frames from a live interface (libpcap, non-blocking,
+//!   `poll(2)`) or a pcap/pcapng file ([`pcapfile`], pure Rust: each frame
+//!   with its own interface's link type and timestamp resolution).
 //! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
 //!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6), with
 //!   etherparse. Zero-copy.
@@ -74,6 +75,7 @@ pub mod envelope;
 pub mod filter;
 mod heard;
 pub mod metrics;
+pub mod pcapfile;
 pub mod pipeline;
 pub mod privileges;
 pub mod publish;

@@ -1,6 +1,7 @@
 //! The `sip-capture` binary: reads the configuration and runs the pipeline.
 
 use sip_capture::config::{self, Command, Config, DEFAULT_CONFIG_FILE};
+use sip_capture::counters::Counters;
 use sip_capture::envelope::AGENT;
 use sip_capture::filter::blob::Endian;
 use sip_capture::pipeline;
@@ -13,6 +14,9 @@ use std::sync::atomic::AtomicBool;
 const EXIT_CONFIG: u8 = 2;
 /// Exit code when the agent stops on a runtime error.
 const EXIT_FAILURE: u8 = 1;
+/// Exit code when a capture file was cut short or damaged: everything
+/// before that point was used (published, or listed by filter-test).
+const EXIT_FILE_CUT_SHORT: u8 = 3;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,8 +51,14 @@ fn main() -> ExitCode {
             max_dfa_bytes,
         }) => compile_filter(&expression, &output, endian, max_dfa_bytes),
         Ok(Command::FilterTest { filter, file }) => {
+            // Warnings (a file cut short, a link type not decoded) on stderr;
+            // stdout is the listing.
+            env_logger::Builder::new()
+                .filter_level(log::LevelFilter::Warn)
+                .init();
             match pipeline::filter_test(&filter, &file, &mut std::io::stdout().lock()) {
-                Ok(()) => ExitCode::SUCCESS,
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(EXIT_FILE_CUT_SHORT),
                 Err(e) => {
                     eprintln!("sip-capture: {}", e.0);
                     ExitCode::from(EXIT_FAILURE)
@@ -120,7 +130,11 @@ fn run(config: Config) -> ExitCode {
                 .map(|kib| format!(" peak_rss_kib={kib}"))
                 .unwrap_or_default();
             log::info!("summary: {counters}{rss}");
-            ExitCode::SUCCESS
+            if Counters::get(&counters.file_cut_short) > 0 {
+                ExitCode::from(EXIT_FILE_CUT_SHORT)
+            } else {
+                ExitCode::SUCCESS
+            }
         }
         Err(e) => {
             log::error!("{}", e.0);

@@ -5,7 +5,7 @@
 //! broker. Data flows one way. [`Pipeline::handle_frame`] is the whole
 //! per-packet path; it allocates nothing.
 
-use crate::capture;
+use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
 use crate::decode::{self, Decoded, LinkType, Segment};
@@ -23,21 +23,14 @@ use std::sync::atomic::AtomicBool;
 /// (IP fragments, TCP streams), recognise SIP. Shared by the agent and
 /// `filter-test`.
 pub struct Extractor<'c> {
-    link: Option<LinkType>,
     defrag: Defrag,
     tcp: TcpReassembler,
     counters: &'c Counters,
 }
 
 impl<'c> Extractor<'c> {
-    pub fn new(
-        linktype: i32,
-        limits: &ReassemblyLimits,
-        max_message: usize,
-        counters: &'c Counters,
-    ) -> Extractor<'c> {
+    pub fn new(limits: &ReassemblyLimits, max_message: usize, counters: &'c Counters) -> Extractor<'c> {
         Extractor {
-            link: LinkType::from_pcap(linktype),
             defrag: Defrag::new(
                 limits.frag_datagrams,
                 limits.frag_buffer_bytes,
@@ -54,20 +47,16 @@ impl<'c> Extractor<'c> {
         }
     }
 
-    /// Decode one frame and hand each SIP message it completes to
-    /// `on_message`, with where and when it was captured.
-    pub fn extract(
-        &mut self,
-        time: Timestamp,
-        frame: &[u8],
-        on_message: &mut dyn FnMut(&Origin, &Message<'_>),
-    ) {
+    /// Decode one frame with its own link type and hand each SIP message
+    /// it completes to `on_message`, with where and when it was captured.
+    pub fn extract(&mut self, frame: &Frame, on_message: &mut dyn FnMut(&Origin, &Message<'_>)) {
         let c = self.counters;
+        let time = frame.time;
         Counters::inc(&c.packets);
-        let Some(link) = self.link else {
+        let Some(link) = LinkType::from_pcap(frame.linktype) else {
             return Counters::inc(&c.link_unsupported);
         };
-        match decode::decode(link, frame) {
+        match decode::decode(link, frame.data) {
             Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, on_message),
             Ok(Decoded::Fragment(fragment)) => {
                 let Some(datagram) = self.defrag.add(time, &fragment, c) else {
@@ -161,7 +150,6 @@ pub struct Pipeline<'q> {
 
 impl<'q> Pipeline<'q> {
     pub fn new(
-        linktype: i32,
         filter: Filter,
         limits: &ReassemblyLimits,
         max_message: usize,
@@ -170,7 +158,7 @@ impl<'q> Pipeline<'q> {
         counters: &'q Counters,
     ) -> Pipeline<'q> {
         Pipeline {
-            extractor: Extractor::new(linktype, limits, max_message, counters),
+            extractor: Extractor::new(limits, max_message, counters),
             filter,
             envelopes: EnvelopeWriter::new(max_message),
             queue,
@@ -185,7 +173,7 @@ impl<'q> Pipeline<'q> {
     }
 
     /// Take one captured frame through every stage.
-    pub fn handle_frame(&mut self, time: Timestamp, frame: &[u8]) {
+    pub fn handle_frame(&mut self, frame: &Frame) {
         let Pipeline {
             extractor,
             filter,
@@ -194,7 +182,7 @@ impl<'q> Pipeline<'q> {
             when_full,
             counters: c,
         } = self;
-        extractor.extract(time, frame, &mut |origin, message| {
+        extractor.extract(frame, &mut |origin, message| {
             if !filter.matches(message) {
                 return Counters::inc(&c.filtered_out);
             }
@@ -222,26 +210,23 @@ impl<'q> Pipeline<'q> {
 
 /// `filter-test`: for each SIP message of a capture, one line with its
 /// time, endpoints, first line and whether `filter` selects it; then counts.
+/// `Ok(false)`: the file was cut short or damaged (a warning is logged);
+/// the lines cover everything before that point.
 pub fn filter_test(
     filter: &Filter,
     file: &std::path::Path,
     out: &mut impl std::io::Write,
-) -> Result<(), RunError> {
+) -> Result<bool, RunError> {
     let mut source =
         capture::open(&crate::config::Source::File(file.to_path_buf()), None, 0, 0).map_err(RunError)?;
     let counters = Counters::default();
-    let mut extractor = Extractor::new(
-        source.linktype(),
-        &ReassemblyLimits::defaults(),
-        65_535,
-        &counters,
-    );
+    let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
     let never = AtomicBool::new(false);
     source
-        .run(&never, &counters, |time, frame| {
-            extractor.extract(time, frame, &mut |origin, message| {
+        .run(&never, &counters, |frame| {
+            extractor.extract(frame, &mut |origin, message| {
                 let hit = filter.matches(message);
                 total += 1;
                 matched += u64::from(hit);
@@ -268,7 +253,8 @@ pub fn filter_test(
                 total - matched
             )
         })
-        .map_err(|e| RunError(format!("cannot write: {e}")))
+        .map_err(|e| RunError(format!("cannot write: {e}")))?;
+    Ok(Counters::get(&counters.file_cut_short) == 0)
 }
 
 /// Why the agent stopped with an error.
@@ -285,10 +271,6 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         config.capture_buffer_bytes,
     )
     .map_err(RunError)?;
-    let linktype = source.linktype();
-    if LinkType::from_pcap(linktype).is_none() {
-        log::warn!("link type {linktype} is not supported; its frames will be counted and skipped");
-    }
     let counters = Arc::new(Counters::default());
     let queue = Arc::new(Queue::new(config.queue_bytes));
     let settings = Settings {
@@ -296,7 +278,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         max_envelope: envelope_capacity(config.max_message_bytes),
     };
     log::info!(
-        "{} starting: source {:?}, link type {linktype}, topic {:?}",
+        "{} starting: source {:?}, topic {:?}",
         crate::envelope::AGENT,
         config.source,
         settings.mqtt.topic
@@ -330,7 +312,6 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
     };
 
     let mut pipeline = Pipeline::new(
-        linktype,
         config.sip_filter,
         &config.reassembly,
         config.max_message_bytes,
@@ -341,7 +322,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         },
         &counters,
     );
-    let captured = source.run(&stop, &counters, |time, frame| pipeline.handle_frame(time, frame));
+    let captured = source.run(&stop, &counters, |frame| pipeline.handle_frame(frame));
     pipeline.finish();
     queue.close();
     let published = publisher

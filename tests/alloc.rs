@@ -6,6 +6,7 @@
 mod common;
 
 use etherparse::PacketBuilder;
+use sip_capture::capture::Frame;
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
 use sip_capture::envelope::{Timestamp, envelope_capacity};
@@ -221,7 +222,6 @@ fn no_allocation_per_packet_after_warm_up() {
 
     let filter = Filter::compile(r#"(any request (status 100-699) (to "bob@.*\.com"))"#, 1 << 20).unwrap();
     let mut pipeline = Pipeline::new(
-        1,
         filter,
         &ReassemblyLimits::defaults(),
         max_message,
@@ -237,7 +237,12 @@ fn no_allocation_per_packet_after_warm_up() {
             secs: 1_700_000_000 + (i / 100_000) as i64,
             micros: (i % 100_000) as u32 * 10,
         };
-        pipeline.handle_frame(time, frame);
+        pipeline.handle_frame(&Frame {
+            time,
+            interface: 0,
+            linktype: 1,
+            data: frame,
+        });
     }
     COUNTING.with(|on| on.set(false));
     let allocations = ALLOCATIONS.with(Cell::get);
@@ -269,4 +274,103 @@ fn no_allocation_per_packet_after_warm_up() {
         "a file waits for room in the queue"
     );
     assert_eq!(c(&counters.sip_messages), c(&counters.published));
+}
+
+/// A pcapng file of `frames` on two Ethernet interfaces (nanosecond and
+/// microsecond times), every packet with an `epb_flags` option, as
+/// dumpcap and mergecap write them.
+fn write_pcapng(path: &std::path::Path, frames: &[Vec<u8>]) {
+    fn block(out: &mut Vec<u8>, kind: u32, body: &[u8]) {
+        let len = 12 + body.len().next_multiple_of(4);
+        out.extend_from_slice(&kind.to_le_bytes());
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+        out.extend_from_slice(body);
+        out.resize(out.len() + body.len().next_multiple_of(4) - body.len(), 0);
+        out.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+    let mut out = Vec::new();
+    block(
+        &mut out,
+        0x0A0D_0D0A,
+        &[
+            0x4D, 0x3C, 0x2B, 0x1A, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+    );
+    for tsresol in [9u8, 6] {
+        // link type 1, snaplen 0, if_tsresol, end of options
+        block(
+            &mut out,
+            1,
+            &[1, 0, 0, 0, 0, 0, 0, 0, 9, 0, 1, 0, tsresol, 0, 0, 0, 0, 0, 0, 0],
+        );
+    }
+    for (i, frame) in frames.iter().enumerate() {
+        let interface = (i % 2) as u32;
+        let micros = 1_700_000_000_000_000u64 + i as u64 * 10;
+        let ts = if interface == 0 { micros * 1000 } else { micros };
+        let mut body = Vec::new();
+        body.extend_from_slice(&interface.to_le_bytes());
+        body.extend_from_slice(&((ts >> 32) as u32).to_le_bytes());
+        body.extend_from_slice(&(ts as u32).to_le_bytes());
+        body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        body.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        body.extend_from_slice(frame);
+        body.resize(body.len().next_multiple_of(4), 0);
+        // epb_flags: inbound; end of options
+        body.extend_from_slice(&[2, 0, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        block(&mut out, 6, &body);
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Reading a file allocates nothing per packet either: pcap and pcapng
+/// (with packet options) through the reader and a BPF_FILTER compiled by
+/// libpcap, into the extractor.
+#[test]
+fn no_allocation_per_packet_reading_files() {
+    use sip_capture::capture;
+    use sip_capture::config::Source;
+    use sip_capture::pipeline::Extractor;
+
+    let frames = mixed_frames(WARM_UP + MEASURED);
+    let dir = tempfile::tempdir().unwrap();
+    let pcapng = dir.path().join("mixed.pcapng");
+    write_pcapng(&pcapng, &frames);
+    let pcap = dir.path().join("mixed.pcap");
+    let mut classic = common::PcapFile::create(&pcap);
+    for (i, frame) in frames.iter().enumerate() {
+        classic.record(i as u32 * 10, frame);
+    }
+    drop(classic);
+
+    for path in [pcap, pcapng] {
+        let counters = Counters::default();
+        let mut source = capture::open(
+            &Source::File(path.clone()),
+            Some("udp or tcp or ip[6:2] & 0x1fff != 0 or ip6"),
+            0,
+            0,
+        )
+        .unwrap();
+        let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
+        let (mut seen, mut messages) = (0, 0u64);
+        ALLOCATIONS.with(|n| n.set(0));
+        source
+            .run(&AtomicBool::new(false), &counters, |frame| {
+                seen += 1;
+                if seen == WARM_UP {
+                    COUNTING.with(|on| on.set(true));
+                }
+                extractor.extract(frame, &mut |_, _| messages += 1);
+            })
+            .unwrap();
+        COUNTING.with(|on| on.set(false));
+        assert_eq!(seen, WARM_UP + MEASURED, "{path:?}");
+        assert!(messages > 10_000, "{path:?}: {messages} messages");
+        assert_eq!(
+            ALLOCATIONS.with(Cell::get),
+            0,
+            "{path:?}: heap allocations per packet after warm-up"
+        );
+    }
 }

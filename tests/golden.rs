@@ -2,13 +2,15 @@
 //! replayed through the agent to a real broker, publishes exactly the
 //! messages its `.expected` file lists — the bytes, the capture time, the
 //! addresses and the transport, in order, nothing more — and its summary
-//! has the counter values the file names, and accounts for every frame
-//! (docs/design.md, "Accounting"). `tests/data/make_captures.py`
-//! writes both; a new capture there is checked here without a new test.
+//! has the counter values the file names, accounts for every frame
+//! (docs/design.md, "Accounting"), and the agent exits with the file's
+//! `exit` status (0 when absent). `tests/data/make_captures.py` writes
+//! both (X.pcap or X.pcapng); a new capture there is checked here without
+//! a new test.
 
 mod common;
 
-use common::{Broker, accounting_errors, data, replay, sip_of, summary_value};
+use common::{Broker, accounting_errors, data, replay, replay_any, sip_of, summary_value};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -53,7 +55,22 @@ fn generated_captures_publish_exactly_what_was_on_the_wire() {
             .unwrap_or_default();
         let topic = format!("golden/{name}");
         let subscription = broker.subscribe(&topic);
-        let output = replay(&broker, &topic, &dir.join(format!("{name}.pcap")), &args);
+        let capture = [".pcap", ".pcapng"]
+            .map(|ext| dir.join(format!("{name}{ext}")))
+            .into_iter()
+            .find(|path| path.exists())
+            .unwrap_or_else(|| panic!("{name}: no .pcap or .pcapng beside its .expected"));
+        let output = replay_any(&broker, &topic, &capture, &args);
+        let exit = expected["exit"].as_i64().unwrap_or(0);
+        if output.status.code() != Some(exit as i32) {
+            failures.push(format!(
+                "{name}: exit {:?}, expected {exit}\n{}{}",
+                output.status.code(),
+                String::from_utf8_lossy(&output.stdout),
+                String::from_utf8_lossy(&output.stderr)
+            ));
+            continue;
+        }
         let got: Vec<Value> = subscription
             .collect()
             .iter()

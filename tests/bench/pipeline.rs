@@ -2,23 +2,39 @@
 //! → filter → envelope over every frame of a capture held in memory, and
 //! the floor — the work every published message must have done anyway
 //! (SHA-256 and base64 of its bytes, copied into an envelope buffer) — over
-//! the same messages. Prints one JSON object. Run by `make bench`:
+//! the same messages; and the cost of reading the file itself, with
+//! sip-capture's reader (pcap-parser) and with libpcap for comparison.
+//! Prints one JSON object. Run by `make bench`:
 //!
 //!     cargo bench --bench pipeline -- TRACE.pcap [FILTER]
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
-use sip_capture::config::ReassemblyLimits;
+use sip_capture::capture::{self, Frame};
+use sip_capture::config::{ReassemblyLimits, Source};
 use sip_capture::counters::Counters;
 use sip_capture::envelope::{EnvelopeWriter, Timestamp, envelope_capacity};
 use sip_capture::filter::Filter;
 use sip_capture::pipeline::Extractor;
 use std::hint::black_box;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const MAX_MESSAGE: usize = 65_535;
 /// Best of this many passes, to see past a noisy machine.
 const PASSES: usize = 5;
+
+/// A frame held in memory.
+type Owned = (Timestamp, u32, i32, Vec<u8>);
+
+fn frame((time, interface, linktype, data): &Owned) -> Frame<'_> {
+    Frame {
+        time: *time,
+        interface: *interface,
+        linktype: *linktype,
+        data,
+    }
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -26,24 +42,40 @@ fn main() {
     let filter_text = args.get(1).map(String::as_str).unwrap_or("");
     let filter = Filter::compile(filter_text, 1 << 20).expect("filter");
 
-    let mut capture = pcap::Capture::from_file(trace).expect("trace");
-    let linktype = capture.get_datalink().0;
-    let mut frames = Vec::new();
-    while let Ok(packet) = capture.next_packet() {
-        let time = Timestamp {
-            secs: packet.header.ts.tv_sec,
-            micros: packet.header.ts.tv_usec as u32,
-        };
-        frames.push((time, packet.data.to_vec()));
+    // The frames, read once by the agent's own file reader.
+    let counters = Counters::default();
+    let never = AtomicBool::new(false);
+    let read = |on_frame: &mut dyn FnMut(&Frame)| {
+        capture::open(&Source::File(trace.into()), None, 0, 0)
+            .expect("trace")
+            .run(&never, &counters, on_frame)
+            .expect("read");
+    };
+    let mut frames: Vec<Owned> = Vec::new();
+    read(&mut |f| frames.push((f.time, f.interface, f.linktype, f.data.to_vec())));
+
+    // Reading the file: the agent's reader, and libpcap's.
+    let (mut read_best, mut libpcap_best) = (Duration::MAX, Duration::MAX);
+    for _ in 0..PASSES {
+        let start = Instant::now();
+        let mut bytes = 0;
+        read(&mut |f| bytes += black_box(f.data.len()));
+        read_best = read_best.min(start.elapsed());
+        let start = Instant::now();
+        let mut capture = pcap::Capture::from_file(trace).expect("trace");
+        while let Ok(packet) = capture.next_packet() {
+            bytes -= black_box(packet.data.len());
+        }
+        libpcap_best = libpcap_best.min(start.elapsed());
+        assert_eq!(bytes, 0, "both readers see the same bytes");
     }
 
     // The messages, collected once, for the floor.
-    let counters = Counters::default();
     let limits = ReassemblyLimits::defaults();
     let mut messages = Vec::new();
-    let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
-    for (time, frame) in &frames {
-        extractor.extract(*time, frame, &mut |_, m| messages.push(m.raw().to_vec()));
+    let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &counters);
+    for f in &frames {
+        extractor.extract(&frame(f), &mut |_, m| messages.push(m.raw().to_vec()));
     }
     extractor.finish();
 
@@ -51,12 +83,12 @@ fn main() {
     let mut published = 0;
     for _ in 0..PASSES {
         let counters = Counters::default();
-        let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
+        let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &counters);
         let mut writer = EnvelopeWriter::new(MAX_MESSAGE);
         published = 0;
         let start = Instant::now();
-        for (time, frame) in &frames {
-            extractor.extract(*time, frame, &mut |origin, message| {
+        for f in &frames {
+            extractor.extract(&frame(f), &mut |origin, message| {
                 if filter.matches(message) {
                     published += 1;
                     black_box(writer.write(origin, message.raw()).map(<[u8]>::len).unwrap_or(0));
@@ -91,10 +123,13 @@ fn main() {
     let floor_ns = floor.as_nanos() as f64 / n;
     println!(
         "{{\"trace\":{trace:?},\"filter\":{filter_text:?},\"frames\":{},\"messages\":{},\"published\":{published},\
-\"inproc_ns_per_msg\":{ns_per_msg:.1},\"inproc_msgs_per_s\":{:.0},\"floor_ns_per_msg\":{floor_ns:.1},\"ratio_to_floor\":{:.2}}}",
+\"inproc_ns_per_msg\":{ns_per_msg:.1},\"inproc_msgs_per_s\":{:.0},\"floor_ns_per_msg\":{floor_ns:.1},\"ratio_to_floor\":{:.2},\
+\"read_ns_per_frame\":{:.1},\"libpcap_read_ns_per_frame\":{:.1}}}",
         frames.len(),
         messages.len(),
         1e9 / ns_per_msg,
-        ns_per_msg / floor_ns
+        ns_per_msg / floor_ns,
+        read_best.as_nanos() as f64 / frames.len().max(1) as f64,
+        libpcap_best.as_nanos() as f64 / frames.len().max(1) as f64,
     );
 }

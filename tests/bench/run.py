@@ -9,6 +9,7 @@ make new ones):
 
 For each trace: the in-process pipeline cost (cargo bench --bench pipeline)
 with the empty filter and the original's example filter, the floor, the
+cost of reading the file (the agent's reader and libpcap's), the
 end-to-end run of `sip-capture --read` to a private mosquitto with a QoS 1
 subscriber counting, and `tshark -r TRACE -Y sip` CPU time. Prints one table
 and writes target/bench/results.json. Standard library only.
@@ -203,6 +204,8 @@ def main():
             "inproc_example_filter_ns_per_msg": example["inproc_ns_per_msg"],
             "floor_ns_per_msg": empty["floor_ns_per_msg"],
             "ratio_to_floor": empty["ratio_to_floor"],
+            "read_ns_per_frame": empty["read_ns_per_frame"],
+            "libpcap_read_ns_per_frame": empty["libpcap_read_ns_per_frame"],
             **e2e,
             "batched_all_arrived": batched["all_arrived"],
             "batched_e2e_msgs_per_s": batched["e2e_msgs_per_s"],
@@ -231,6 +234,8 @@ def print_table(r):
         ("in-process ns/msg (example filter)", "inproc_example_filter_ns_per_msg"),
         ("floor ns/msg (sha256+base64+copy)", "floor_ns_per_msg"),
         ("pipeline / floor", "ratio_to_floor"),
+        ("file read ns/frame (pcap-parser)", "read_ns_per_frame"),
+        ("file read ns/frame (libpcap)", "libpcap_read_ns_per_frame"),
         ("end-to-end QoS 1 msg/s", "e2e_msgs_per_s"),
         ("all messages arrived", "all_arrived"),
         ("agent CPU us/msg", "e2e_cpu_us_per_msg"),

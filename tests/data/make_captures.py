@@ -90,8 +90,9 @@ class Pcap:
     X.expected is a JSON object: "messages", each with the exact "sip" text,
     "time" (the capture time of the frame that completed it), "src", "dst"
     and "transport" as the envelope has them, in publishing order; and
-    optionally "counters" (summary values that must match exactly) and
-    "args" (extra command-line arguments for the replay)."""
+    optionally "counters" (summary values that must match exactly),
+    "args" (extra command-line arguments for the replay) and "exit" (the
+    agent's exit status, 0 when absent)."""
 
     def __init__(self, name, linktype=1):
         self.name = name
@@ -348,7 +349,214 @@ def udp_framing():
     p.write(counters={"udp_trailing_bytes": trailing, "sip_messages": 7, "not_sip": 0})
 
 
+# --- Files as users have them: pcapng, 2038+, byte orders, cut short -------
+
+
+def write_expected(name, messages, counters=None, args=None, exit_status=None):
+    """X.expected beside X.pcap or X.pcapng: see Pcap."""
+    expected = {"messages": messages}
+    if counters:
+        expected["counters"] = counters
+    if args:
+        expected["args"] = args
+    if exit_status:
+        expected["exit"] = exit_status
+    with open(os.path.join(OUT, name + ".expected"), "w") as f:
+        json.dump(expected, f, indent=1)
+        f.write("\n")
+
+
+def units(resolution):
+    """Timestamp units per second of an if_tsresol byte (pcapng §4.2)."""
+    return 2 ** (resolution & 0x7F) if resolution & 0x80 else 10 ** resolution
+
+
+class PcapNg:
+    """A pcapng file: one section, interfaces of their own link type, snap
+    length, if_tsresol and if_tsoffset, and Enhanced Packet Blocks (with
+    options) in either byte order; and what the agent must publish from it.
+
+    Times are given in nanoseconds since the epoch; each packet's is
+    written in its interface's units, and the envelope's time is that value
+    truncated to microseconds, as the agent reads it."""
+
+    def __init__(self, name, big_endian=False):
+        self.name, self.order = name, ">" if big_endian else "<"
+        self.interfaces, self.blocks, self.messages = [], [], []
+
+    def block(self, kind, body):
+        body += b"\0" * (-len(body) % 4)
+        length = 12 + len(body)
+        self.blocks.append(struct.pack(self.order + "II", kind, length) + body + struct.pack(self.order + "I", length))
+
+    def option(self, code, value):
+        return struct.pack(self.order + "HH", code, len(value)) + value + b"\0" * (-len(value) % 4)
+
+    def interface(self, linktype, snaplen, resolution=6, offset=0, name=None):
+        """Add an IDB; returns its interface id."""
+        options = b""
+        if name:
+            options += self.option(2, name.encode())
+        if resolution != 6:
+            options += self.option(9, bytes([resolution]))
+        if offset:
+            options += self.option(14, struct.pack(self.order + "q", offset))
+        if options:
+            options += self.option(0, b"")
+        self.block(1, struct.pack(self.order + "HHI", linktype, 0, snaplen) + options)
+        self.interfaces.append((resolution, offset))
+        return len(self.interfaces) - 1
+
+    def add(self, interface, frame, at_ns, comment=None):
+        """An EPB on `interface` captured at `at_ns`; returns the time the
+        agent reads, in microseconds since the epoch."""
+        resolution, offset = self.interfaces[interface]
+        per_second = units(resolution)
+        ts = (at_ns - offset * 10**9) * per_second // 10**9
+        options = self.option(2, struct.pack(self.order + "I", 1))  # epb_flags: inbound
+        if comment:
+            options += self.option(1, comment.encode())
+        options += self.option(0, b"")
+        padded = frame + b"\0" * (-len(frame) % 4)
+        self.block(6, struct.pack(self.order + "IIIII", interface, ts >> 32, ts & 0xFFFFFFFF, len(frame), len(frame))
+                   + padded + options)
+        return (ts // per_second + offset) * 1_000_000 + ts % per_second * 1_000_000 // per_second
+
+    def statistics(self, interface):
+        """An Interface Statistics Block: not a packet, skipped."""
+        self.block(5, struct.pack(self.order + "III", interface, 0, 0) + self.option(0, b""))
+
+    def expect(self, msg, at, src, dst, transport="udp"):
+        self.messages.append({"time": rfc3339(at), "transport": transport, "src": src, "dst": dst, "sip": msg})
+
+    def write(self, counters=None, args=None, exit_status=None, cut=0):
+        """Write X.pcapng; `cut` bytes are left off its end."""
+        shb = struct.pack(self.order + "IHHq", 0x1A2B3C4D, 1, 0, -1) + self.option(4, b"make_captures.py") + self.option(0, b"")
+        body = shb + b"\0" * (-len(shb) % 4)
+        head = struct.pack(self.order + "II", 0x0A0D0D0A, 12 + len(body)) + body + struct.pack(self.order + "I", 12 + len(body))
+        data = head + b"".join(self.blocks)
+        with open(os.path.join(OUT, self.name + ".pcapng"), "wb") as f:
+            f.write(data[:len(data) - cut])
+        write_expected(self.name, self.messages, counters, args, exit_status)
+
+
+def sll(ip_packet, ether_type=0x0800):
+    """Linux cooked capture v1 (link type 113): an incoming packet."""
+    return struct.pack("!HHH8sH", 0, 1, 6, MAC_A + b"\0\0", ether_type) + ip_packet
+
+
+# 2071-03-02T12:00:00Z, past 2038 (signed 32-bit) and below 2106 (unsigned).
+T2071 = 3_192_523_200
+
+
+def merged(name, args=None, counters=None, port_filter=None):
+    """What mergecap makes of captures from different hosts: Ethernet with
+    nanosecond times, Linux cooked with microseconds, raw IPv4 with 2^-20 s
+    units and an if_tsoffset, raw IPv6 with milliseconds, and an interface
+    of a link type sip-capture does not decode; packets interleaved by time."""
+    p = PcapNg(name)
+    eth = p.interface(1, 262144, resolution=9, name="eth0")
+    cooked = p.interface(113, 65535, name="any")
+    raw = p.interface(101, 1500, resolution=0x80 | 20, offset=T0, name="tun0")
+    raw6 = p.interface(229, 9000, resolution=3)
+    other = p.interface(147, 128)
+    t = T0 * 10**9 + 123_456_789
+    sends = [
+        (eth, lambda m, sp, dp: ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(sp, dp, m))), "192.0.2.1", "192.0.2.2"),
+        (cooked, lambda m, sp, dp: sll(ipv4("198.51.100.1", "198.51.100.2", 17, udp(sp, dp, m))), "198.51.100.1", "198.51.100.2"),
+        (raw, lambda m, sp, dp: ipv4("203.0.113.1", "203.0.113.2", 17, udp(sp, dp, m)), "203.0.113.1", "203.0.113.2"),
+        (raw6, lambda m, sp, dp: ipv6("2001:db8::1", "2001:db8::2", 17, udp(sp, dp, m)), "[2001:db8::1]", "[2001:db8::2]"),
+    ]
+    n = 40
+    for round_ in range(2):
+        for interface, frame, src, dst in sends:
+            n += 1
+            dport = 5060 if round_ == 0 else 5062
+            msg = sip("OPTIONS", n)
+            at = p.add(interface, frame(msg.encode(), 5060, dport), t, comment="merged" if n == 41 else None)
+            if port_filter is None or dport == port_filter:
+                p.expect(msg, at, f"{src}:5060", f"{dst}:{dport}")
+            t += 1_234_567
+        p.add(other, b"\x01\x02\x03\x04", t)
+        t += 1_000
+    p.statistics(eth)
+    p.write(counters=counters, args=args)
+
+
+def pcapng_merged():
+    merged("pcapng-merged", counters={"packets": 10, "link_unsupported": 2, "sip_messages": 8, "bpf_filtered": 0})
+
+
+def pcapng_merged_bpf():
+    """BPF_FILTER still applies, compiled for each link type: the 5062
+    messages and the undecodable frames are filtered out and counted."""
+    merged("pcapng-merged-bpf", args=["--bpf-filter", "udp dst port 5060"], port_filter=5060,
+           counters={"packets": 4, "link_unsupported": 0, "sip_messages": 4, "bpf_filtered": 6})
+
+
+def classic(name, order, magic, records, linktype=1):
+    """A classic pcap file of `records` (seconds, fraction, frame) in byte
+    order `order` ("<" or ">"), microsecond or nanosecond `magic`."""
+    with open(os.path.join(OUT, name + ".pcap"), "wb") as f:
+        f.write(struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype))
+        for secs, fraction, frame in records:
+            f.write(struct.pack(order + "IIII", secs, fraction, len(frame), len(frame)) + frame)
+
+
+def after_2038():
+    """The pcap seconds field is unsigned: 2071 is 2071, not 1970, in
+    microsecond and nanosecond files of both byte orders; and a pcapng in
+    big-endian byte order with nanosecond times of 2071."""
+    for name, order, magic, per_second in [("pcap-2071", "<", 0xA1B2C3D4, 10**6),
+                                           ("pcap-2071-nanoseconds-big-endian", ">", 0xA1B23C4D, 10**9)]:
+        records, messages = [], []
+        for n, fraction in [(71, 0), (72, per_second - 1)]:
+            msg = sip("INVITE", n)
+            records.append((T2071 + n, fraction, ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, msg.encode())))))
+            at = (T2071 + n) * 1_000_000 + fraction * 1_000_000 // per_second
+            messages.append({"time": rfc3339(at), "transport": "udp", "src": "192.0.2.1:5060",
+                             "dst": "192.0.2.2:5060", "sip": msg})
+        classic(name, order, magic, records)
+        write_expected(name, messages)
+    p = PcapNg("pcapng-2071-big-endian", big_endian=True)
+    eth = p.interface(1, 65535, resolution=9)
+    msg = sip("BYE", 73)
+    at = p.add(eth, ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, msg.encode()))), T2071 * 10**9 + 999_999_999)
+    p.expect(msg, at, "192.0.2.1:5060", "192.0.2.2:5060")
+    p.write()
+
+
+def cut_short():
+    """A capture killed while writing its last record: every whole record
+    is published, the summary counts file_cut_short, exit status 3."""
+    msgs = [sip("REGISTER", n) for n in range(3)]
+    frames = [ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, m.encode()))) for m in msgs]
+    p = Pcap("pcap-cut-short")
+    for m, frame in zip(msgs, frames):
+        at = p.add(frame)
+        if m != msgs[-1]:
+            p.expect(m, at, "192.0.2.1:5060", "192.0.2.2:5060", "udp")
+    p.write(counters={"packets": 2, "file_cut_short": 1})
+    path = os.path.join(OUT, p.name + ".pcap")
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[:-40])  # inside the last frame's SIP bytes
+    with open(os.path.join(OUT, p.name + ".expected")) as f:
+        expected = json.load(f)
+    write_expected(p.name, expected["messages"], expected["counters"], exit_status=3)
+    q = PcapNg("pcapng-cut-short")
+    eth = q.interface(1, 65535, resolution=9)
+    t = T0 * 10**9
+    for m, frame in zip(msgs, frames):
+        at = q.add(eth, frame, t)
+        if m != msgs[-1]:
+            q.expect(m, at, "192.0.2.1:5060", "192.0.2.2:5060")
+        t += 10**6
+    q.write(counters={"packets": 2, "file_cut_short": 1}, exit_status=3, cut=30)  # inside the options
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
-                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing]:
+                 cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing,
+                 pcapng_merged, pcapng_merged_bpf, after_2038, cut_short]:
         make()
