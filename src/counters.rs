@@ -125,6 +125,10 @@ counters! {
     pcap_dropped,
     /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
+    /// Frames not decoded because their headers nest deeper than decode
+    /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
+    /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
+    header_chain_too_long,
 }
 
 impl Counters {

@@ -23,7 +23,7 @@
 
 use crate::buffers::Buffers;
 use crate::counters::Counters;
-use crate::decode::Fragment;
+use crate::decode::{Context, Fragment};
 use crate::envelope::Timestamp;
 use core::net::IpAddr;
 
@@ -31,6 +31,8 @@ const BLOCK: usize = 8;
 
 /// A reassembled datagram, borrowing its slot until the next call.
 pub struct Datagram<'d> {
+    /// Where its fragments were observed (all in the same place).
+    pub context: Context,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub protocol: u8,
@@ -39,8 +41,12 @@ pub struct Datagram<'d> {
     pub payload: &'d [u8],
 }
 
+/// What identifies one datagram: RFC 791's (source, destination,
+/// protocol, identification), RFC 8200's with the Next Header, and where
+/// it was observed, so equal addresses and ids on two VLANs stay apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
+    context: Context,
     src: IpAddr,
     dst: IpAddr,
     id: u32,
@@ -97,6 +103,7 @@ impl Defrag {
         Counters::inc(&counters.frag_fragments);
         self.expire(now, counters);
         let key = Key {
+            context: frag.context,
             src: frag.src,
             dst: frag.dst,
             id: frag.id,
@@ -136,6 +143,7 @@ impl Defrag {
         Counters::inc(&counters.frag_reassembled);
         let key = slot.key.take()?;
         Some(Datagram {
+            context: key.context,
             src: key.src,
             dst: key.dst,
             protocol: key.protocol,
@@ -221,6 +229,7 @@ mod tests {
 
     fn frag(offset: usize, more: bool, payload: &[u8]) -> Fragment<'_> {
         Fragment {
+            context: Context::default(),
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             id: 7,

@@ -8,7 +8,7 @@
 use crate::capture;
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
-use crate::decode::{self, Decoded, LinkType, Segment};
+use crate::decode::{self, DecodeError, Decoded, LinkType, Segment};
 use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
@@ -54,11 +54,13 @@ impl<'c> Extractor<'c> {
         }
     }
 
-    /// Decode one frame and hand each SIP message it completes to
-    /// `on_message`, with where and when it was captured.
+    /// Decode one frame captured on `interface` (see
+    /// [`decode::Context::on_interface`]) and hand each SIP message it
+    /// completes to `on_message`, with where and when it was captured.
     pub fn extract(
         &mut self,
         time: Timestamp,
+        interface: u32,
         frame: &[u8],
         on_message: &mut dyn FnMut(&Origin, &Message<'_>),
     ) {
@@ -67,27 +69,28 @@ impl<'c> Extractor<'c> {
         let Some(link) = self.link else {
             return Counters::inc(&c.link_unsupported);
         };
-        match decode::decode(link, frame) {
+        match decode::decode(link, interface, frame) {
             Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, on_message),
             Ok(Decoded::Fragment(fragment)) => {
                 let Some(datagram) = self.defrag.add(time, &fragment, c) else {
                     return;
                 };
                 match decode::decode_transport(
-                    datagram.protocol,
+                    datagram.context,
                     datagram.src,
                     datagram.dst,
+                    datagram.protocol,
                     datagram.payload,
                 ) {
                     Ok(Decoded::Segment(segment)) => {
                         deliver(&mut self.tcp, c, datagram.first_seen, &segment, on_message)
                     }
                     Ok(_) => Counters::inc(&c.not_udp_tcp),
-                    Err(_) => Counters::inc(&c.decode_errors),
+                    Err(e) => count_error(c, e),
                 }
             }
             Ok(Decoded::Other) => Counters::inc(&c.not_udp_tcp),
-            Err(_) => Counters::inc(&c.decode_errors),
+            Err(e) => count_error(c, e),
         }
     }
 
@@ -95,6 +98,13 @@ impl<'c> Extractor<'c> {
     pub fn finish(&mut self) {
         self.defrag.expire_all(self.counters);
     }
+}
+
+fn count_error(c: &Counters, error: DecodeError) {
+    Counters::inc(match error {
+        DecodeError::Malformed => &c.decode_errors,
+        DecodeError::ChainTooLong => &c.header_chain_too_long,
+    });
 }
 
 /// A UDP payload is one message; TCP bytes go through the stream
@@ -182,7 +192,9 @@ impl<'q> Pipeline<'q> {
             when_full,
             counters: c,
         } = self;
-        extractor.extract(time, frame, &mut |origin, message| {
+        // Every frame is on interface 0 until the capture reports each
+        // frame's interface (a multi-interface pcapng).
+        extractor.extract(time, 0, frame, &mut |origin, message| {
             if !filter.matches(message) {
                 return Counters::inc(&c.filtered_out);
             }
@@ -231,7 +243,7 @@ pub fn filter_test(
     let never = AtomicBool::new(false);
     source
         .run(&never, &counters, |time, frame| {
-            extractor.extract(time, frame, &mut |origin, message| {
+            extractor.extract(time, 0, frame, &mut |origin, message| {
                 let hit = filter.matches(message);
                 total += 1;
                 matched += u64::from(hit);

@@ -156,7 +156,7 @@ fn random_stream(
     lose_one_in: usize,
     buffer: usize,
 ) -> Vec<String> {
-    use sip_capture::decode::{Segment, TcpHeader};
+    use sip_capture::decode::{Context, Segment, TcpHeader};
     use sip_capture::envelope::Timestamp;
     use sip_capture::tcp::TcpReassembler;
 
@@ -196,6 +196,7 @@ fn random_stream(
     tcp.add(
         now,
         &Segment {
+            context: Context::default(),
             src,
             dst,
             payload: &[],
@@ -217,6 +218,7 @@ fn random_stream(
         tcp.add(
             now,
             &Segment {
+                context: Context::default(),
                 src,
                 dst,
                 payload,

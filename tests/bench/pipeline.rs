@@ -43,7 +43,7 @@ fn main() {
     let mut messages = Vec::new();
     let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
     for (time, frame) in &frames {
-        extractor.extract(*time, frame, &mut |_, m| messages.push(m.raw().to_vec()));
+        extractor.extract(*time, 0, frame, &mut |_, m| messages.push(m.raw().to_vec()));
     }
     extractor.finish();
 
@@ -56,7 +56,7 @@ fn main() {
         published = 0;
         let start = Instant::now();
         for (time, frame) in &frames {
-            extractor.extract(*time, frame, &mut |origin, message| {
+            extractor.extract(*time, 0, frame, &mut |origin, message| {
                 if filter.matches(message) {
                     published += 1;
                     black_box(writer.write(origin, message.raw()).map(<[u8]>::len).unwrap_or(0));
