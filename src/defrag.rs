@@ -41,9 +41,10 @@ pub struct Datagram<'d> {
     pub payload: &'d [u8],
 }
 
-/// What identifies one datagram: RFC 791's (source, destination,
-/// protocol, identification), RFC 8200's with the Next Header, and where
-/// it was observed, so equal addresses and ids on two VLANs stay apart.
+/// What identifies one datagram: RFC 791's source, destination, protocol
+/// and identification (for IPv6, RFC 8200's with the Fragment header's Next
+/// Header as the protocol), and where its fragments were observed, so that
+/// equal addresses and identifications on two VLANs are never joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
     context: Context,

@@ -66,11 +66,14 @@ fn sip_tcp_cooked_mid_stream_30() {
 /// The documented port filter keeps every fragment of a datagram.
 #[test]
 fn port_filter_that_keeps_fragments() {
-    let bpf = "udp port 5060 or tcp port 5060 or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)";
+    let bpf = "udp port 5060 or tcp port 5060 or (ip[6:2] & 0x1fff != 0) or \
+               (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))";
     for (name, expected) in [
         ("sip-i.pcap", 2),
         ("generated/ipv6-fragments.pcap", 1),
         ("sip-tcp.pcap", 30),
+        ("generated/ipv6-extension-headers.pcap", 4),
+        ("generated/ipv6-fragment-destination-options.pcap", 2),
     ] {
         let (envelopes, _) = envelopes_of(&pcap(name), &["--bpf-filter", bpf]);
         assert_eq!(envelopes.len(), expected, "{name}");
@@ -80,7 +83,8 @@ fn port_filter_that_keeps_fragments() {
     assert_eq!(envelopes.len(), 1);
 }
 
-/// The live default BPF keeps fragments too.
+/// The live default BPF keeps fragments too, and IPv6 packets whose
+/// transport header follows extension headers.
 #[test]
 fn default_live_bpf_keeps_fragments() {
     let bpf = sip_capture::config::DEFAULT_LIVE_BPF;
@@ -88,6 +92,8 @@ fn default_live_bpf_keeps_fragments() {
         ("sip-i.pcap", 2),
         ("generated/ipv6-fragments.pcap", 1),
         ("sip-i_vlan100.pcap", 2),
+        ("generated/ipv6-extension-headers.pcap", 4),
+        ("generated/ipv6-fragment-destination-options.pcap", 2),
     ] {
         let (envelopes, _) = envelopes_of(&pcap(name), &["--bpf-filter", bpf]);
         assert_eq!(envelopes.len(), expected, "{name}");
