@@ -283,7 +283,8 @@ fn link_extensions<'a>(
             ether_type::MACSEC => {
                 context.push(Encapsulation::Macsec)?;
                 let macsec = MacsecSlice::from_slice(payload).map_err(|_| DecodeError::Malformed)?;
-                // Encrypted: nothing to decode.
+                // Encrypted: the EtherType stays MACsec's, which decode
+                // takes as a frame it does not look into.
                 let Some(inner) = macsec.ether_payload() else {
                     return Ok((ether_type, &[]));
                 };
