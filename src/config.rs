@@ -26,9 +26,13 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 
 /// The live capture filter when BPF_FILTER is not set: UDP and TCP, IPv4
-/// fragments after the first (which carry no UDP header), IPv6 fragments,
-/// and VLAN-tagged frames (whose offsets the other terms would misread).
-pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44) or vlan";
+/// fragments after the first (which carry no UDP header), IPv6 packets
+/// whose first header is an extension header (Hop-by-Hop 0, Routing 43,
+/// Fragment 44, AH 51, Destination Options 60: libpcap's `udp` and `tcp`
+/// look at the IPv6 header's Next Header only), and VLAN-tagged frames
+/// (whose offsets the other terms would misread).
+pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or \
+     (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or vlan";
 
 /// A configuration key: everything about it is declared here, once.
 pub struct Key {

@@ -160,6 +160,10 @@ counters! {
     /// while writing it) or a record is damaged: reading stopped there,
     /// every whole record before it was used, and the exit status is 3.
     file_cut_short,
+    /// Frames not decoded because their headers nest deeper than decode
+    /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
+    /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
+    header_chain_too_long,
 }
 
 impl Counters {

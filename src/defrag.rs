@@ -25,7 +25,7 @@
 
 use crate::buffers::Buffers;
 use crate::counters::Counters;
-use crate::decode::Fragment;
+use crate::decode::{Context, Fragment};
 use crate::envelope::Timestamp;
 use core::net::IpAddr;
 
@@ -33,6 +33,8 @@ const BLOCK: usize = 8;
 
 /// A reassembled datagram, borrowing its slot until the next call.
 pub struct Datagram<'d> {
+    /// Where its fragments were observed (all in the same place).
+    pub context: Context,
     pub src: IpAddr,
     pub dst: IpAddr,
     pub protocol: u8,
@@ -41,8 +43,13 @@ pub struct Datagram<'d> {
     pub payload: &'d [u8],
 }
 
+/// What identifies one datagram: RFC 791's source, destination, protocol
+/// and identification (for IPv6, RFC 8200's with the Fragment header's Next
+/// Header as the protocol), and where its fragments were observed, so that
+/// equal addresses and identifications on two VLANs are never joined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Key {
+    context: Context,
     src: IpAddr,
     dst: IpAddr,
     id: u32,
@@ -102,6 +109,7 @@ impl Defrag {
         Counters::inc(&counters.frag_fragments);
         self.expire(now, counters);
         let key = Key {
+            context: frag.context,
             src: frag.src,
             dst: frag.dst,
             id: frag.id,
@@ -141,6 +149,7 @@ impl Defrag {
         let key = slot.key?;
         slot.drop_fragments(&counters.frag_joined);
         Some(Datagram {
+            context: key.context,
             src: key.src,
             dst: key.dst,
             protocol: key.protocol,
@@ -233,6 +242,7 @@ mod tests {
 
     fn frag(offset: usize, more: bool, payload: &[u8]) -> Fragment<'_> {
         Fragment {
+            context: Context::default(),
             src: "10.0.0.1".parse().unwrap(),
             dst: "10.0.0.2".parse().unwrap(),
             id: 7,

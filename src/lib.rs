@@ -21,8 +21,9 @@
 //!   `poll(2)`) or a pcap/pcapng file ([`pcapfile`], pure Rust: each frame
 //!   with its own interface's link type and timestamp resolution).
 //! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
-//!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6), with
-//!   etherparse. Zero-copy.
+//!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6 with
+//!   extension headers), and where it was observed (interface, VLAN tags),
+//!   which the reassembly keys include. Zero-copy.
 //! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
 //! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
 //!   buffer pool; [`split`] cuts a stream into SIP messages by

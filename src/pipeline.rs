@@ -8,7 +8,7 @@
 use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
-use crate::decode::{self, Decoded, LinkType, Segment};
+use crate::decode::{self, DecodeError, Decoded, LinkType, Segment};
 use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
@@ -56,27 +56,28 @@ impl<'c> Extractor<'c> {
         let Some(link) = LinkType::from_pcap(frame.linktype) else {
             return Counters::inc(&c.link_unsupported);
         };
-        match decode::decode(link, frame.data) {
+        match decode::decode(link, frame.interface, frame.data) {
             Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, on_message),
             Ok(Decoded::Fragment(fragment)) => {
                 let Some(datagram) = self.defrag.add(time, &fragment, c) else {
                     return;
                 };
                 match decode::decode_transport(
-                    datagram.protocol,
+                    datagram.context,
                     datagram.src,
                     datagram.dst,
+                    datagram.protocol,
                     datagram.payload,
                 ) {
                     Ok(Decoded::Segment(segment)) => {
                         deliver(&mut self.tcp, c, datagram.first_seen, &segment, on_message)
                     }
                     Ok(_) => Counters::inc(&c.not_udp_tcp),
-                    Err(_) => Counters::inc(&c.decode_errors),
+                    Err(e) => count_error(c, e),
                 }
             }
             Ok(Decoded::Other) => Counters::inc(&c.not_udp_tcp),
-            Err(_) => Counters::inc(&c.decode_errors),
+            Err(e) => count_error(c, e),
         }
     }
 
@@ -84,6 +85,13 @@ impl<'c> Extractor<'c> {
     pub fn finish(&mut self) {
         self.defrag.expire_all(self.counters);
     }
+}
+
+fn count_error(c: &Counters, error: DecodeError) {
+    Counters::inc(match error {
+        DecodeError::Malformed => &c.decode_errors,
+        DecodeError::ChainTooLong => &c.header_chain_too_long,
+    });
 }
 
 /// A UDP payload holds one message, which ends at its Content-Length

@@ -27,7 +27,7 @@
 
 use crate::buffers::Buffers;
 use crate::counters::Counters;
-use crate::decode::{Segment, TcpHeader};
+use crate::decode::{Context, Segment, TcpHeader};
 use crate::defrag::micros_between;
 use crate::envelope::Timestamp;
 use crate::split::Framer;
@@ -38,8 +38,11 @@ use std::collections::HashMap;
 pub const MAX_HOLES: usize = 8;
 const NIL: u32 = u32::MAX;
 
+/// One direction of a connection, and where it was observed: the same
+/// addresses and ports on two VLANs are two streams.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
+    context: Context,
     src: SocketAddr,
     dst: SocketAddr,
 }
@@ -114,6 +117,7 @@ impl TcpReassembler {
         Counters::inc(&counters.tcp_segments);
         self.expire_idle(now, counters);
         let key = Key {
+            context: seg.context,
             src: seg.src,
             dst: seg.dst,
         };

@@ -66,11 +66,14 @@ fn sip_tcp_cooked_mid_stream_30() {
 /// The documented port filter keeps every fragment of a datagram.
 #[test]
 fn port_filter_that_keeps_fragments() {
-    let bpf = "udp port 5060 or tcp port 5060 or (ip[6:2] & 0x1fff != 0) or (ip6 and ip6[6] == 44)";
+    let bpf = "udp port 5060 or tcp port 5060 or (ip[6:2] & 0x1fff != 0) or \
+               (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60))";
     for (name, expected) in [
         ("sip-i.pcap", 2),
         ("generated/ipv6-fragments.pcap", 1),
         ("sip-tcp.pcap", 30),
+        ("generated/ipv6-extension-headers.pcap", 4),
+        ("generated/ipv6-fragment-destination-options.pcap", 2),
     ] {
         let (envelopes, _) = envelopes_of(&pcap(name), &["--bpf-filter", bpf]);
         assert_eq!(envelopes.len(), expected, "{name}");
@@ -80,7 +83,8 @@ fn port_filter_that_keeps_fragments() {
     assert_eq!(envelopes.len(), 1);
 }
 
-/// The live default BPF keeps fragments too.
+/// The live default BPF keeps fragments too, and IPv6 packets whose
+/// transport header follows extension headers.
 #[test]
 fn default_live_bpf_keeps_fragments() {
     let bpf = sip_capture::config::DEFAULT_LIVE_BPF;
@@ -88,6 +92,8 @@ fn default_live_bpf_keeps_fragments() {
         ("sip-i.pcap", 2),
         ("generated/ipv6-fragments.pcap", 1),
         ("sip-i_vlan100.pcap", 2),
+        ("generated/ipv6-extension-headers.pcap", 4),
+        ("generated/ipv6-fragment-destination-options.pcap", 2),
     ] {
         let (envelopes, _) = envelopes_of(&pcap(name), &["--bpf-filter", bpf]);
         assert_eq!(envelopes.len(), expected, "{name}");
@@ -156,7 +162,7 @@ fn random_stream(
     lose_one_in: usize,
     buffer: usize,
 ) -> Vec<String> {
-    use sip_capture::decode::{Segment, TcpHeader};
+    use sip_capture::decode::{Context, Segment, TcpHeader};
     use sip_capture::envelope::Timestamp;
     use sip_capture::tcp::TcpReassembler;
 
@@ -196,6 +202,7 @@ fn random_stream(
     tcp.add(
         now,
         &Segment {
+            context: Context::default(),
             src,
             dst,
             payload: &[],
@@ -217,6 +224,7 @@ fn random_stream(
         tcp.add(
             now,
             &Segment {
+                context: Context::default(),
                 src,
                 dst,
                 payload,
@@ -268,4 +276,49 @@ fn tcp_losses_never_alter_messages() {
         }
     }
     assert!(delivered > 1000, "most messages still arrive: {delivered}");
+}
+
+/// The capture interface is part of the reassembly keys: the same frames
+/// read on two interfaces (a multi-interface pcapng) are two TCP streams
+/// and two fragmented datagrams, each published once per interface, none
+/// taken for a retransmission or an overlap of the other.
+#[test]
+fn the_same_frames_on_two_interfaces_are_never_joined() {
+    use sip_capture::capture::Frame;
+    use sip_capture::config::ReassemblyLimits;
+    use sip_capture::envelope::Timestamp;
+    use sip_capture::pipeline::Extractor;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    for (name, messages) in [
+        ("generated/tcp-byte-by-byte.pcap", 1),
+        ("generated/ipv6-fragments.pcap", 1),
+    ] {
+        let mut capture = pcap::Capture::from_file(pcap(name)).unwrap();
+        let linktype = capture.get_datalink().0;
+        let counters = Counters::default();
+        let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
+        let mut published = Vec::new();
+        while let Ok(packet) = capture.next_packet() {
+            let time = Timestamp {
+                secs: packet.header.ts.tv_sec,
+                micros: packet.header.ts.tv_usec as u32,
+            };
+            for interface in [1, 2] {
+                let frame = Frame {
+                    time,
+                    interface,
+                    linktype,
+                    data: packet.data,
+                };
+                extractor.extract(&frame, &mut |_, m| published.push(m.raw().to_vec()));
+            }
+        }
+        extractor.finish();
+        assert_eq!(published.len(), 2 * messages, "{name}");
+        assert_eq!(published[0], published[1], "{name}");
+        assert_eq!(counters.tcp_retransmissions.load(Relaxed), 0, "{name}");
+        assert_eq!(counters.frag_overlaps.load(Relaxed), 0, "{name}");
+        assert_eq!(counters.frag_expired.load(Relaxed), 0, "{name}");
+    }
 }

@@ -367,6 +367,7 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
             &[
                 "link_unsupported",
                 "decode_errors",
+                "header_chain_too_long",
                 "not_udp_tcp",
                 "frag_fragments",
                 "udp_datagrams",

@@ -40,9 +40,12 @@ def checksum(data):
     return ~total & 0xFFFF
 
 
-def ipv4(src, dst, proto, payload, ident=1, offset=0, more=False):
+def ipv4(src, dst, proto, payload, ident=1, offset=0, more=False, total_length=None):
+    """total_length: the header's field, if not the true length (0 on a
+    segmentation-offload super-packet seen on the sending host)."""
     flags = (0x2000 if more else 0) | (offset // 8)
-    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, flags, 64, proto, 0,
+    total = 20 + len(payload) if total_length is None else total_length
+    header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, ident, flags, 64, proto, 0,
                          bytes(map(int, src.split("."))), bytes(map(int, dst.split("."))))
     header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
     return header + payload
@@ -73,8 +76,10 @@ def tcp(sport, dport, seq, payload=b"", flags=0x18):
     return struct.pack("!HHIIBBHHH", sport, dport, seq & 0xFFFFFFFF, 1, 5 << 4, flags, 65535, 0, 0) + payload
 
 
-def ether(ip_packet, ether_type=0x0800):
-    return MAC_B + MAC_A + struct.pack("!H", ether_type) + ip_packet
+def ether(ip_packet, ether_type=0x0800, tags=()):
+    """An Ethernet frame; `tags`: VLAN tags (TPID, VLAN id), outermost first."""
+    tagged = b"".join(struct.pack("!HH", tpid, vid) for tpid, vid in tags)
+    return MAC_B + MAC_A + tagged + struct.pack("!H", ether_type) + ip_packet
 
 
 def rfc3339(micros):
@@ -94,9 +99,10 @@ class Pcap:
     "args" (extra command-line arguments for the replay) and "exit" (the
     agent's exit status, 0 when absent)."""
 
-    def __init__(self, name, linktype=1):
+    def __init__(self, name, linktype=1, snaplen=65535):
         self.name = name
         self.linktype = linktype
+        self.snaplen = snaplen
         self.frames = []  # (capture time in microseconds since the epoch, bytes)
         self.messages = []
 
@@ -122,7 +128,7 @@ class Pcap:
     def write(self, counters=None, args=None):
         os.makedirs(OUT, exist_ok=True)
         with open(os.path.join(OUT, self.name + ".pcap"), "wb") as f:
-            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, self.linktype))
+            f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, self.linktype))
             for at, frame in self.frames:
                 secs, micros = divmod(at, 1_000_000)
                 f.write(struct.pack("<IIII", secs, micros, len(frame), len(frame)))
@@ -147,8 +153,8 @@ class Stream:
     message with the capture time of the frame that completed it in order
     (the stream is assumed to have no hole before the message)."""
 
-    def __init__(self, pcap, dport=5080, isn=1000, syn=True):
-        self.pcap, self.dport, self.seq = pcap, dport, isn
+    def __init__(self, pcap, dport=5080, isn=1000, syn=True, tags=()):
+        self.pcap, self.dport, self.seq, self.tags = pcap, dport, isn, tags
         self.base = isn + 1 if syn else isn
         self.carried = []  # (capture time, first sequence number, length)
         if syn:
@@ -159,15 +165,17 @@ class Stream:
     def dst(self):
         return f"{SERVER}:{self.dport}"
 
-    def segment(self, payload, seq=None, flags=0x18, at=None):
+    def segment(self, payload, seq=None, flags=0x18, at=None, total_length=None):
         seq = self.seq if seq is None else seq
-        at = self.pcap.add(ether(ipv4("192.0.2.1", "192.0.2.2", 6, tcp(40000, self.dport, seq, payload, flags))), at)
+        packet = ipv4("192.0.2.1", "192.0.2.2", 6, tcp(40000, self.dport, seq, payload, flags),
+                      total_length=total_length)
+        at = self.pcap.add(ether(packet, tags=self.tags), at)
         if payload:
             self.carried.append((at, seq, len(payload)))
         return at
 
-    def send(self, payload, at=None):
-        at = self.segment(payload, at=at)
+    def send(self, payload, at=None, total_length=None):
+        at = self.segment(payload, at=at, total_length=total_length)
         self.seq += len(payload)
         return at
 
@@ -555,8 +563,177 @@ def cut_short():
     q.write(counters={"packets": 2, "file_cut_short": 1}, exit_status=3, cut=30)  # inside the options
 
 
+def padded_invite(n, tenant, size):
+    """An INVITE of exactly `size` bytes whose body names `tenant`."""
+    head = sip("INVITE", n, "")
+    body = f"v=0\r\no={tenant} 1 1 IN IP4 10.0.0.1\r\na=x-pad:"
+    body += "t" * (size - len(head) - len(str(size)) + 1 - len(body) - 2) + "\r\n"
+    msg = sip("INVITE", n, body)
+    assert len(msg) == size, (len(msg), size)
+    return msg
+
+
+def tenants_fragments(name, tenants):
+    """Tenants behind one mirror port, each on its own VLAN tag stack, send
+    an INVITE from the same addresses with the same IP ID, in three
+    fragments of the same sizes. Fragments arrive interleaved so that, keyed
+    on addresses and ID alone, the first datagram to complete takes one
+    fragment from each of the first three senders (two tenants: the first's
+    head, the second's body) and the second is spliced too."""
+    p = Pcap(name)
+    msgs = [padded_invite(40 + i, f"tenant-{chr(ord('a') + i)}", 560) for i in range(len(tenants))]
+    datagrams = [udp(5060, 5060, m.encode()) for m in msgs]
+    cuts = [0, 200, 400, len(datagrams[0])]
+    n = len(tenants)
+    # Tenant i's fragment (i + k) % 3, for k = 0, 1, 2, tenant by tenant for
+    # each k: every tenant starts with a different fragment.
+    order = [(i, (i + k) % 3) for k in range(3) for i in range(n)]
+    first_seen, completed = {}, []
+    for i, f in order:
+        a, b = cuts[f], cuts[f + 1]
+        frame = ipv4("192.0.2.1", "192.0.2.2", 17, datagrams[i][a:b], ident=0x4242, offset=a,
+                     more=b < len(datagrams[i]))
+        at = p.add(ether(frame, tags=tenants[i]))
+        first_seen.setdefault(i, at)
+        if sum(1 for j, _ in order[:order.index((i, f)) + 1] if j == i) == 3:
+            completed.append(i)
+    for i in completed:
+        p.expect(msgs[i], first_seen[i], "192.0.2.1:5060", "192.0.2.2:5060", "udp")
+    p.write(counters={"frag_reassembled": n, "frag_overlaps": 0, "frag_expired": 0, "frag_invalid": 0})
+
+
+def fragments_on_two_vlans():
+    tenants_fragments("ip-fragments-two-vlans", [[(0x8100, 10)], [(0x8100, 20)]])
+
+
+def fragments_qinq():
+    """QinQ: the same customer tag under two service tags (802.1ad and the
+    older 0x9100), and the same datagram untagged."""
+    tenants_fragments("ip-fragments-qinq", [[(0x88A8, 100), (0x8100, 10)], [(0x9100, 200), (0x8100, 10)], []])
+
+
+def tcp_streams_on_vlans():
+    """Three TCP connections with the same addresses, ports and initial
+    sequence number on VLAN 10, VLAN 20 and QinQ 100/10, interleaved
+    segment by segment."""
+    p = Pcap("tcp-same-4-tuple-on-vlans")
+    tags = [[(0x8100, 10)], [(0x8100, 20)], [(0x88A8, 100), (0x8100, 10)]]
+    streams = [Stream(p, tags=t) for t in tags]
+    msgs = [[sip("INVITE", 50 + i, f"v=0\r\no=vlan-{i}\r\n"), sip("BYE", 50 + i)] for i in range(3)]
+    data = ["".join(m).encode() for m in msgs]
+    for at in range(0, max(map(len, data)), 120):
+        for s, d in zip(streams, data):
+            if at < len(d):
+                s.send(d[at:at + 120])
+    for s, m in zip(streams, msgs):
+        s.expect(m)
+    p.messages.sort(key=lambda m: m["time"])
+    p.write(counters={"tcp_flows": 3, "tcp_retransmissions": 0, "tcp_out_of_order": 0, "tcp_gaps": 0})
+
+
+def ipv4_total_length_zero_tcp():
+    """Captured on the sending host: segmentation offload hands the capture
+    a super-segment whose IPv4 total length is 0 (a driver's TSO; Linux BIG
+    TCP above 64 KiB). The frame is longer than an IP length can say."""
+    p = Pcap("ipv4-total-length-zero-tcp", snaplen=262144)
+    s = Stream(p)
+    tso = [sip("NOTIFY", 60 + n, "e" * 300) for n in range(10)]
+    big = [sip("MESSAGE", 70, "b" * 40000), sip("MESSAGE", 71, "c" * 30000)]
+    after = [sip("BYE", 72)]
+    s.send("".join(tso).encode(), total_length=0)
+    s.send("".join(big).encode(), total_length=0)
+    s.send(after[0].encode())
+    s.expect(tso + big + after)
+    p.write(counters={"decode_errors": 0})
+
+
+def ipv4_total_length_zero_udp():
+    p = Pcap("ipv4-total-length-zero-udp")
+    msgs = [sip("INVITE", 80, "v=0\r\n" + "a=x:" + "u" * 1200 + "\r\n"), sip("ACK", 80)]
+    for m, total in zip(msgs, [0, None]):
+        at = p.add(ether(ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, m.encode()), total_length=total)))
+        p.expect(m, at, "192.0.2.1:5060", "192.0.2.2:5060", "udp")
+    p.write(counters={"decode_errors": 0})
+
+
+HOP_BY_HOP, ROUTING, FRAGMENT, DESTINATION_OPTIONS, AUTHENTICATION = 0, 43, 44, 60, 51
+
+
+def ipv6_extension(kind, next_header, length=8):
+    """An IPv6 extension header of `length` bytes (a multiple of 8) with
+    padding options (Pad1) or, for Routing, type 4 with no segment left."""
+    if kind == AUTHENTICATION:  # RFC 4302: length in 4-octet units, minus 2
+        return struct.pack("!BBHII", next_header, length // 4 - 2, 0, 0x100, 1) + b"\0" * (length - 12)
+    header = struct.pack("!BB", next_header, length // 8 - 1) + b"\0" * (length - 2)
+    if kind == ROUTING:
+        header = header[:2] + b"\x04\x00" + header[4:]
+    return header
+
+
+def ipv6_chain(kinds, upper, payload):
+    """IPv6 extension headers `kinds` (with lengths) then `upper`: returns
+    the first Next Header value and the bytes."""
+    data = payload
+    next_header = upper
+    for kind, length in reversed(kinds):
+        data = ipv6_extension(kind, next_header, length) + data
+        next_header = kind
+    return next_header, data
+
+
+def ipv6_extension_headers():
+    """Unfragmented IPv6 with extension headers in orders RFC 8200 allows,
+    an atomic fragment (RFC 6946), the longest chain followed and one header
+    more, which is counted and not decoded."""
+    p = Pcap("ipv6-extension-headers")
+    src, dst = "2001:db8::1", "2001:db8::2"
+    chains = [
+        [(HOP_BY_HOP, 8), (DESTINATION_OPTIONS, 16), (ROUTING, 24), (DESTINATION_OPTIONS, 8)],
+        [(DESTINATION_OPTIONS, 8), (ROUTING, 8), (AUTHENTICATION, 16), (DESTINATION_OPTIONS, 8)],
+        [(ROUTING, 8), (HOP_BY_HOP, 8)],  # Hop-by-Hop not first: malformed
+        [(DESTINATION_OPTIONS, 8)] * 8,
+        [(DESTINATION_OPTIONS, 8)] * 9,  # one more than MAX_IPV6_EXTENSION_HEADERS
+    ]
+    for n, chain in enumerate(chains):
+        m = sip("OPTIONS", 90 + n)
+        first, data = ipv6_chain(chain, 17, udp(5060, 5062, m.encode()))
+        at = p.add(ether(ipv6(src, dst, first, data), 0x86DD))
+        if n < 2 or n == 3:
+            p.expect(m, at, "[2001:db8::1]:5060", "[2001:db8::2]:5062", "udp")
+    m = sip("OPTIONS", 99)
+    atomic = struct.pack("!BBHI", DESTINATION_OPTIONS, 0, 0, 0x99) + ipv6_extension(DESTINATION_OPTIONS, 17)
+    at = p.add(ether(ipv6(src, dst, FRAGMENT, atomic + udp(5060, 5062, m.encode())), 0x86DD))
+    p.expect(m, at, "[2001:db8::1]:5060", "[2001:db8::2]:5062", "udp")
+    p.write(counters={"header_chain_too_long": 1, "decode_errors": 1, "frag_fragments": 0})
+
+
+def ipv6_fragment_destination_options():
+    """Fragmented IPv6 whose fragmentable part starts with Destination
+    Options (RFC 8200 §4.1 puts them after the Fragment header), behind
+    Hop-by-Hop, Destination Options and Routing headers; fragments in order
+    and reversed."""
+    p = Pcap("ipv6-fragment-destination-options")
+    src, dst = "2001:db8::1", "2001:db8::2"
+    before = [[(HOP_BY_HOP, 8)], [(DESTINATION_OPTIONS, 8), (ROUTING, 24)]]
+    for n, unfragmentable in enumerate(before):
+        m = sip("INVITE", 100 + n, "v=0\r\n" + "a=x-pad:" + "d" * 900 + "\r\n")
+        first, fragmentable = ipv6_chain([(DESTINATION_OPTIONS, 16)], 17, udp(5060, 5060, m.encode()))
+        cuts = [0, 400, 800, len(fragmentable)]
+        frames = []
+        for a, b in zip(cuts, cuts[1:]):
+            fragment = struct.pack("!BBHI", first, 0, a | (1 if b < len(fragmentable) else 0), 0xD0 + n)
+            head, chain = ipv6_chain(unfragmentable, FRAGMENT, fragment + fragmentable[a:b])
+            frames.append(ether(ipv6(src, dst, head, chain), 0x86DD))
+        for frame in frames if n == 0 else reversed(frames):
+            at = p.add(frame)
+        p.expect(m, p.frames[-3][0], "[2001:db8::1]:5060", "[2001:db8::2]:5060", "udp")
+    p.write(counters={"frag_reassembled": 2, "decode_errors": 0})
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
                  cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing,
-                 pcapng_merged, pcapng_merged_bpf, after_2038, cut_short]:
+                 pcapng_merged, pcapng_merged_bpf, after_2038, cut_short,
+                 fragments_on_two_vlans, fragments_qinq, tcp_streams_on_vlans, ipv4_total_length_zero_tcp,
+                 ipv4_total_length_zero_udp, ipv6_extension_headers, ipv6_fragment_destination_options]:
         make()

@@ -5,7 +5,7 @@
 
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
-use sip_capture::decode::{self, Decoded, LinkType, Segment, TcpHeader};
+use sip_capture::decode::{self, Context, Decoded, LinkType, Segment, TcpHeader};
 use sip_capture::defrag::Defrag;
 use sip_capture::envelope::Timestamp;
 use sip_capture::filter::Filter;
@@ -27,10 +27,10 @@ pub fn decode_frame(data: &[u8]) {
     let mut defrag = Defrag::new(4, 8192, 1000);
     let now = Timestamp { secs: 1, micros: 0 };
     for _ in 0..2 {
-        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, frame)
+        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, 0, frame)
             && let Some(d) = defrag.add(now, &fragment, &counters)
         {
-            let _ = decode::decode_transport(d.protocol, d.src, d.dst, d.payload);
+            let _ = decode::decode_transport(d.context, d.src, d.dst, d.protocol, d.payload);
         }
     }
 }
@@ -57,6 +57,7 @@ pub fn tcp_stream(data: &[u8]) {
             rst: flags & 4 != 0,
         };
         let segment = Segment {
+            context: Context::default(),
             src,
             dst,
             payload,
