@@ -70,6 +70,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "TCP_BUFFERS", default: "64", help: "stream buffers for messages split across segments or waiting for a hole" },
     Key { name: "TCP_BUFFER_BYTES", default: "65536", help: "size of each stream buffer; bounds a SIP message over TCP" },
     Key { name: "TCP_IDLE_TIMEOUT_S", default: "300", help: "a TCP stream without traffic this long is dropped" },
+    Key { name: "TCP_HOLE_WAIT_MS", default: "1000", help: "how long, in capture time, a TCP stream waits for a missing segment before skipping it" },
+    Key { name: "TCP_HOLE_MAX_BYTES", default: "32768", help: "how many bytes after a missing segment a TCP stream keeps before skipping it (at most TCP_BUFFER_BYTES)" },
 ];
 
 /// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
@@ -82,6 +84,8 @@ pub struct ReassemblyLimits {
     pub tcp_buffers: usize,
     pub tcp_buffer_bytes: usize,
     pub tcp_idle_s: u64,
+    pub tcp_hole_wait_ms: u64,
+    pub tcp_hole_max_bytes: usize,
 }
 
 impl ReassemblyLimits {
@@ -95,7 +99,16 @@ impl ReassemblyLimits {
             tcp_buffers: n("TCP_BUFFERS", 0, 1 << 20)? as usize,
             tcp_buffer_bytes: n("TCP_BUFFER_BYTES", 1024, 1 << 24)? as usize,
             tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S", 1, 86_400)?),
+            tcp_hole_wait_ms: u64::from(n("TCP_HOLE_WAIT_MS", 1, 3_600_000)?),
+            tcp_hole_max_bytes: n("TCP_HOLE_MAX_BYTES", 1, 1 << 24)? as usize,
         };
+        if limits.tcp_hole_max_bytes > limits.tcp_buffer_bytes {
+            return Err(ConfigError::new(
+                "TCP_HOLE_MAX_BYTES",
+                &get("TCP_HOLE_MAX_BYTES"),
+                "is more than TCP_BUFFER_BYTES, the buffer that holds those bytes",
+            ));
+        }
         if limits.frag_buffer_bytes / limits.frag_datagrams < 1500 {
             let text = get("FRAG_BUFFER_BYTES");
             return Err(ConfigError::new(

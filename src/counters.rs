@@ -80,7 +80,8 @@ counters! {
     tcp_retransmissions,
     /// Segments kept while waiting for a hole to fill.
     tcp_out_of_order,
-    /// Holes given up on; the message in progress was dropped.
+    /// Holes in TCP streams skipped: never filled within TCP_HOLE_WAIT_MS
+    /// and TCP_HOLE_MAX_BYTES, or when the stream ended first.
     tcp_gaps,
     /// Partial messages dropped because no stream buffer was free.
     tcp_no_buffer,
@@ -125,6 +126,14 @@ counters! {
     pcap_dropped,
     /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
+    /// Bytes of TCP streams never captured: the holes skipped (tcp_gaps).
+    tcp_gap_bytes,
+    /// Messages (or lines before a start line) cut short by a hole or by
+    /// the end of their stream (FIN, RST, idle expiry, eviction, end of
+    /// capture), dropped.
+    tcp_partial_messages,
+    /// The bytes of tcp_partial_messages.
+    tcp_partial_bytes,
 }
 
 impl Counters {

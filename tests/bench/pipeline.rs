@@ -42,10 +42,11 @@ fn main() {
     let limits = ReassemblyLimits::defaults();
     let mut messages = Vec::new();
     let mut extractor = Extractor::new(linktype, &limits, MAX_MESSAGE, &counters);
+    let mut collect = |_: &_, m: &sip_capture::sip::Message<'_>| messages.push(m.raw().to_vec());
     for (time, frame) in &frames {
-        extractor.extract(*time, frame, &mut |_, m| messages.push(m.raw().to_vec()));
+        extractor.extract(*time, frame, &mut collect);
     }
-    extractor.finish();
+    extractor.finish(&mut collect);
 
     let mut best = Duration::MAX;
     let mut published = 0;
