@@ -322,6 +322,12 @@ impl TcpReassembler {
                 if rest.is_empty() {
                     return;
                 }
+                if rest.len() > capacity {
+                    // An unfinished line longer than a buffer, before any
+                    // start line (a buffer smaller than a junk line may be).
+                    Counters::inc(&counters.dropped_oversize);
+                    return self.flows[i as usize].framer.reset();
+                }
                 if !self.take_buffer(i) {
                     Counters::inc(&counters.tcp_no_buffer);
                     return self.flows[i as usize].framer.reset();

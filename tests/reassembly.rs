@@ -309,7 +309,6 @@ fn feed(
         Ending::HoleWait => tcp.advance(later(limits.tcp_hole_wait_ms + 1), &counters, &mut on_message),
         Ending::Nothing => {}
     }
-    drop(on_message);
     got
 }
 
