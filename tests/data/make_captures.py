@@ -412,12 +412,17 @@ def hole_data_bound():
     p.write(counters=hole_counters(200, x[:100], junk_lines(x[300:]), tcp_out_of_order=waited + 1))
 
 
-def hole_then(name, flags, doc):
+def hole_then(name, flags):
     """A hole, two complete messages, half a message, then a segment with
-    `flags` (FIN, RST), well within the hole's wait: the stream is flushed."""
+    `flags` (FIN, RST) well within the hole's wait. An RST ends the stream
+    at once; a FIN only once no hole is left, as the segment reordered
+    behind it may still come: here when the wait ends, on another flow's
+    packet 1.5 s later. Either way the stream is flushed: the messages after
+    the hole come out with their own times, the half message is counted,
+    and a later segment on the same addresses starts a new stream."""
     p = Pcap(name)
-    a, b, c, d, e = (sip("INVITE", 2, "v=0\r\n").encode(), sip("ACK", 2).encode(), sip("BYE", 2).encode(),
-                     sip("MESSAGE", 3, "x").encode(), sip("MESSAGE", 4, "y").encode())
+    a, b, c, d, e, f = (sip("INVITE", 2, "v=0\r\n").encode(), sip("ACK", 2).encode(), sip("BYE", 2).encode(),
+                        sip("MESSAGE", 3, "x").encode(), sip("MESSAGE", 4, "y").encode(), sip("OPTIONS", 5).encode())
     s = Stream(p)
     s.send(a + b[:60])
     s.expect([a])
@@ -428,18 +433,22 @@ def hole_then(name, flags, doc):
     s.send(e[:70])  # incomplete at the end: counted
     s.segment(b"", flags=flags)
     s.expect([c, d], start=resync + len(b) - 120, since=resync)
-    counters = hole_counters(60, b[:60], junk_lines(b[120:]))
+    if flags & 0x01:
+        udp_from_elsewhere(p, 93, p.last() + HOLE_WAIT_US + 500_000)
+    at = s.segment(f, seq=s.seq + 1000)  # a new stream, joined mid-way
+    p.expect(f, at, CLIENT, s.dst, "tcp")
+    counters = hole_counters(60, b[:60], junk_lines(b[120:]), tcp_flows=2)
     counters["tcp_partial_messages"] += 1
     counters["tcp_partial_bytes"] += 70
     p.write(counters=counters)
 
 
 def hole_fin():
-    hole_then("tcp-hole-fin", 0x11, "FIN")
+    hole_then("tcp-hole-fin", 0x11)
 
 
 def hole_rst():
-    hole_then("tcp-hole-rst", 0x14, "RST")
+    hole_then("tcp-hole-rst", 0x14)
 
 
 def hole_idle_expiry():
