@@ -2,7 +2,9 @@
 //!
 //! Live capture is promiscuous, non-blocking, and waits for packets with
 //! `poll(2)` on libpcap's descriptor, so an idle link costs no CPU and a
-//! stop request is seen within [`STOP_CHECK_MS`]. A file is read by
+//! stop request is seen within [`STOP_CHECK_MS`]. When it waits, it tells
+//! the caller how far capture time has got (the idle tick), so time-bound
+//! work (a TCP hole's wait) ends without a packet. A file is read by
 //! [`pcapfile`](crate::pcapfile) (every packet with its own interface's
 //! link type and time) as fast as the pipeline takes it; BPF_FILTER is
 //! compiled by libpcap for each link type the file holds and run on each
@@ -19,7 +21,7 @@ use pcap::{Active, BpfProgram, Capture, Linktype};
 use rustix::event::{PollFd, PollFlags, poll};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long a live capture sleeps in `poll(2)` before it looks at the stop
 /// flag again.
@@ -186,12 +188,15 @@ pub fn interface_exists(name: &str) -> bool {
 impl PacketSource {
     /// Hand every frame to `on_frame` until the file ends or `stop` is set.
     /// On a stop, a live capture still delivers what the kernel already
-    /// holds, so the last packets before a SIGTERM are not lost.
+    /// holds, so the last packets before a SIGTERM are not lost. Each time
+    /// a live capture finds nothing to read, `on_idle` gets the capture time
+    /// every frame still to come is later than (see [`idle_time`]).
     pub fn run(
         &mut self,
         stop: &AtomicBool,
         counters: &Counters,
         mut on_frame: impl FnMut(&Frame),
+        mut on_idle: impl FnMut(Timestamp),
     ) -> Result<(), String> {
         let capture = match self {
             PacketSource::File(file) => return file.run(stop, counters, on_frame),
@@ -244,6 +249,7 @@ impl PacketSource {
                     return Ok(());
                 }
                 Err(pcap::Error::TimeoutExpired) => {
+                    on_idle(idle_time());
                     if Instant::now() >= stats_due {
                         copy_stats(capture, counters);
                         stats_due = Instant::now() + STATS_EVERY;
@@ -308,5 +314,19 @@ fn copy_stats(capture: &mut Capture<Active>, counters: &Counters) {
         Counters::set(&counters.pcap_received, u64::from(stats.received));
         Counters::set(&counters.pcap_dropped, u64::from(stats.dropped));
         Counters::set(&counters.pcap_if_dropped, u64::from(stats.if_dropped));
+    }
+}
+
+/// The capture time of an idle tick: the wall clock, which stamps live
+/// packets, less twice libpcap's buffer timeout, for the packets the kernel
+/// may still hold in a block it has not handed over.
+fn idle_time() -> Timestamp {
+    let since_epoch = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_millis(2 * BUFFER_TIMEOUT_MS as u64));
+    Timestamp {
+        secs: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        micros: since_epoch.subsec_micros(),
     }
 }

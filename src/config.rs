@@ -97,6 +97,8 @@ pub const KEYS: &[Key] = &[
     Key { name: "TCP_BUFFERS", aliases: &[], default: "64", kind: Number { min: 0, max: 1 << 20 }, help: "stream buffers for messages split across segments or waiting for a hole" },
     Key { name: "TCP_BUFFER_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "size of each stream buffer; bounds a SIP message over TCP" },
     Key { name: "TCP_IDLE_TIMEOUT_S", aliases: &[], default: "300", kind: Number { min: 1, max: 86_400 }, help: "a TCP stream without traffic this long is dropped" },
+    Key { name: "TCP_HOLE_WAIT_MS", aliases: &[], default: "1000", kind: Number { min: 1, max: 3_600_000 }, help: "how long, in capture time, a TCP stream waits for a missing segment before skipping it" },
+    Key { name: "TCP_HOLE_MAX_BYTES", aliases: &[], default: "32768", kind: Number { min: 1, max: 1 << 24 }, help: "how many bytes after a missing segment a TCP stream keeps before skipping it (at most TCP_BUFFER_BYTES)" },
 ];
 
 /// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
@@ -109,6 +111,8 @@ pub struct ReassemblyLimits {
     pub tcp_buffers: usize,
     pub tcp_buffer_bytes: usize,
     pub tcp_idle_s: u64,
+    pub tcp_hole_wait_ms: u64,
+    pub tcp_hole_max_bytes: usize,
 }
 
 impl ReassemblyLimits {
@@ -122,7 +126,15 @@ impl ReassemblyLimits {
             tcp_buffers: n("TCP_BUFFERS")? as usize,
             tcp_buffer_bytes: n("TCP_BUFFER_BYTES")? as usize,
             tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S")?),
+            tcp_hole_wait_ms: u64::from(n("TCP_HOLE_WAIT_MS")?),
+            tcp_hole_max_bytes: n("TCP_HOLE_MAX_BYTES")? as usize,
         };
+        if limits.tcp_hole_max_bytes > limits.tcp_buffer_bytes {
+            return Err(values.error(
+                "TCP_HOLE_MAX_BYTES",
+                "is more than TCP_BUFFER_BYTES, the buffer that holds those bytes",
+            ));
+        }
         if limits.frag_buffer_bytes / limits.frag_datagrams < 1500 {
             return Err(values.error(
                 "FRAG_BUFFER_BYTES",

@@ -82,7 +82,8 @@ counters! {
     tcp_retransmissions,
     /// Segments kept while waiting for a hole to fill.
     tcp_out_of_order,
-    /// Holes given up on; the message in progress was dropped.
+    /// Holes in TCP streams skipped: never filled within TCP_HOLE_WAIT_MS
+    /// and TCP_HOLE_MAX_BYTES, or when the stream ended first.
     tcp_gaps,
     /// Partial messages dropped because no stream buffer was free.
     tcp_no_buffer,
@@ -164,6 +165,14 @@ counters! {
     /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
     /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
     header_chain_too_long,
+    /// Bytes of TCP streams never captured: the holes skipped (tcp_gaps).
+    tcp_gap_bytes,
+    /// Messages (or lines before a start line) cut short by a hole or by
+    /// the end of their stream (FIN, RST, idle expiry, eviction, end of
+    /// capture), dropped.
+    tcp_partial_messages,
+    /// The bytes of tcp_partial_messages.
+    tcp_partial_bytes,
 }
 
 impl Counters {

@@ -8,7 +8,7 @@
 use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
-use crate::decode::{self, DecodeError, Decoded, LinkType, Segment};
+use crate::decode::{self, DecodeError, Decoded, LinkType, Segment, Transport};
 use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
@@ -36,13 +36,7 @@ impl<'c> Extractor<'c> {
                 limits.frag_buffer_bytes,
                 limits.frag_timeout_ms,
             ),
-            tcp: TcpReassembler::new(
-                limits.tcp_flows,
-                limits.tcp_buffers,
-                limits.tcp_buffer_bytes,
-                limits.tcp_idle_s,
-                max_message,
-            ),
+            tcp: TcpReassembler::new(limits, max_message),
             counters,
         }
     }
@@ -53,11 +47,15 @@ impl<'c> Extractor<'c> {
         let c = self.counters;
         let time = frame.time;
         Counters::inc(&c.packets);
+        let sip = &mut recognise(c, on_message);
+        // Capture time moves on with every frame, whatever it holds or
+        // fails to: a TCP stream waiting on a hole may be due.
+        self.tcp.advance(time, c, sip);
         let Some(link) = LinkType::from_pcap(frame.linktype) else {
             return Counters::inc(&c.link_unsupported);
         };
         match decode::decode(link, frame.interface, frame.data) {
-            Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, on_message),
+            Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, sip),
             Ok(Decoded::Fragment(fragment)) => {
                 let Some(datagram) = self.defrag.add(time, &fragment, c) else {
                     return;
@@ -70,7 +68,7 @@ impl<'c> Extractor<'c> {
                     datagram.payload,
                 ) {
                     Ok(Decoded::Segment(segment)) => {
-                        deliver(&mut self.tcp, c, datagram.first_seen, &segment, on_message)
+                        deliver(&mut self.tcp, c, datagram.first_seen, &segment, sip)
                     }
                     Ok(_) => Counters::inc(&c.not_udp_tcp),
                     Err(e) => count_error(c, e),
@@ -81,9 +79,20 @@ impl<'c> Extractor<'c> {
         }
     }
 
-    /// End of the capture: unfinished datagrams will never complete.
-    pub fn finish(&mut self) {
-        self.defrag.expire_all(self.counters);
+    /// Capture time has reached `now` without a frame (a live capture's
+    /// idle tick): messages after TCP holes whose wait is over go to
+    /// `on_message`.
+    pub fn advance(&mut self, now: Timestamp, on_message: &mut dyn FnMut(&Origin, &Message<'_>)) {
+        let c = self.counters;
+        self.tcp.advance(now, c, &mut recognise(c, on_message));
+    }
+
+    /// End of the capture: unfinished datagrams will never complete, and
+    /// every TCP stream ends; its complete messages go to `on_message`.
+    pub fn finish(&mut self, on_message: &mut dyn FnMut(&Origin, &Message<'_>)) {
+        let c = self.counters;
+        self.defrag.expire_all(c);
+        self.tcp.finish(c, &mut recognise(c, on_message));
     }
 }
 
@@ -94,43 +103,56 @@ fn count_error(c: &Counters, error: DecodeError) {
     });
 }
 
-/// A UDP payload holds one message, which ends at its Content-Length
-/// (RFC 3261 18.3); TCP bytes go through the stream reassembler and framer
-/// first.
+/// The bytes of one message to a SIP message, counted either way. A UDP
+/// payload holds one message, which ends at its Content-Length (RFC 3261
+/// 18.3; the bytes after it are counted, not published); a message framed
+/// from a TCP stream is whole.
+fn recognise<'a>(
+    c: &'a Counters,
+    on_message: &'a mut dyn FnMut(&Origin, &Message<'_>),
+) -> impl FnMut(&Origin, &[u8]) + 'a {
+    move |origin, raw| {
+        let parsed = match origin.transport {
+            Transport::Udp => {
+                Counters::inc(&c.udp_datagrams);
+                Message::parse_datagram(raw)
+            }
+            Transport::Tcp => Message::parse(raw).map(|message| {
+                Counters::inc(&c.tcp_messages);
+                (message, 0)
+            }),
+        };
+        match parsed {
+            Some((message, trailing)) => {
+                Counters::inc(&c.sip_messages);
+                Counters::add(&c.udp_trailing_bytes, trailing as u64);
+                on_message(origin, &message);
+            }
+            None => Counters::inc(&c.not_sip),
+        }
+    }
+}
+
+/// A UDP payload goes to the SIP stage as it is; TCP bytes go through the
+/// stream reassembler and framer first.
 fn deliver(
     tcp: &mut TcpReassembler,
     c: &Counters,
     time: Timestamp,
     segment: &Segment<'_>,
-    on_message: &mut dyn FnMut(&Origin, &Message<'_>),
+    sip: &mut dyn FnMut(&Origin, &[u8]),
 ) {
-    let origin = Origin {
-        time,
-        transport: segment.transport(),
-        src: segment.src,
-        dst: segment.dst,
-    };
-    // A message and the bytes after it that are not part of it.
-    let mut recognise = |parsed: Option<(Message<'_>, usize)>| match parsed {
-        Some((message, trailing)) => {
-            Counters::inc(&c.sip_messages);
-            Counters::add(&c.udp_trailing_bytes, trailing as u64);
-            on_message(&origin, &message);
-        }
-        None => Counters::inc(&c.not_sip),
-    };
     match segment.tcp {
-        None => {
-            Counters::inc(&c.udp_datagrams);
-            recognise(Message::parse_datagram(segment.payload))
-        }
-        Some(header) => tcp.add(time, segment, header, c, &mut |raw| {
-            let message = Message::parse(raw);
-            if message.is_some() {
-                Counters::inc(&c.tcp_messages);
-            }
-            recognise(message.map(|m| (m, 0)))
-        }),
+        None => sip(
+            &Origin {
+                time,
+                transport: segment.transport(),
+                src: segment.src,
+                dst: segment.dst,
+            },
+            segment.payload,
+        ),
+        Some(header) => tcp.add(time, segment, header, c, sip),
     }
 }
 
@@ -149,6 +171,11 @@ pub enum WhenFull<'a> {
 /// envelope.
 pub struct Pipeline<'q> {
     extractor: Extractor<'q>,
+    output: Output<'q>,
+}
+
+/// The stages after SIP: filter, envelope, queue.
+struct Output<'q> {
     filter: Filter,
     envelopes: EnvelopeWriter,
     queue: &'q Queue,
@@ -167,52 +194,62 @@ impl<'q> Pipeline<'q> {
     ) -> Pipeline<'q> {
         Pipeline {
             extractor: Extractor::new(limits, max_message, counters),
-            filter,
-            envelopes: EnvelopeWriter::new(max_message),
-            queue,
-            when_full,
-            counters,
+            output: Output {
+                filter,
+                envelopes: EnvelopeWriter::new(max_message),
+                queue,
+                when_full,
+                counters,
+            },
         }
     }
 
-    /// End of the capture: unfinished reassembly will never complete.
+    /// End of the capture: unfinished reassembly will never complete; the
+    /// complete messages still held are queued.
     pub fn finish(&mut self) {
-        self.extractor.finish();
+        let Pipeline { extractor, output } = self;
+        extractor.finish(&mut |origin, message| output.take(origin, message));
     }
 
     /// Take one captured frame through every stage.
     pub fn handle_frame(&mut self, frame: &Frame) {
-        let Pipeline {
-            extractor,
-            filter,
-            envelopes,
-            queue,
-            when_full,
-            counters: c,
-        } = self;
-        extractor.extract(frame, &mut |origin, message| {
-            if !filter.matches(message) {
-                return Counters::inc(&c.filtered_out);
+        let Pipeline { extractor, output } = self;
+        extractor.extract(frame, &mut |origin, message| output.take(origin, message));
+    }
+
+    /// Capture time has reached `now` though no frame came (a live
+    /// capture's idle tick): see [`Extractor::advance`].
+    pub fn advance(&mut self, now: Timestamp) {
+        let Pipeline { extractor, output } = self;
+        extractor.advance(now, &mut |origin, message| output.take(origin, message));
+    }
+}
+
+impl Output<'_> {
+    /// Filter one message, wrap it in its envelope and queue it.
+    fn take(&mut self, origin: &Origin, message: &Message<'_>) {
+        let c = self.counters;
+        if !self.filter.matches(message) {
+            return Counters::inc(&c.filtered_out);
+        }
+        let raw = message.raw();
+        match self.envelopes.write(origin, raw) {
+            Ok(envelope) => {
+                let queued = match self.when_full {
+                    WhenFull::Drop => self.queue.push(envelope),
+                    WhenFull::Wait(stop) => self.queue.push_waiting(envelope, stop),
+                };
+                Counters::inc(if queued { &c.queued } else { &c.dropped_queue_full });
             }
-            let raw = message.raw();
-            match envelopes.write(origin, raw) {
-                Ok(envelope) => {
-                    let queued = match when_full {
-                        WhenFull::Drop => queue.push(envelope),
-                        WhenFull::Wait(stop) => queue.push_waiting(envelope, stop),
-                    };
-                    Counters::inc(if queued { &c.queued } else { &c.dropped_queue_full });
-                }
-                Err(_) => {
-                    Counters::inc(&c.dropped_oversize);
-                    log::debug!(
-                        "dropped a {} byte message from {} (MAX_MESSAGE_BYTES)",
-                        raw.len(),
-                        origin.src
-                    );
-                }
+            Err(_) => {
+                Counters::inc(&c.dropped_oversize);
+                log::debug!(
+                    "dropped a {} byte message from {} (MAX_MESSAGE_BYTES)",
+                    raw.len(),
+                    origin.src
+                );
             }
-        });
+        }
     }
 }
 
@@ -232,27 +269,31 @@ pub fn filter_test(
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
     let never = AtomicBool::new(false);
+    let mut print = |origin: &Origin, message: &Message<'_>| {
+        let hit = filter.matches(message);
+        total += 1;
+        matched += u64::from(hit);
+        if written.is_ok() {
+            written = writeln!(
+                out,
+                "{} {} -> {} {} {}",
+                String::from_utf8_lossy(&crate::envelope::rfc3339(origin.time)),
+                origin.src,
+                origin.dst,
+                String::from_utf8_lossy(message.first_line()),
+                if hit { "MATCH" } else { "no" }
+            );
+        }
+    };
     source
-        .run(&never, &counters, |frame| {
-            extractor.extract(frame, &mut |origin, message| {
-                let hit = filter.matches(message);
-                total += 1;
-                matched += u64::from(hit);
-                if written.is_ok() {
-                    written = writeln!(
-                        out,
-                        "{} {} -> {} {} {}",
-                        String::from_utf8_lossy(&crate::envelope::rfc3339(origin.time)),
-                        origin.src,
-                        origin.dst,
-                        String::from_utf8_lossy(message.first_line()),
-                        if hit { "MATCH" } else { "no" }
-                    );
-                }
-            });
-        })
+        .run(
+            &never,
+            &counters,
+            |frame| extractor.extract(frame, &mut print),
+            |_| {},
+        )
         .map_err(RunError)?;
-    extractor.finish();
+    extractor.finish(&mut print);
     written
         .and_then(|()| {
             writeln!(
@@ -319,7 +360,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
             .map_err(|e| RunError(format!("cannot start the publish thread: {e}")))?
     };
 
-    let mut pipeline = Pipeline::new(
+    let pipeline = Pipeline::new(
         config.sip_filter,
         &config.reassembly,
         config.max_message_bytes,
@@ -330,7 +371,15 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         },
         &counters,
     );
-    let captured = source.run(&stop, &counters, |frame| pipeline.handle_frame(frame));
+    // Both callbacks drive the one pipeline, never at the same time.
+    let pipeline = std::cell::RefCell::new(pipeline);
+    let captured = source.run(
+        &stop,
+        &counters,
+        |frame| pipeline.borrow_mut().handle_frame(frame),
+        |now| pipeline.borrow_mut().advance(now),
+    );
+    let mut pipeline = pipeline.into_inner();
     pipeline.finish();
     queue.close();
     let published = publisher

@@ -4,13 +4,18 @@
 //! Content-Length bytes of body (compact `l:` too). Between messages, CRLF
 //! keep-alives (RFC 5626) are skipped; any other line before a start line is
 //! junk, discarded and counted — which is also how a stream first seen in
-//! the middle resynchronises at the next start line.
+//! the middle, or resuming after a hole, resynchronises at the next start
+//! line. Resynchronising, a start line counts only when a header line
+//! follows it: a body may hold a line that looks like one (a
+//! message/sipfrag body is a bare status line, RFC 3420), and taking it
+//! would glue the next message to it as headers.
 //!
 //! Over a stream, RFC 3261 (18.3) requires Content-Length. A message
 //! without one, or with a value that is not a number, cannot be delimited:
 //! its start line and headers are discarded and counted
 //! (`tcp_no_content_length`), as the original agent's splitter did, and
-//! framing goes on after its empty line.
+//! framing goes on after its empty line, resynchronising (its body, of
+//! unknown length, may follow).
 //!
 //! The framer keeps only positions, never bytes: the caller holds the
 //! unconsumed bytes and passes them again with more appended. Scanning
@@ -18,12 +23,15 @@
 //! linear, not quadratic, time.
 
 use crate::counters::Counters;
-use crate::sip::{Message, WELL_KNOWN_METHODS, is_start_line, starts_with_sip_version};
+use crate::sip::{Message, WELL_KNOWN_METHODS, is_start_line, is_token_char, starts_with_sip_version};
 
 /// A line longer than this without a start line is junk, even unfinished.
 const MAX_JUNK_LINE: usize = 4096;
 /// Positions parsed for a start line glued to the end of a junk line.
 const MAX_RESYNC_TRIES: usize = 16;
+/// A header name longer than this (RFC 3261 sets no limit; real ones are
+/// under 40 bytes) does not make the line before it a start line.
+const MAX_HEADER_NAME: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum State {
@@ -65,14 +73,15 @@ impl Framer {
     }
 
     /// Frame the unconsumed bytes `stream`, handing each complete message to
-    /// `on_message`; returns how many bytes were consumed. Messages longer
-    /// than `max_message` are dropped and counted.
+    /// `on_message` with the offset in `stream` just past it; returns how
+    /// many bytes were consumed. Messages longer than `max_message` are
+    /// dropped and counted.
     pub fn split(
         &mut self,
         stream: &[u8],
         max_message: usize,
         counters: &Counters,
-        mut on_message: impl FnMut(&[u8]),
+        mut on_message: impl FnMut(&[u8], usize),
     ) -> usize {
         let mut pos = 0;
         loop {
@@ -94,7 +103,17 @@ impl Framer {
                     };
                     let line = &rest[..lf];
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    match start_line_within(line, self.resync) {
+                    let start = start_line_within(line, self.resync);
+                    // Not at a known boundary, a header line must follow.
+                    let start = match start {
+                        Some(at) if self.resync || at > 0 => match header_follows(&rest[lf + 1..]) {
+                            Some(true) => Some(at),
+                            Some(false) => None,
+                            None => return pos,
+                        },
+                        start => start,
+                    };
+                    match start {
                         Some(at) => {
                             if at > 0 {
                                 Counters::inc(&counters.tcp_junk_lines);
@@ -116,7 +135,7 @@ impl Framer {
                             None => {
                                 Counters::inc(&counters.tcp_no_content_length);
                                 pos += headers_len;
-                                self.state = State::Start;
+                                *self = Framer::resynchronising();
                             }
                             Some(body) => {
                                 let len = headers_len.saturating_add(body);
@@ -145,8 +164,8 @@ impl Framer {
                     if rest.len() < len {
                         return pos;
                     }
-                    on_message(&rest[..len]);
                     pos += len;
+                    on_message(&stream[pos - len..pos], pos);
                     self.state = State::Start;
                 }
                 State::Skip { left } => {
@@ -177,6 +196,23 @@ fn start_line_within(line: &[u8], resync: bool) -> Option<usize> {
         .filter(|&at| line[at].is_ascii_uppercase() && is_well_known_start(&line[at..]))
         .take(MAX_RESYNC_TRIES)
         .find(|&at| is_start_line(&line[at..]))
+}
+
+/// Whether `next`, the bytes after a start line, begin with a header line:
+/// a name (an RFC 3261 token), optional blanks, a colon (§7.3.1). `None`
+/// until enough bytes have arrived to tell.
+fn header_follows(next: &[u8]) -> Option<bool> {
+    let name = next.iter().take_while(|&&b| is_token_char(b)).count();
+    let blanks = next[name..]
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count();
+    match next.get(name + blanks) {
+        Some(b':') => Some(name > 0),
+        Some(_) => Some(false),
+        None if name + blanks > MAX_HEADER_NAME => Some(false),
+        None => None,
+    }
 }
 
 /// Whether `line` begins like a status line or a request with a method of
@@ -220,7 +256,7 @@ mod tests {
         let mut out = Vec::new();
         for chunk in chunks {
             pending.extend_from_slice(chunk);
-            let used = framer.split(&pending, 65_535, &counters, |m| out.push(m.to_vec()));
+            let used = framer.split(&pending, 65_535, &counters, |m, _| out.push(m.to_vec()));
             pending.drain(..used);
         }
         out
@@ -242,6 +278,29 @@ mod tests {
         assert_eq!(split_all(&[&stream]), [B.to_vec(), A.to_vec(), A.to_vec()]);
     }
 
+    /// Resynchronising, a bare status line (a message/sipfrag body) is not a
+    /// start line: the request after it comes out alone.
+    #[test]
+    fn sipfrag_body_is_not_a_start_line() {
+        let invite = b"INVITE sip:b SIP/2.0\r\nl: 0\r\n\r\n";
+        let stream = [&b"SIP/2.0 200 OK\r\n"[..], invite].concat();
+        let counters = Counters::default();
+        for chunk in [stream.len(), 1] {
+            let mut framer = Framer::resynchronising();
+            let mut pending = Vec::new();
+            let mut out = Vec::new();
+            for piece in stream.chunks(chunk) {
+                pending.extend_from_slice(piece);
+                let used = framer.split(&pending, 65_535, &counters, |m, end| out.push((m.to_vec(), end)));
+                pending.drain(..used);
+            }
+            assert_eq!(out.len(), 1, "in chunks of {chunk}");
+            assert_eq!(out[0].0, invite);
+        }
+        // At a known boundary, a start line needs nothing after it yet.
+        assert_eq!(split_all(&[B]), [B.to_vec()]);
+    }
+
     #[test]
     fn oversize_is_skipped() {
         let counters = Counters::default();
@@ -251,7 +310,7 @@ mod tests {
         stream.extend_from_slice(&[b'x'; 100]);
         stream.extend_from_slice(B);
         let mut out = Vec::new();
-        let used = framer.split(&stream, 64, &counters, |m| out.push(m.to_vec()));
+        let used = framer.split(&stream, 64, &counters, |m, _| out.push(m.to_vec()));
         assert_eq!(used, stream.len());
         assert_eq!(out, [B.to_vec()]);
     }

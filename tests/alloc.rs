@@ -356,13 +356,18 @@ fn no_allocation_per_packet_reading_files() {
         let (mut seen, mut messages) = (0, 0u64);
         ALLOCATIONS.with(|n| n.set(0));
         source
-            .run(&AtomicBool::new(false), &counters, |frame| {
-                seen += 1;
-                if seen == WARM_UP {
-                    COUNTING.with(|on| on.set(true));
-                }
-                extractor.extract(frame, &mut |_, _| messages += 1);
-            })
+            .run(
+                &AtomicBool::new(false),
+                &counters,
+                |frame| {
+                    seen += 1;
+                    if seen == WARM_UP {
+                        COUNTING.with(|on| on.set(true));
+                    }
+                    extractor.extract(frame, &mut |_, _| messages += 1);
+                },
+                |_| {},
+            )
             .unwrap();
         COUNTING.with(|on| on.set(false));
         assert_eq!(seen, WARM_UP + MEASURED, "{path:?}");

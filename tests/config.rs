@@ -155,6 +155,18 @@ fn queue_smaller_than_one_message() {
 }
 
 #[test]
+fn tcp_hole_bounds() {
+    refused_with(
+        &["--tcp-hole-wait-ms", "0"],
+        &["TCP_HOLE_WAIT_MS", "0", "whole number"],
+    );
+    refused_with(
+        &["--tcp-hole-max-bytes", "70000"],
+        &["TCP_HOLE_MAX_BYTES", "70000", "more than TCP_BUFFER_BYTES"],
+    );
+}
+
+#[test]
 fn bad_bpf_filter() {
     refused_with(
         &["--bpf-filter", "udp and and"],

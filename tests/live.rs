@@ -154,3 +154,62 @@ fn sipp_calls_over_tcp() {
     assert_eq!(published.len(), sent.len(), "{stdout}");
     assert!(published == sent, "published messages differ from what sipp sent");
 }
+
+/// A TCP stream with a segment that never reaches the capture, then
+/// silence: the message after the hole is published while the agent keeps
+/// running, once the hole's wait (TCP_HOLE_WAIT_MS of capture time) has
+/// passed on the capture's idle tick — no later packet is needed — stamped
+/// with the time its own segment was captured. The segments are injected on
+/// `lo` with libpcap; nothing listens on the port, so the kernel answers
+/// with RSTs the capture filter leaves out.
+#[test]
+fn hole_wait_ends_on_an_idle_link() {
+    use etherparse::PacketBuilder;
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let broker = Broker::start();
+    let sub = broker.subscribe("sip/hole");
+    let port = common::free_port();
+    let (mut child, mut lines) = common::live_agent(
+        &broker.url(),
+        "sip/hole",
+        &format!("tcp and dst port {port}"),
+        &["--tcp-hole-wait-ms", "300"],
+    );
+    let mut inject = pcap::Capture::from_device("lo").unwrap().open().unwrap();
+    let mut send = |seq: u32, syn: bool, payload: &[u8]| {
+        let builder = PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .tcp(40_123, port, seq, 65535);
+        let builder = if syn { builder.syn() } else { builder.ack(1).psh() };
+        let mut frame = Vec::new();
+        builder.write(&mut frame, payload).unwrap();
+        inject.sendpacket(frame).unwrap();
+    };
+    let (a, b, c) = (
+        common::options("hole", 1),
+        common::options("hole", 2),
+        common::options("hole", 3),
+    );
+    send(1000, true, &[]);
+    send(1001, false, &a);
+    // b[..50] is never sent.
+    let now = || chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    let before = now();
+    send(1001 + (a.len() + 50) as u32, false, &[&b[50..], &c[..]].concat());
+    let after = now();
+    std::thread::sleep(Duration::from_millis(2000));
+    let published = sub.collect();
+    let stdout = common::stop_agent(&mut child, &mut lines);
+    assert_eq!(published.len(), 2, "published before the agent stopped\n{stdout}");
+    let envelope: serde_json::Value = serde_json::from_str(&published[1]).unwrap();
+    assert_eq!(common::sip_of(&envelope), c);
+    let time = chrono::DateTime::parse_from_rfc3339(envelope["time"].as_str().unwrap()).unwrap();
+    assert!(
+        before <= time && time <= after,
+        "{time} not within {before}..{after}"
+    );
+    assert_eq!(summary_value(stdout.as_bytes(), "tcp_gaps"), 1, "{stdout}");
+    assert_eq!(summary_value(stdout.as_bytes(), "tcp_gap_bytes"), 50, "{stdout}");
+}

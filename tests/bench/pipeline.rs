@@ -48,7 +48,7 @@ fn main() {
     let read = |on_frame: &mut dyn FnMut(&Frame)| {
         capture::open(&Source::File(trace.into()), None, 0, 0)
             .expect("trace")
-            .run(&never, &counters, on_frame)
+            .run(&never, &counters, on_frame, |_| {})
             .expect("read");
     };
     let mut frames: Vec<Owned> = Vec::new();
@@ -74,10 +74,11 @@ fn main() {
     let limits = ReassemblyLimits::defaults();
     let mut messages = Vec::new();
     let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &counters);
+    let mut collect = |_: &_, m: &sip_capture::sip::Message<'_>| messages.push(m.raw().to_vec());
     for f in &frames {
-        extractor.extract(&frame(f), &mut |_, m| messages.push(m.raw().to_vec()));
+        extractor.extract(&frame(f), &mut collect);
     }
-    extractor.finish();
+    extractor.finish(&mut collect);
 
     let mut best = Duration::MAX;
     let mut published = 0;

@@ -103,6 +103,9 @@ class Pcap:
         self.name = name
         self.linktype = linktype
         self.snaplen = snaplen
+
+
+        self.snaplen = snaplen  # frames longer than this are cut, as by tcpdump -s
         self.frames = []  # (capture time in microseconds since the epoch, bytes)
         self.messages = []
 
@@ -131,8 +134,9 @@ class Pcap:
             f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, self.linktype))
             for at, frame in self.frames:
                 secs, micros = divmod(at, 1_000_000)
-                f.write(struct.pack("<IIII", secs, micros, len(frame), len(frame)))
-                f.write(frame)
+                captured = frame[:self.snaplen]  # caplen < orig len when cut
+                f.write(struct.pack("<IIII", secs, micros, len(captured), len(frame)))
+                f.write(captured)
         expected = {"messages": self.messages}
         if counters:
             expected["counters"] = counters
@@ -179,10 +183,16 @@ class Stream:
         self.seq += len(payload)
         return at
 
-    def completed_at(self, end):
-        """When the bytes from the stream's start to sequence `end` were
+    def lose(self, payload):
+        """A segment the capture never got (lost before the tap, dropped by
+        the kernel): its bytes are a hole in the stream."""
+        self.seq += len(payload)
+
+    def completed_at(self, end, since=None):
+        """When the bytes from the stream's start (or from `since`, where
+        the stream resynchronised after a hole) to sequence `end` were
         first all captured."""
-        have = self.base
+        have = self.base if since is None else since
         pending = []
         for at, seq, length in self.carried:
             pending.append((seq, seq + length))
@@ -196,17 +206,18 @@ class Stream:
                 return at
         raise ValueError(f"sequence {end} never completed")
 
-    def expect_one(self, msg, end):
+    def expect_one(self, msg, end, since=None):
         """Expect `msg`, whose last byte is before sequence `end`."""
-        self.pcap.expect(msg, self.completed_at(end), CLIENT, self.dst, "tcp")
+        self.pcap.expect(msg, self.completed_at(end, since), CLIENT, self.dst, "tcp")
 
-    def expect(self, msgs, start=None):
+    def expect(self, msgs, start=None, since=None):
         """Expect `msgs`, laid out back to back from sequence `start`
-        (default: the stream's first byte), each at its completion time."""
+        (default: the stream's first byte), each at its completion time
+        (counted from `since` when the stream resynchronised there)."""
         at = self.base if start is None else start
         for m in msgs:
             at += len(m.encode() if isinstance(m, str) else m)
-            self.pcap.expect(m, self.completed_at(at), CLIENT, self.dst, "tcp")
+            self.pcap.expect(m, self.completed_at(at, since), CLIENT, self.dst, "tcp")
 
 
 def out_of_order():
@@ -730,10 +741,227 @@ def ipv6_fragment_destination_options():
     p.write(counters={"frag_reassembled": 2, "decode_errors": 0})
 
 
+# TCP holes that never fill (issue 12, item 1). A hole is waited for at most
+# TCP_HOLE_WAIT_MS (default 1000) of capture time and TCP_HOLE_MAX_BYTES
+# (default 32768) buffered after it; then, or when the stream ends first, it
+# is skipped and the stream resynchronises at the next start line. Every
+# complete message after it keeps the time of the segment that completed it,
+# counted from where the stream resumed.
+
+HOLE_WAIT_US = 1_000_000
+HOLE_MAX_BYTES = 32768
+
+
+def junk_lines(tail):
+    """Lines the framer discards before the next start line, when a stream
+    resumes at `tail` (the rest of a message whose start was lost): a body
+    without a line break at its end is junk glued to the next start line."""
+    return sum(1 for line in tail.split(b"\r\n") if line)
+
+
+def udp_from_elsewhere(p, n, at):
+    """A SIP datagram between two other hosts, captured at `at`: it moves
+    capture time on without touching the TCP stream."""
+    msg = sip("OPTIONS", n)
+    at = p.add(ether(ipv4("192.0.2.3", "192.0.2.4", 17, udp(5060, 5060, msg.encode()))), at)
+    p.expect(msg, at, "192.0.2.3:5060", "192.0.2.4:5060", "udp")
+
+
+def hole_counters(gap, partial=b"", junk=0, **more):
+    counters = {"tcp_gaps": 1, "tcp_gap_bytes": gap, "tcp_partial_messages": 1 if partial else 0,
+                "tcp_partial_bytes": len(partial), "tcp_junk_lines": junk}
+    counters.update(more)
+    return counters
+
+
+def hole_time_bound():
+    """The segment with the start of a BYE never reaches the capture. The
+    next packet, of another flow 1.5 s later, ends the wait: the messages
+    after the hole come out then, each with its own time, and the stream
+    goes on in order."""
+    p = Pcap("tcp-hole-time-bound")
+    a, b, c, d, e = (sip("INVITE", 1, "v=0\r\n").encode(), sip("BYE", 1).encode(), sip("OPTIONS", 2).encode(),
+                     sip("OPTIONS", 3).encode(), sip("OPTIONS", 4).encode())
+    s = Stream(p)
+    s.send(a)
+    s.expect([a])
+    s.lose(b[:50])
+    resync = s.seq
+    s.send(b[50:] + c)
+    s.send(d)
+    s.expect([c, d], start=resync + len(b) - 50, since=resync)
+    udp_from_elsewhere(p, 90, p.last() + HOLE_WAIT_US + 500_000)
+    s.send(e)
+    s.expect_one(e, s.seq, since=resync)
+    p.write(counters=hole_counters(50, junk=junk_lines(b[50:])))
+
+
+def hole_data_bound():
+    """A hole followed by 180 messages 1 ms apart, 69 KB: once more than
+    32 KiB wait after it, the hole is skipped. Every message keeps the time
+    of its own segment (the old overflow released them in one burst, all
+    stamped with the time of the segment that overflowed the buffer)."""
+    p = Pcap("tcp-hole-data-bound")
+    x = sip("INVITE", 1, "v=0\r\n" + "a=x-pad:" + "p" * 200 + "\r\n").encode()
+    msgs = [sip("MESSAGE", n, f"message {n:03} " + "m" * 180).encode() for n in range(180)]
+    assert sum(map(len, msgs)) > 65536
+    s = Stream(p)
+    s.send(x[:100])  # the partial message before the hole: dropped, counted
+    s.lose(x[100:300])
+    resync = s.seq
+    s.send(x[300:])
+    for m in msgs:
+        s.send(m)
+    s.expect(msgs, start=resync + len(x) - 300, since=resync)
+    sizes = [len(x) - 300] + [len(m) for m in msgs]
+    waited = next(i for i in range(len(sizes)) if sum(sizes[:i + 1]) > HOLE_MAX_BYTES)
+    p.write(counters=hole_counters(200, x[:100], junk_lines(x[300:]), tcp_out_of_order=waited + 1))
+
+
+def hole_then(name, flags):
+    """A hole, two complete messages, half a message, then a segment with
+    `flags` (FIN, RST) well within the hole's wait. An RST ends the stream
+    at once; a FIN only once no hole is left, as the segment reordered
+    behind it may still come: here when the wait ends, on another flow's
+    packet 1.5 s later. Either way the stream is flushed: the messages after
+    the hole come out with their own times, the half message is counted,
+    and a later segment on the same addresses starts a new stream."""
+    p = Pcap(name)
+    a, b, c, d, e, f = (sip("INVITE", 2, "v=0\r\n").encode(), sip("ACK", 2).encode(), sip("BYE", 2).encode(),
+                        sip("MESSAGE", 3, "x").encode(), sip("MESSAGE", 4, "y").encode(), sip("OPTIONS", 5).encode())
+    s = Stream(p)
+    s.send(a + b[:60])
+    s.expect([a])
+    s.lose(b[60:120])
+    resync = s.seq
+    s.send(b[120:] + c)
+    s.send(d)
+    s.send(e[:70])  # incomplete at the end: counted
+    s.segment(b"", flags=flags)
+    s.expect([c, d], start=resync + len(b) - 120, since=resync)
+    if flags & 0x01:
+        udp_from_elsewhere(p, 93, p.last() + HOLE_WAIT_US + 500_000)
+    at = s.segment(f, seq=s.seq + 1000)  # a new stream, joined mid-way
+    p.expect(f, at, CLIENT, s.dst, "tcp")
+    counters = hole_counters(60, b[:60], junk_lines(b[120:]), tcp_flows=2)
+    counters["tcp_partial_messages"] += 1
+    counters["tcp_partial_bytes"] += 70
+    p.write(counters=counters)
+
+
+def hole_fin():
+    hole_then("tcp-hole-fin", 0x11)
+
+
+def hole_rst():
+    hole_then("tcp-hole-rst", 0x14)
+
+
+def hole_idle_expiry():
+    """With the hole's wait longer than TCP_IDLE_TIMEOUT_S, the stream
+    expires first (on a packet of another flow): it is flushed."""
+    p = Pcap("tcp-hole-idle-expiry")
+    a, b, c = sip("INVITE", 5, "v=0\r\n").encode(), sip("CANCEL", 5).encode(), sip("OPTIONS", 6).encode()
+    s = Stream(p)
+    s.send(a)
+    s.expect([a])
+    s.lose(b[:90])
+    resync = s.seq
+    s.send(b[90:] + c)
+    s.expect([c], start=resync + len(b) - 90, since=resync)
+    udp_from_elsewhere(p, 91, p.last() + 2_500_000)
+    p.write(counters=hole_counters(90, junk=junk_lines(b[90:]), tcp_flows_expired=1),
+            args=["--tcp-hole-wait-ms", "600000", "--tcp-idle-timeout-s", "1"])
+
+
+def hole_evicted():
+    """With room for one stream, a second connection evicts the first while
+    it waits on a hole: the first is flushed."""
+    p = Pcap("tcp-hole-evicted")
+    a, b, c, f = (sip("INVITE", 7, "v=0\r\n").encode(), sip("PRACK", 7).encode(), sip("UPDATE", 7).encode(),
+                  sip("OPTIONS", 8).encode())
+    s = Stream(p)
+    s.send(a)
+    s.expect([a])
+    s.lose(b[:40])
+    resync = s.seq
+    s.send(b[40:] + c)
+    s.expect([c], start=resync + len(b) - 40, since=resync)
+    other = Stream(p, dport=5090)  # its SYN evicts the first stream
+    other.send(f)
+    other.expect([f])
+    p.write(counters=hole_counters(40, junk=junk_lines(b[40:]), tcp_flows_evicted=1),
+            args=["--tcp-max-flows", "1"])
+
+
+def hole_end_of_file():
+    """The file ends while the stream waits on a hole: the stream is
+    flushed."""
+    p = Pcap("tcp-hole-end-of-file")
+    a, b, c, d = (sip("SUBSCRIBE", 9).encode(), sip("NOTIFY", 9, "state").encode(), sip("NOTIFY", 10, "s").encode(),
+                  sip("NOTIFY", 11, "t").encode())
+    s = Stream(p)
+    s.send(a)
+    s.expect([a])
+    s.lose(b[:100])
+    resync = s.seq
+    s.send(b[100:])
+    s.send(c)
+    s.send(d)
+    s.expect([c, d], start=resync + len(b) - 100, since=resync)
+    p.write(counters=hole_counters(100, junk=junk_lines(b[100:])))
+
+
+def snaplen_cut():
+    """Captured with a snap length of 300 bytes: the segment with a long
+    INVITE is cut (caplen < original length) and decode rejects it. It is a
+    hole like any other, not a stall."""
+    p = Pcap("tcp-snaplen-cut", snaplen=300)
+    a, b, c, d = (sip("OPTIONS", 12).encode(), sip("INVITE", 13, "v=0\r\n" + "a=x:" + "z" * 400 + "\r\n").encode(),
+                  sip("ACK", 13).encode(), sip("BYE", 13).encode())
+    s = Stream(p)
+    for m in [a, b, c, d]:
+        s.send(m)
+    s.expect([a])
+    resync = s.base + len(a) + len(b)
+    s.expect([c, d], start=resync, since=resync)
+    udp_from_elsewhere(p, 92, p.last() + HOLE_WAIT_US + 1)
+    p.write(counters=hole_counters(len(b), decode_errors=1))
+
+
+def sipfrag_resync():
+    """Resynchronising after a hole (and on a stream joined mid-way), the
+    body of a NOTIFY, message/sipfrag "SIP/2.0 200 OK", looks like a status
+    line; it is not one, as no header line follows it, and the INVITE after
+    it is published alone."""
+    p = Pcap("tcp-sipfrag-resync")
+    frag = "SIP/2.0 200 OK\r\n"
+    notify = (f"NOTIFY sip:alice@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TCP 192.0.2.2:5080;branch=z9hG4bK-n14\r\n"
+              f"From: <sip:bob@192.0.2.2>;tag=b\r\nTo: <sip:alice@192.0.2.1>;tag=14\r\nCall-ID: 14@generated\r\n"
+              f"CSeq: 2 NOTIFY\r\nEvent: refer\r\nSubscription-State: terminated\r\n"
+              f"Content-Type: message/sipfrag\r\nContent-Length: {len(frag)}\r\n\r\n{frag}").encode()
+    invite = sip("INVITE", 15).encode()
+    # Joined mid-way: the first bytes seen are the NOTIFY's last header.
+    tail = notify[notify.index(b"Content-Length"):]
+    s = Stream(p, dport=5070, syn=False)
+    s.send(tail + invite)
+    s.expect([invite], start=s.base + len(tail))
+    # After a hole that took the NOTIFY's headers.
+    h = Stream(p, dport=5080)
+    h.lose(notify[:-len(frag)])
+    resync = h.seq
+    h.send(frag.encode() + invite)
+    h.expect([invite], start=resync + len(frag), since=resync)
+    p.write(counters={"tcp_gaps": 1, "tcp_gap_bytes": len(notify) - len(frag), "tcp_junk_lines": 3,
+                      "tcp_partial_messages": 0, "sip_messages": 2})
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
                  cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing,
                  pcapng_merged, pcapng_merged_bpf, after_2038, cut_short,
                  fragments_on_two_vlans, fragments_qinq, tcp_streams_on_vlans, ipv4_total_length_zero_tcp,
-                 ipv4_total_length_zero_udp, ipv6_extension_headers, ipv6_fragment_destination_options]:
+                 ipv4_total_length_zero_udp, ipv6_extension_headers, ipv6_fragment_destination_options,
+                 hole_time_bound, hole_data_bound, hole_fin, hole_rst, hole_idle_expiry, hole_evicted,
+                 hole_end_of_file, snaplen_cut, sipfrag_resync]:
         make()

@@ -7,7 +7,7 @@ use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
 use sip_capture::decode::{self, Context, Decoded, LinkType, Segment, TcpHeader};
 use sip_capture::defrag::Defrag;
-use sip_capture::envelope::Timestamp;
+use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::filter::Filter;
 use sip_capture::sip::Message;
 use sip_capture::split::Framer;
@@ -37,19 +37,59 @@ pub fn decode_frame(data: &[u8]) {
 
 /// The TCP reassembler and SIP framer: the input is a sequence of segments,
 /// each `[flags, seq_hi, seq_lo, len]` then `len` payload bytes, on two
-/// streams; every message that comes out must parse as SIP.
+/// streams; flags bit 0 SYN, 1 FIN, 2 RST, 7 the direction, bits 3-5 how
+/// far capture time moves before the segment (0 ms to 60 s: holes' waits
+/// and idle expiry), bit 6 an idle tick before it. The end of the input is
+/// the end of the capture. Every message that comes out must parse as SIP
+/// and carry the capture time of a segment of its own stream.
 pub fn tcp_stream(data: &[u8]) {
+    const STEP_MS: [i64; 8] = [0, 1, 2, 5, 100, 500, 1000, 60_000];
     let counters = Counters::default();
-    let mut tcp = TcpReassembler::new(2, 2, 2048, 10, 2048);
+    let limits = ReassemblyLimits {
+        tcp_flows: 2,
+        tcp_buffers: 2,
+        tcp_buffer_bytes: 2048,
+        tcp_idle_s: 10,
+        tcp_hole_wait_ms: 1000,
+        tcp_hole_max_bytes: 1024,
+        ..ReassemblyLimits::defaults()
+    };
+    let mut tcp = TcpReassembler::new(&limits, 2048);
     let (a, b) = ("10.0.0.1:5060".parse().unwrap(), "10.0.0.2:5060".parse().unwrap());
+    // The capture times of each direction's segments with data.
+    let mut times: [Vec<Timestamp>; 2] = [Vec::new(), Vec::new()];
+    let check = |times: &[Vec<Timestamp>; 2], origin: &Origin, message: &[u8]| {
+        assert!(
+            Message::parse(message).is_some(),
+            "framed bytes are not a SIP message"
+        );
+        let direction = usize::from(origin.src != a);
+        assert_eq!(
+            (origin.src, origin.dst),
+            if direction == 0 { (a, b) } else { (b, a) }
+        );
+        assert!(
+            times[direction].contains(&origin.time),
+            "{:?} is no segment's time",
+            origin.time
+        );
+    };
+    let mut ms = 0i64;
     let mut rest = data;
-    let mut n = 0u32;
     while let [flags, hi, lo, len, tail @ ..] = rest {
         let len = usize::from(*len).min(tail.len());
         let (payload, next) = tail.split_at(len);
         rest = next;
-        n += 1;
-        let (src, dst) = if flags & 0x80 == 0 { (a, b) } else { (b, a) };
+        ms += STEP_MS[usize::from(flags >> 3 & 7)];
+        let now = Timestamp {
+            secs: 1 + ms / 1000,
+            micros: (ms % 1000) as u32 * 1000,
+        };
+        if flags & 0x40 != 0 {
+            tcp.advance(now, &counters, &mut |o, m| check(&times, o, m));
+        }
+        let direction = usize::from(flags & 0x80 != 0);
+        let (src, dst) = if direction == 0 { (a, b) } else { (b, a) };
         let header = TcpHeader {
             seq: u32::from(u16::from_be_bytes([*hi, *lo])),
             syn: flags & 1 != 0,
@@ -63,25 +103,19 @@ pub fn tcp_stream(data: &[u8]) {
             payload,
             tcp: Some(header),
         };
-        let now = Timestamp {
-            secs: i64::from(n / 4),
-            micros: 0,
-        };
-        tcp.add(now, &segment, header, &counters, &mut |message| {
-            assert!(
-                Message::parse(message).is_some(),
-                "framed bytes are not a SIP message"
-            );
-        });
+        if !payload.is_empty() {
+            times[direction].push(now);
+        }
+        tcp.add(now, &segment, header, &counters, &mut |o, m| check(&times, o, m));
     }
+    tcp.finish(&counters, &mut |o, m| check(&times, o, m));
     // The framer alone, fed the raw input in two pieces.
     let mut framer = Framer::default();
     let cut = data.len() / 2;
-    let used = framer.split(&data[..cut], 4096, &counters, |_| {});
+    let used = framer.split(&data[..cut], 4096, &counters, |_, _| {});
     let mut pending = data[used..cut].to_vec();
     pending.extend_from_slice(&data[cut..]);
-    let _ = framer.split(&pending, 4096, &counters, |_| {});
-    let _ = ReassemblyLimits::defaults();
+    let _ = framer.split(&pending, 4096, &counters, |_, _| {});
 }
 
 /// The SIP parser and every filter function on one message.
