@@ -46,16 +46,30 @@ macro_rules! counters {
 const GAUGES: &[&str] = &["store_envelopes", "store_bytes", "in_flight"];
 
 counters! {
-    /// Frames read from libpcap.
+    /// Frames taken into the pipeline: every frame of a live capture, and
+    /// every frame of a file that BPF_FILTER kept.
     packets,
+    /// Frames of a capture file that BPF_FILTER rejected (not in `packets`;
+    /// a live capture's are dropped in the kernel, uncounted).
+    bpf_filtered,
+    /// 1 when the capture file ends inside a record (the capture was killed
+    /// while writing it) or a record is damaged: reading stopped there,
+    /// every whole record before it was used, and the exit status is 3.
+    file_cut_short,
     /// Frames of a link type sip-capture does not decode.
     link_unsupported,
     /// Frames whose headers are cut short or inconsistent.
     decode_errors,
+    /// Frames not decoded because their headers nest deeper than decode
+    /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
+    /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
+    header_chain_too_long,
     /// Valid frames carrying neither UDP nor TCP (ARP, ICMP, SCTP, ...).
     not_udp_tcp,
     /// IP fragments received.
     frag_fragments,
+    /// Fragments that became part of a reassembled datagram.
+    frag_joined,
     /// Datagrams reassembled from fragments.
     frag_reassembled,
     /// Fragments of unfinished datagrams dropped after FRAG_TIMEOUT_MS or
@@ -70,6 +84,15 @@ counters! {
     frag_invalid,
     /// Fragments dropped with a datagram larger than a reassembly slot.
     frag_too_large,
+    /// UDP datagrams (whole frames and reassembled datagrams) handed to the
+    /// SIP stage.
+    udp_datagrams,
+    /// Bytes after the end of a UDP message set by its Content-Length
+    /// (padding, junk, a second message packed in), discarded (RFC 3261
+    /// 18.3).
+    udp_trailing_bytes,
+    /// UDP payloads that do not start with a SIP request or status line.
+    not_sip,
     /// TCP segments received.
     tcp_segments,
     /// TCP streams (one per direction) opened.
@@ -85,14 +108,25 @@ counters! {
     /// Holes in TCP streams skipped: never filled within TCP_HOLE_WAIT_MS
     /// and TCP_HOLE_MAX_BYTES, or when the stream ended first.
     tcp_gaps,
+    /// Bytes of TCP streams never captured: the holes skipped (tcp_gaps).
+    tcp_gap_bytes,
+    /// Messages (or lines before a start line) cut short by a hole or by
+    /// the end of their stream (FIN, RST, idle expiry, eviction, end of
+    /// capture), dropped.
+    tcp_partial_messages,
+    /// The bytes of tcp_partial_messages.
+    tcp_partial_bytes,
     /// Partial messages dropped because no stream buffer was free.
     tcp_no_buffer,
     /// Lines discarded before a start line (junk, mid-stream starts).
     tcp_junk_lines,
     /// Messages discarded for a missing or non-numeric Content-Length.
     tcp_no_content_length,
-    /// UDP payloads that do not start with a SIP request or status line.
-    not_sip,
+    /// Messages cut from a TCP stream that were larger than
+    /// MAX_MESSAGE_BYTES or a stream buffer, dropped before the SIP stage.
+    tcp_oversize,
+    /// SIP messages cut from TCP streams (part of sip_messages).
+    tcp_messages,
     /// SIP messages recognised.
     sip_messages,
     /// SIP messages the filter did not select.
@@ -102,6 +136,8 @@ counters! {
     dropped_oversize,
     /// Envelopes dropped because the queue to the broker was full.
     dropped_queue_full,
+    /// Envelopes put into the store for the broker.
+    queued,
     /// Envelopes handed to the MQTT client, counting each send again.
     published,
     /// Envelopes the broker acknowledged (PUBACK), each once.
@@ -112,10 +148,19 @@ counters! {
     /// Envelopes sent again because the broker lost the session before
     /// acknowledging them (at-least-once: the subscriber may see them twice).
     republished,
+    /// Envelopes sent again, with DUP, on a resumed session because their
+    /// PUBACK had not arrived when the connection broke (the subscriber may
+    /// see them twice).
+    resent_on_resume,
     /// Envelopes still in the store, unacknowledged, when the agent stopped.
     undelivered_at_exit,
     /// Successful connections to the broker after the first.
     reconnects,
+    /// Connections ended because another client took the session over: a
+    /// DISCONNECT 0x8E, or the broker closing a connection before it was
+    /// up 10 s, the second time or more in a row (what mosquitto does when
+    /// a second client uses CLIENT_ID).
+    client_id_conflicts,
     /// Envelopes in the store now, sent or not (a level).
     store_envelopes,
     /// Bytes the store holds now (a level).
@@ -129,50 +174,6 @@ counters! {
     pcap_dropped,
     /// libpcap: packets dropped by the network interface.
     pcap_if_dropped,
-    /// Bytes after the end of a UDP message set by its Content-Length
-    /// (padding, junk, a second message packed in), discarded (RFC 3261
-    /// 18.3).
-    udp_trailing_bytes,
-    /// Fragments that became part of a reassembled datagram.
-    frag_joined,
-    /// UDP datagrams (whole frames and reassembled datagrams) handed to the
-    /// SIP stage.
-    udp_datagrams,
-    /// SIP messages cut from TCP streams (part of sip_messages).
-    tcp_messages,
-    /// Envelopes put into the store for the broker.
-    queued,
-    /// Messages cut from a TCP stream that were larger than
-    /// MAX_MESSAGE_BYTES or a stream buffer, dropped before the SIP stage.
-    tcp_oversize,
-    /// Connections ended because another client took the session over: a
-    /// DISCONNECT 0x8E, or the broker closing a connection before it was
-    /// up 10 s, the second time or more in a row (what mosquitto does when
-    /// a second client uses CLIENT_ID).
-    client_id_conflicts,
-    /// Envelopes sent again, with DUP, on a resumed session because their
-    /// PUBACK had not arrived when the connection broke (the subscriber may
-    /// see them twice).
-    resent_on_resume,
-    /// Frames of a capture file that BPF_FILTER rejected (not in `packets`;
-    /// a live capture's are dropped in the kernel, uncounted).
-    bpf_filtered,
-    /// 1 when the capture file ends inside a record (the capture was killed
-    /// while writing it) or a record is damaged: reading stopped there,
-    /// every whole record before it was used, and the exit status is 3.
-    file_cut_short,
-    /// Frames not decoded because their headers nest deeper than decode
-    /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
-    /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
-    header_chain_too_long,
-    /// Bytes of TCP streams never captured: the holes skipped (tcp_gaps).
-    tcp_gap_bytes,
-    /// Messages (or lines before a start line) cut short by a hole or by
-    /// the end of their stream (FIN, RST, idle expiry, eviction, end of
-    /// capture), dropped.
-    tcp_partial_messages,
-    /// The bytes of tcp_partial_messages.
-    tcp_partial_bytes,
 }
 
 impl Counters {
