@@ -558,14 +558,7 @@ impl TcpReassembler {
             return self.reschedule(i);
         };
         let gap = first.start.wrapping_sub(flow.next_seq);
-        Counters::inc(&counters.tcp_gaps);
-        Counters::add(&counters.tcp_gap_bytes, u64::from(gap));
-        log::debug!(
-            "TCP {} -> {}: skipped a hole of {gap} bytes at sequence number {} ({why})",
-            flow.key.src,
-            flow.key.dst,
-            flow.next_seq
-        );
+        skipped(flow, gap, why, counters);
         self.drop_partial(i, counters);
         let flow = &mut self.flows[i as usize];
         flow.framer.reset();
@@ -602,14 +595,7 @@ impl TcpReassembler {
     fn give_up(&mut self, i: u32, seq: u32, why: &str, counters: &Counters) {
         let flow = &self.flows[i as usize];
         let gap = seq.wrapping_sub(flow.next_seq);
-        Counters::inc(&counters.tcp_gaps);
-        Counters::add(&counters.tcp_gap_bytes, u64::from(gap));
-        log::debug!(
-            "TCP {} -> {}: skipped a hole of {gap} bytes at sequence number {} ({why})",
-            flow.key.src,
-            flow.key.dst,
-            flow.next_seq
-        );
+        skipped(flow, gap, why, counters);
         self.drop_partial(i, counters);
         let flow = &mut self.flows[i as usize];
         flow.framer.reset();
@@ -853,4 +839,17 @@ fn drop_marks(marks: &mut heapless::Vec<Mark, MAX_MARKS>, end: u32) {
     let len = marks.len();
     marks.copy_within(n..len, 0);
     marks.truncate(len - n);
+}
+
+/// Count and log a hole of `gap` bytes skipped at `flow`'s next sequence
+/// number, for `why`.
+fn skipped(flow: &Flow, gap: u32, why: &str, counters: &Counters) {
+    Counters::inc(&counters.tcp_gaps);
+    Counters::add(&counters.tcp_gap_bytes, u64::from(gap));
+    log::debug!(
+        "TCP {} -> {}: skipped a hole of {gap} bytes at sequence number {} ({why})",
+        flow.key.src,
+        flow.key.dst,
+        flow.next_seq
+    );
 }

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Broker, PcapFile, call_id, options, summary_value};
+use common::{Broker, PcapFile, call_id, options, read_packet, summary_value};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
@@ -313,27 +313,6 @@ fn broker_with_a_long_connack() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<usi
         }
     });
     (port, sizes)
-}
-
-/// One MQTT control packet: fixed header, Remaining Length, body.
-fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte).ok()?;
-    let mut packet = vec![byte[0]];
-    let (mut length, mut shift) = (0usize, 0);
-    loop {
-        stream.read_exact(&mut byte).ok()?;
-        packet.push(byte[0]);
-        length |= usize::from(byte[0] & 0x7f) << shift;
-        shift += 7;
-        if byte[0] & 0x80 == 0 || shift > 21 {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).ok()?;
-    packet.extend(body);
-    Some(packet)
 }
 
 /// When the agent could not read the broker's limit but minimq refuses a

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{KillOnDrop, Lines, summary_value};
+use common::{KillOnDrop, Lines, read_packet, summary_value};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
@@ -16,28 +16,6 @@ use std::time::{Duration, Instant};
 
 /// MQTT 5 CONNACK: no session present, Success, no properties.
 const CONNACK_V5: &[u8] = &[0x20, 0x03, 0x00, 0x00, 0x00];
-
-/// Read one MQTT control packet (RFC-style: fixed header, Remaining Length
-/// as a variable byte integer, body); `None` when the peer closed first.
-fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
-    let mut byte = [0u8; 1];
-    stream.read_exact(&mut byte).ok()?;
-    let mut packet = vec![byte[0]];
-    let (mut length, mut shift) = (0usize, 0);
-    loop {
-        stream.read_exact(&mut byte).ok()?;
-        packet.push(byte[0]);
-        length |= usize::from(byte[0] & 0x7f) << shift;
-        shift += 7;
-        if byte[0] & 0x80 == 0 || shift > 21 {
-            break;
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body).ok()?;
-    packet.extend(body);
-    Some(packet)
-}
 
 /// A scripted broker on a free loopback port: each connection is counted
 /// and handed to `script` on its own thread.

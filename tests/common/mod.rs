@@ -2,7 +2,7 @@
 //! binary run as a user would run it.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read};
 use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -669,4 +669,26 @@ pub fn certificate(dir: &Path, name: &str, ca: Option<&str>, san: &str) {
             );
         }
     }
+}
+
+/// Read one MQTT control packet (fixed header, Remaining Length
+/// as a variable byte integer, body); `None` when the peer closed first.
+pub fn read_packet(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).ok()?;
+    let mut packet = vec![byte[0]];
+    let (mut length, mut shift) = (0usize, 0);
+    loop {
+        stream.read_exact(&mut byte).ok()?;
+        packet.push(byte[0]);
+        length |= usize::from(byte[0] & 0x7f) << shift;
+        shift += 7;
+        if byte[0] & 0x80 == 0 || shift > 21 {
+            break;
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).ok()?;
+    packet.extend(body);
+    Some(packet)
 }
