@@ -19,7 +19,7 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test
+.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check
 
 all: build
 
@@ -135,6 +135,21 @@ openwrt-test: debug-build
 ## r2s-image-test: the NanoPi R2S SD card layout, made by genimage.
 r2s-image-test: firmware-deps
 	python3 tests/firmware/r2s_image_test.py
+
+## buildroot-check: Buildroot's own checks of buildroot/ (every defconfig
+## loads with nothing dropped and is minimal, check-package, show-info),
+## offline, with the Buildroot tarball of $(SHARED)/tools (see its
+## README.md; a copy beside the checkout in CI). Skipped when it is absent.
+SHARED ?= $(CURDIR)/../shared
+BUILDROOT_TARBALL ?= $(SHARED)/tools/buildroot-e991fa07.tar.xz
+ifeq ($(wildcard $(BUILDROOT_TARBALL)),)
+buildroot-check:
+	@echo "buildroot-check: skipped: no $(BUILDROOT_TARBALL) (set SHARED=/path/to/shared)"
+else
+buildroot-check:
+	$(call apt_install,build-essential python3-venv rsync bc cpio unzip file wget shellcheck)
+	python3 board/scripts/buildroot_check.py $(BUILDROOT_TARBALL)
+endif
 
 # The shell scripts that run on the boards, in Buildroot and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
