@@ -19,7 +19,7 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check
+.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check
 
 all: build
 
@@ -57,6 +57,17 @@ test: rust
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --no-default-features -- -D warnings
 	$(CARGO) test
+
+## test-overflow: every test, the fuzz corpora replay (tests/fuzz_corpora.rs)
+## among them, in a release build with overflow checks and debug assertions
+## on. OpenWrt builds with overflow checks (rust-values.mk), where an integer
+## overflow on input would be a panic and a respawn loop. LTO off and 16
+## codegen units only to build faster: checks do not depend on them. Its own
+## target directory, so the release build stays as it is.
+test-overflow: rust
+	CARGO_TARGET_DIR=target/overflow CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+	CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true CARGO_PROFILE_RELEASE_LTO=false \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 $(CARGO) test --release
 
 ## demo: a private mosquitto on a free loopback port, sip-capture replaying a
 ## bundled capture into it, and the envelopes that arrive.
