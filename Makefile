@@ -19,7 +19,7 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test
+.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check
 
 all: build
 
@@ -62,6 +62,17 @@ test: rust
 	SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test; status=$$?; \
 	sh tests/leftovers.sh $$run || status=1; \
 	exit $$status
+
+## test-overflow: every test, the fuzz corpora replay (tests/fuzz_corpora.rs)
+## among them, in a release build with overflow checks and debug assertions
+## on. OpenWrt builds with overflow checks (rust-values.mk), where an integer
+## overflow on input would be a panic and a respawn loop. LTO off and 16
+## codegen units only to build faster: checks do not depend on them. Its own
+## target directory, so the release build stays as it is.
+test-overflow: rust
+	CARGO_TARGET_DIR=target/overflow CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+	CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true CARGO_PROFILE_RELEASE_LTO=false \
+	CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 $(CARGO) test --release
 
 ## demo: a private mosquitto on a free loopback port, sip-capture replaying a
 ## bundled capture into it, and the envelopes that arrive.
@@ -140,6 +151,21 @@ openwrt-test: debug-build
 ## r2s-image-test: the NanoPi R2S SD card layout, made by genimage.
 r2s-image-test: firmware-deps
 	python3 tests/firmware/r2s_image_test.py
+
+## buildroot-check: Buildroot's own checks of buildroot/ (every defconfig
+## loads with nothing dropped and is minimal, check-package, show-info),
+## offline, with the Buildroot tarball of $(SHARED)/tools (see its
+## README.md; a copy beside the checkout in CI). Skipped when it is absent.
+SHARED ?= $(CURDIR)/../shared
+BUILDROOT_TARBALL ?= $(SHARED)/tools/buildroot-e991fa07.tar.xz
+ifeq ($(wildcard $(BUILDROOT_TARBALL)),)
+buildroot-check:
+	@echo "buildroot-check: skipped: no $(BUILDROOT_TARBALL) (set SHARED=/path/to/shared)"
+else
+buildroot-check:
+	$(call apt_install,build-essential python3-venv rsync bc cpio unzip file wget shellcheck)
+	python3 board/scripts/buildroot_check.py $(BUILDROOT_TARBALL)
+endif
 
 # The shell scripts that run on the boards, in Buildroot and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \

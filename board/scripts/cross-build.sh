@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# A fully static sip-capture for an ARM or MIPS board, libpcap linked in.
+# A fully static sip-capture for an ARM or MIPS board (or an x86_64
+# appliance), libpcap linked in.
 #
 #   cross-build.sh TRIPLE     -> target/TRIPLE/release/sip-capture
 #   cross-build.sh --prepare  only the tools and sources every target shares
 #
 # Triples: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf,
-# mipsel-unknown-linux-musl, mips-unknown-linux-musl. FEATURES (default
-# filter-compiler) picks the cargo features; add tls for mqtts://.
+# mipsel-unknown-linux-musl, mips-unknown-linux-musl,
+# x86_64-unknown-linux-musl. FEATURES (default filter-compiler) picks the
+# cargo features; add tls for mqtts://.
+#
+# CARGO_ENV_OF=buildroot|openwrt builds with the release profile that
+# Buildroot's pkg-cargo.mk (its defaults: BR2_OPTIMIZE_2, no BR2_ENABLE_LTO)
+# or OpenWrt's rust-values.mk give cargo, which override Cargo.toml's, to
+# measure what each would ship -> target/TRIPLE/release-ENV/sip-capture.
+# Only the profile is theirs: the standard library is still built here.
 #
 # Everything it needs it fetches itself, under target/cross: a venv with
 # zig (the C compiler and linker for every target, PyPI `ziglang`) and
@@ -45,6 +53,7 @@ case $triple in
   armv7-unknown-linux-musleabihf) zig_target=arm-linux-musleabihf ;;
   mipsel-unknown-linux-musl) zig_target=mipsel-linux-musleabi ;;
   mips-unknown-linux-musl) zig_target=mips-linux-musleabi ;;
+  x86_64-unknown-linux-musl) zig_target=x86_64-linux-musl ;;
   *) echo "cross-build.sh: unsupported target $triple; $usage" >&2; exit 2 ;;
 esac
 bits=64
@@ -95,13 +104,37 @@ case $triple in
 esac
 # std without its default "backtrace" feature (no symbolizer: a panic
 # still prints its message, without a backtrace), and sized for size.
+std_features=optimize_for_size
+out=release
+case ${CARGO_ENV_OF:-} in
+  '') ;;
+  buildroot)
+    # pkg-cargo.mk, for a release build with Buildroot's defaults.
+    export CARGO_PROFILE_RELEASE_OPT_LEVEL=2 CARGO_PROFILE_RELEASE_LTO=false \
+      CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+      CARGO_PROFILE_RELEASE_SPLIT_DEBUGINFO=off CARGO_PROFILE_RELEASE_DEBUG=0 \
+      CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=false CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=false
+    out=release-buildroot ;;
+  openwrt)
+    # rust-values.mk's CARGO_PKG_CONFIG_VARS. panic=unwind needs std's
+    # unwinder.
+    export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 CARGO_PROFILE_RELEASE_DEBUG=false \
+      CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=false CARGO_PROFILE_RELEASE_LTO=true \
+      CARGO_PROFILE_RELEASE_OPT_LEVEL=z CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true \
+      CARGO_PROFILE_RELEASE_PANIC=unwind CARGO_PROFILE_RELEASE_RPATH=false
+    std_features=$std_features,panic-unwind
+    out=release-openwrt ;;
+  *) echo "cross-build.sh: CARGO_ENV_OF must be buildroot or openwrt" >&2; exit 2 ;;
+esac
 # shellcheck disable=SC2054  # one argument, with a comma
 args=(--release --target "$triple" --no-default-features --features "$features"
-  -Z build-std=std,panic_abort -Z build-std-features=optimize_for_size)
-# A cargo target directory per target: a build with RUSTC_BOOTSTRAP would
-# otherwise replace the host build's proc-macros and make it rebuild, and
-# builds of different targets would wait on each other's lock.
+  -Z build-std=std,panic_abort -Z "build-std-features=$std_features")
+# A cargo target directory per target (and profile): a build with
+# RUSTC_BOOTSTRAP would otherwise replace the host build's proc-macros and
+# make it rebuild, and builds of different targets would wait on each
+# other's lock.
 cd "$root"
-RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$work/$triple/cargo cargo zigbuild "${args[@]}"
-install -D -m 0755 "$work/$triple/cargo/$triple/release/sip-capture" "target/$triple/release/sip-capture"
-ls -l "target/$triple/release/sip-capture"
+cargo_dir=$work/$triple/cargo${CARGO_ENV_OF:+-$CARGO_ENV_OF}
+RUSTFLAGS="$rustflags" CARGO_TARGET_DIR=$cargo_dir cargo zigbuild "${args[@]}"
+install -D -m 0755 "$cargo_dir/$triple/release/sip-capture" "target/$triple/$out/sip-capture"
+ls -l "target/$triple/$out/sip-capture"

@@ -20,12 +20,19 @@ config_get_bool() {
 	eval "_value=\${UCI_$3-$4}"
 	case $_value in 1|on|true|yes|enabled) eval "$1=1" ;; *) eval "$1=0" ;; esac
 }
-# procd: the instance's command, one argument per line, in $tmp/command.
-procd_open_instance() { instances=$((instances + 1)); : > "$tmp/command"; }
-procd_set_param() { _p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" > "$tmp/command"; }
-procd_append_param() { _p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" >> "$tmp/command"; }
-procd_close_instance() { :; }
-procd_add_reload_trigger() { :; }
+# procd: the instance's command, one argument per line, in $tmp/command;
+# every procd call, with its arguments, in $tmp/procd.
+procd_open_instance() { echo "open_instance $*" >> "$tmp/procd"; instances=$((instances + 1)); : > "$tmp/command"; }
+procd_set_param() {
+	echo "set_param $*" >> "$tmp/procd"
+	_p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" > "$tmp/command"
+}
+procd_append_param() {
+	echo "append_param $*" >> "$tmp/procd"
+	_p=$1; shift; [ "$_p" != command ] || printf '%s\n' "$@" >> "$tmp/command"
+}
+procd_close_instance() { echo "close_instance $*" >> "$tmp/procd"; }
+procd_add_reload_trigger() { echo "reload_trigger $*" >> "$tmp/procd"; }
 
 # The init script's first line (#!/bin/sh /etc/rc.common) is a comment here.
 # shellcheck source=/dev/null
@@ -39,11 +46,33 @@ load_uci() {
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 
-# 1. As shipped: disabled, so no instance.
+# 1. As shipped: disabled, so no procd call at all (no instance, no
+#    command, no parameter). The same with every option set and enabled
+#    0 or left out: the other options must not start anything.
 load_uci "$package/files/sip-capture.config"
 instances=0
+: > "$tmp/procd"
 start_service
 [ "$instances" -eq 0 ] || fail "the shipped config (enabled 0) started an instance"
+[ ! -s "$tmp/procd" ] || fail "disabled, but procd was called: $(cat "$tmp/procd")"
+for enabled in 0 unset; do
+	for option in $OPTIONS; do eval "UCI_$option=x"; done
+	if [ "$enabled" = unset ]; then unset UCI_enabled; else UCI_enabled=$enabled; fi
+	: > "$tmp/procd"
+	start_service
+	[ ! -s "$tmp/procd" ] || fail "enabled $enabled with every option set, procd was called: $(cat "$tmp/procd")"
+done
+load_uci "$package/files/sip-capture.config"
+
+# 1b. The reload trigger: procd restarts the instance when
+#     /etc/config/sip-capture changes (`uci commit sip-capture`, LuCI), so it
+#     must name that file, which the package installs from sip-capture.config.
+: > "$tmp/procd"
+service_triggers
+echo "reload_trigger sip-capture" | diff -u - "$tmp/procd" || fail "reload trigger (above)"
+# shellcheck disable=SC2016  # the Makefile's text, not an expansion
+grep -q 'INSTALL_CONF) ./files/sip-capture.config $(1)/etc/config/sip-capture$' "$package/Makefile" \
+	|| fail "the Makefile does not install the UCI file as /etc/config/sip-capture"
 
 # 2. Enabled: the shipped options become flags, in the order of OPTIONS;
 #    empty options are left out; a filter with spaces and quotes stays one
@@ -97,7 +126,7 @@ echo "$OPTIONS" | tr -s ' ' '\n' | grep -v '^$' | sort > "$tmp/options"
 diff -u "$tmp/keys" "$tmp/options" || fail "OPTIONS and the agent's keys differ (above: - keys, + OPTIONS)"
 
 if [ "$failures" -eq 0 ]; then
-	echo "openwrt init script: ok (disabled, enabled, agent accepts, every key mapped)"
+	echo "openwrt init script: ok (disabled starts nothing, reload trigger, enabled, agent accepts, every key mapped)"
 else
 	exit 1
 fi
