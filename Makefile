@@ -19,7 +19,8 @@ FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mi
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test
+.PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test \
+	monitoring-test
 
 all: build
 
@@ -149,6 +150,16 @@ firmware-lint: firmware-deps
 ## firmware-test: what CI runs for the firmware.
 firmware-test: firmware-lint cross-test openwrt-test r2s-image-test
 	@for b in $(CI_BOARDS); do $(MAKE) --no-print-directory qemu-test BOARD=$$b || exit 1; done
+
+## monitoring-test: the alerting rules (promtool check and unit tests), the
+## metric names of the rules and the Grafana dashboard against the agent's
+## real /metrics, and the scale-out with a shared subscription
+## (docs/deployment.md). promtool comes with Debian's prometheus (deps).
+monitoring-test: debug-build
+	promtool check rules docs/monitoring/alerts.yml
+	promtool test rules docs/monitoring/alerts.test.yml
+	python3 tests/ops/metric_names.py
+	python3 tests/ops/shared_subscription.py
 
 clean:
 	$(CARGO) clean
