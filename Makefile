@@ -23,7 +23,7 @@ CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
 .PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test \
-	monitoring-test packages deb rpm oci package-test
+	monitoring-test package-deps packages deb rpm oci package-test deb-test rpm-test oci-test
 
 all: build
 
@@ -201,11 +201,17 @@ oci: package-deps
 ## through systemd-analyze verify, the .deb installed, upgraded and purged
 ## in a throwaway Debian root (debootstrap, cached in target/package-test),
 ## and the x86_64 image run by runc against a private mosquitto.
-package-test: packages debug-build
+package-test: deb-test rpm-test oci-test
+
+deb-test: deb debug-build
 	tests/packages/man_page_test.sh target/debug/sip-capture
 	lintian --fail-on error,warning target/packages/sip-capture_$(VERSION)-1_amd64.deb
-	rpmlint -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
 	tests/packages/deb_install_test.sh target/packages/sip-capture_$(VERSION)-1_amd64.deb
+
+rpm-test: rpm
+	rpmlint -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
+
+oci-test: oci debug-build
 	python3 tests/packages/oci_test.py
 
 ## monitoring-test: the alerting rules (promtool check and unit tests), the
