@@ -23,7 +23,7 @@ CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
 .PHONY: all build debug-build deps firmware-deps rust test demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test \
-	monitoring-test package-deps packages deb rpm oci package-test deb-test rpm-test oci-test
+	monitoring-test package-deps packages deb rpm oci package-test deb-test rpm-test oci-test oci-amd64 oci-arm64
 
 all: build
 
@@ -190,10 +190,14 @@ rpm: package-deps $(TOOLS)/.cargo-generate-rpm-$(CARGO_GENERATE_RPM_VERSION)
 	mkdir -p target/packages && gzip -9n < docs/sip-capture.8 > target/packages/sip-capture.8.gz
 	PATH=$(CURDIR)/$(TOOLS):$$PATH $(CARGO) generate-rpm --output target/packages/
 
-# The aarch64 binary with TLS, which the boards' default leaves out.
-oci: package-deps
+oci: oci-amd64 oci-arm64
+
+oci-amd64: package-deps
 	$(MAKE) --no-print-directory cross TARGET=x86_64-unknown-linux-musl
 	board/scripts/oci-image.sh amd64 target/x86_64-unknown-linux-musl/release/sip-capture
+
+# The aarch64 binary with TLS, which the boards' default leaves out.
+oci-arm64: package-deps
 	$(MAKE) --no-print-directory cross TARGET=aarch64-unknown-linux-musl FEATURES="filter-compiler tls"
 	board/scripts/oci-image.sh arm64 target/aarch64-unknown-linux-musl/release/sip-capture
 
@@ -211,7 +215,8 @@ deb-test: deb debug-build
 rpm-test: rpm
 	rpmlint -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
 
-oci-test: oci debug-build
+# The image CI runs is the x86_64 one; the aarch64 one is made the same way.
+oci-test: oci-amd64 debug-build
 	python3 tests/packages/oci_test.py
 
 ## monitoring-test: the alerting rules (promtool check and unit tests), the

@@ -36,10 +36,10 @@ OPTIONS = ("OPTIONS sip:probe@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:59
            "CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
 
 
-def bundle(tmp, args, env):
+def bundle(tmp, name, args, env):
     """An OCI runtime bundle of the image, its process and mounts set as
     docker run would for these arguments."""
-    path = os.path.join(tmp, "bundle")
+    path = os.path.join(tmp, name)
     subprocess.run(["umoci", "unpack", "--image", f"{LAYOUT}:amd64", path], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(path, "config.json")) as f:
         config = json.load(f)
@@ -63,7 +63,7 @@ def bundle(tmp, args, env):
 
 def runc(tmp, name, args, env):
     """Start the container; returns the runc process (foreground)."""
-    path = bundle(tmp, args, env)
+    path = bundle(tmp, name, args, env)
     return subprocess.Popen(["runc", "--root", os.path.join(tmp, "runc"), "run", "--bundle", path, name],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
