@@ -213,7 +213,7 @@ deb-test: deb debug-build
 	tests/packages/deb_install_test.sh target/packages/sip-capture_$(VERSION)-1_amd64.deb
 
 rpm-test: rpm
-	rpmlint -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
+	rpmlint -c board/packages/rpmlint.toml -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
 
 # The image CI runs is the x86_64 one; the aarch64 one is made the same way.
 oci-test: oci-amd64 debug-build
