@@ -15,11 +15,15 @@ CARGO := $(shell command -v cargo 2>/dev/null || echo $$HOME/.cargo/bin/cargo)
 TARGET ?= aarch64-unknown-linux-musl
 BOARD ?= qemu-aarch64-virt
 FIRMWARE_TARGETS := aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf mipsel-unknown-linux-musl
+# What cross-test builds and replays: the boards' and the static x86_64
+# binary the packages and the container image ship.
+CROSS_TEST_TARGETS := $(FIRMWARE_TARGETS) x86_64-unknown-linux-musl
 # The boards CI boots (the third, armv7, boots the same way).
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check
+.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check \
+	monitoring-test package-deps packages deb rpm oci package-test deb-test rpm-test oci-test oci-amd64 oci-arm64
 
 all: build
 
@@ -110,20 +114,21 @@ bench: rust
 	$(CARGO) build --release
 	python3 tests/bench/run.py
 
-## cross: a static binary for an ARM or MIPS board, libpcap linked in:
-## target/$(TARGET)/release/sip-capture. FEATURES=filter-compiler by default
-## (add tls for mqtts://, about 1 MB more).
+## cross: a static binary for an ARM or MIPS board, or x86_64, libpcap
+## linked in: target/$(TARGET)/release/sip-capture. FEATURES=filter-compiler
+## by default for the boards (add tls for mqtts://, about 1 MB more),
+## filter-compiler tls for x86_64.
 cross: rust firmware-deps
 	board/scripts/cross-build.sh $(TARGET)
 
-## cross-test: every cross binary replays captures under qemu-user; the
-## envelopes must equal the host build's. The builds run side by side:
-## much of each is single-threaded (zig building musl for the target on a
-## fresh machine, configure, the LTO link).
+## cross-test: every cross binary replays captures under qemu-user (x86_64
+## natively); the envelopes must equal the host build's. The builds run
+## side by side: much of each is single-threaded (zig building musl for the
+## target on a fresh machine, configure, the LTO link).
 cross-test: debug-build firmware-deps
 	board/scripts/cross-build.sh --prepare
-	$(MAKE) --no-print-directory -j3 $(addprefix cross-,$(FIRMWARE_TARGETS))
-	python3 tests/firmware/cross_replay.py $(FIRMWARE_TARGETS)
+	$(MAKE) --no-print-directory -j3 $(addprefix cross-,$(CROSS_TEST_TARGETS))
+	python3 tests/firmware/cross_replay.py $(CROSS_TEST_TARGETS)
 
 cross-%: rust firmware-deps
 	board/scripts/cross-build.sh $* > target/cross/$*.log 2>&1 || { tail -n 40 target/cross/$*.log; exit 1; }
@@ -167,11 +172,13 @@ buildroot-check:
 	python3 board/scripts/buildroot_check.py $(BUILDROOT_TARBALL)
 endif
 
-# The shell scripts that run on the boards, in Buildroot and in tests.
+# The shell scripts that run on the boards, in Buildroot, in the packages
+# and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
 	board/common/overlay/usr/sbin/start-sip-capture \
 	board/common/initramfs/init board/common/*.sh board/nanopi-r2s/*.sh board/scripts/*.sh \
-	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh tests/leftovers.sh
+	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh tests/leftovers.sh \
+	board/packages/*.sh tests/packages/*.sh
 
 ## firmware-lint: shellcheck over them.
 firmware-lint: firmware-deps
@@ -180,6 +187,78 @@ firmware-lint: firmware-deps
 ## firmware-test: what CI runs for the firmware.
 firmware-test: firmware-lint cross-test openwrt-test r2s-image-test
 	@for b in $(CI_BOARDS); do $(MAKE) --no-print-directory qemu-test BOARD=$$b || exit 1; done
+
+# Packaging: Debian's tools, and cargo-deb and cargo-generate-rpm (not in
+# Debian) at pinned versions under target/tools.
+PACKAGE_PACKAGES := lintian rpm rpmlint debootstrap umoci skopeo runc libcap2-bin ca-certificates man-db
+CARGO_DEB_VERSION := 3.8.0
+CARGO_GENERATE_RPM_VERSION := 0.21.1
+TOOLS := target/tools/bin
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+
+package-deps: firmware-deps
+	$(call apt_install,$(PACKAGE_PACKAGES))
+
+$(TOOLS)/.cargo-deb-$(CARGO_DEB_VERSION): | rust
+	$(CARGO) install --locked --root target/tools cargo-deb@$(CARGO_DEB_VERSION)
+	touch $@
+
+$(TOOLS)/.cargo-generate-rpm-$(CARGO_GENERATE_RPM_VERSION): | rust
+	$(CARGO) install --locked --root target/tools cargo-generate-rpm@$(CARGO_GENERATE_RPM_VERSION)
+	touch $@
+
+## packages: in target/packages/, the .deb (the glibc build, against
+## Debian's libpcap0.8), the .rpm (the static x86_64 build) and the
+## container images for x86_64 and aarch64 (an OCI layout, and
+## docker-archive tarballs); docs/deployment.md says why which binary.
+packages: deb rpm oci
+
+deb: package-deps $(TOOLS)/.cargo-deb-$(CARGO_DEB_VERSION)
+	PATH=$(CURDIR)/$(TOOLS):$$PATH $(CARGO) deb --output target/packages/
+
+rpm: package-deps $(TOOLS)/.cargo-generate-rpm-$(CARGO_GENERATE_RPM_VERSION)
+	$(MAKE) --no-print-directory cross TARGET=x86_64-unknown-linux-musl
+	mkdir -p target/packages && gzip -9n < docs/sip-capture.8 > target/packages/sip-capture.8.gz
+	PATH=$(CURDIR)/$(TOOLS):$$PATH $(CARGO) generate-rpm --output target/packages/
+
+oci: oci-amd64 oci-arm64
+
+oci-amd64: package-deps
+	$(MAKE) --no-print-directory cross TARGET=x86_64-unknown-linux-musl
+	board/scripts/oci-image.sh amd64 target/x86_64-unknown-linux-musl/release/sip-capture
+
+# The aarch64 binary with TLS, which the boards' default leaves out.
+oci-arm64: package-deps
+	$(MAKE) --no-print-directory cross TARGET=aarch64-unknown-linux-musl FEATURES="filter-compiler tls"
+	board/scripts/oci-image.sh arm64 target/aarch64-unknown-linux-musl/release/sip-capture
+
+## package-test: lintian and rpmlint at their default severity, the unit
+## through systemd-analyze verify, the .deb installed, upgraded and purged
+## in a throwaway Debian root (debootstrap, cached in target/package-test),
+## and the x86_64 image run by runc against a private mosquitto.
+package-test: deb-test rpm-test oci-test
+
+deb-test: deb debug-build
+	tests/packages/man_page_test.sh target/debug/sip-capture
+	lintian --fail-on error,warning target/packages/sip-capture_$(VERSION)-1_amd64.deb
+	tests/packages/deb_install_test.sh target/packages/sip-capture_$(VERSION)-1_amd64.deb
+
+rpm-test: rpm
+	rpmlint -c board/packages/rpmlint.toml -r board/packages/rpmlintrc target/packages/sip-capture-$(VERSION)-1.x86_64.rpm
+
+# The image CI runs is the x86_64 one; the aarch64 one is made the same way.
+oci-test: oci-amd64 debug-build
+	python3 tests/packages/oci_test.py
+
+## monitoring-test: the alerting rules (promtool check and unit tests), the
+## metric names of the rules and the Grafana dashboard against the agent's
+## real /metrics, and the scale-out with a shared subscription
+## (docs/deployment.md). promtool comes with Debian's prometheus (deps).
+monitoring-test: debug-build
+	promtool check rules docs/monitoring/alerts.yml
+	promtool test rules docs/monitoring/alerts.test.yml
+	python3 tests/ops/metric_names.py
+	python3 tests/ops/shared_subscription.py
 
 clean:
 	$(CARGO) clean

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A fully static sip-capture for an ARM or MIPS board (or an x86_64
-# appliance), libpcap linked in.
+# A fully static sip-capture for an ARM or MIPS board, or for any x86_64
+# Linux (packages, containers), libpcap linked in.
 #
 #   cross-build.sh TRIPLE     -> target/TRIPLE/release/sip-capture
 #   cross-build.sh --prepare  only the tools and sources every target shares
 #
 # Triples: aarch64-unknown-linux-musl, armv7-unknown-linux-musleabihf,
 # mipsel-unknown-linux-musl, mips-unknown-linux-musl,
-# x86_64-unknown-linux-musl. FEATURES (default filter-compiler) picks the
-# cargo features; add tls for mqtts://.
+# x86_64-unknown-linux-musl. FEATURES picks the cargo features: by default
+# filter-compiler for the boards (add tls for mqtts://, about 1 MB), and
+# filter-compiler tls for x86_64, whose servers and containers have room.
 #
 # CARGO_ENV_OF=buildroot|openwrt builds with the release profile that
 # Buildroot's pkg-cargo.mk (its defaults: BR2_OPTIMIZE_2, no BR2_ENABLE_LTO)
@@ -28,7 +29,9 @@ usage="usage: cross-build.sh TRIPLE | --prepare"
 triple=${1:?$usage}
 root=$(cd "$(dirname "$0")/../.." && pwd)
 work=$root/target/cross
-features=${FEATURES:-filter-compiler}
+default_features=filter-compiler
+[ "$triple" != x86_64-unknown-linux-musl ] || default_features="filter-compiler tls"
+features=${FEATURES:-$default_features}
 export PATH=$HOME/.cargo/bin:$PATH
 
 # What every target shares, made once (`--prepare` makes it before several

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Every static cross binary, run under qemu-user, replays captures from
-tests/data to a private mosquitto: what arrives must equal, byte for byte,
+"""Every static cross binary, run under qemu-user (x86_64 natively),
+replays captures from tests/data to a private mosquitto: what arrives must
+equal, byte for byte,
 what the host build publishes for the same captures (ids, capture
 timestamps, addresses, counts). A wrong pcap header layout (the 32-bit musl
 time_t trap) garbles every timestamp and length, so this catches it. Also
@@ -34,6 +35,7 @@ QEMU = {
     "armv7": "qemu-arm-static",
     "mipsel": "qemu-mipsel-static",
     "mips": "qemu-mips-static",
+    "x86_64": None,  # the host's own architecture
 }
 PT_INTERP = 3
 
@@ -69,11 +71,12 @@ def main(triples):
     for triple in triples:
         binary = os.path.join(ROOT, "target", triple, "release", "sip-capture")
         qemu = QEMU[triple.split("-")[0]]
+        runner = [qemu] if qemu else []
         if has_interpreter(binary):
             print(f"FAIL {triple}: not static (it has an ELF interpreter)")
             failed = True
         for capture in CAPTURES:
-            got = replay([qemu, binary], capture)
+            got = replay(runner + [binary], capture)
             if got == expected[capture]:
                 print(f"ok   {triple} {capture}: {len(got)} envelopes identical to the host build's")
             else:
