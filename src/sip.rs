@@ -124,14 +124,14 @@ impl<'a> Message<'a> {
     /// holds (a malformed message is published as it was seen).
     pub fn parse_datagram(payload: &'a [u8]) -> Option<(Message<'a>, usize)> {
         let whole = Message::parse(payload)?;
-        let body = whole.body();
-        let Some(length) = whole.content_length().filter(|&n| n <= body.len()) else {
+        let (Some(length), Some(body_at)) = scan_headers(whole.rest) else {
             return Some((whole, 0));
         };
-        let trailing = body.len() - length;
-        let end = payload.len() - trailing;
+        let Some(trailing) = (whole.rest.len() - body_at).checked_sub(length) else {
+            return Some((whole, 0));
+        };
         let message = Message {
-            raw: &payload[..end],
+            raw: &payload[..payload.len() - trailing],
             start: whole.start,
             rest: &whole.rest[..whole.rest.len() - trailing],
         };
@@ -142,11 +142,7 @@ impl<'a> Message<'a> {
     /// `l`), when it is a decimal number of at most 9 digits (RFC 3261
     /// §20.14; longer values could not be a message this agent keeps).
     pub fn content_length(&self) -> Option<usize> {
-        let value = self.header_values(b"Content-Length").next()?;
-        if value.is_empty() || value.len() > 9 || !value.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')))
+        scan_headers(self.rest).0
     }
 
     /// The bytes the message was parsed from, unaltered.
@@ -235,6 +231,39 @@ fn field_length(block: &[u8]) -> usize {
 /// whole slice when there is no LF).
 fn line_length(bytes: &[u8]) -> usize {
     memchr::memchr(b'\n', bytes).map_or(bytes.len(), |lf| lf + 1)
+}
+
+/// One pass over the header lines in `rest` (what follows the start line),
+/// as UDP framing needs on every datagram: the value of the first
+/// Content-Length or `l` header if it is a number of at most 9 digits, and
+/// where the body starts (`None` when no empty line ends the headers).
+/// A folded Content-Length value is not a number.
+fn scan_headers(rest: &[u8]) -> (Option<usize>, Option<usize>) {
+    let mut length = None;
+    let mut seen_length = false;
+    let mut at = 0;
+    while at < rest.len() {
+        let len = line_length(&rest[at..]);
+        let line = strip_line_ending(&rest[at..at + len]);
+        at += len;
+        match line.first() {
+            None => return (length, Some(at)),
+            Some(b'C' | b'c' | b'L' | b'l') if !seen_length => {
+                let Some(colon) = memchr::memchr(b':', line) else {
+                    continue;
+                };
+                let name = line[..colon].trim_ascii_end();
+                if name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l") {
+                    seen_length = true;
+                    let value = line[colon + 1..].trim_ascii();
+                    length = (!value.is_empty() && value.len() <= 9 && value.iter().all(u8::is_ascii_digit))
+                        .then(|| value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    (length, None)
 }
 
 /// Split off the first line: (line without CR/LF, rest after the LF).
@@ -384,6 +413,23 @@ body";
         assert!(!is_start_line(b"SIP/2.0 abc Trying"));
         assert!(is_start_line(b"sip/2.0 200 OK"));
         assert!(is_start_line(b"Sip/2.0 486 Busy Here"));
+    }
+
+    #[test]
+    fn the_first_content_length_counts() {
+        let length = |headers: &str| {
+            let raw = format!("OPTIONS sip:x SIP/2.0\r\n{headers}\r\n");
+            Message::parse(raw.as_bytes()).unwrap().content_length()
+        };
+        assert_eq!(length("Content-Length: 12\r\n"), Some(12));
+        assert_eq!(length("l:3\r\nContent-Length: 4\r\n"), Some(3));
+        assert_eq!(length("CONTENT-LENGTH : 5\r\n"), Some(5));
+        assert_eq!(length("Content-Length: x\r\nContent-Length: 4\r\n"), None);
+        assert_eq!(length("Content-Length: -1\r\n"), None);
+        assert_eq!(length("Content-Length: 1234567890\r\n"), None);
+        assert_eq!(length("Content-Length:\r\n 5\r\n"), None);
+        assert_eq!(length("Call-ID: l: 3\r\n"), None);
+        assert_eq!(length(""), None);
     }
 
     #[test]
