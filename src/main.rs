@@ -26,22 +26,18 @@ fn main() -> ExitCode {
             eprintln!("sip-capture: config: {e}");
             ExitCode::from(EXIT_CONFIG)
         }
-        Ok(Command::Help) => {
-            print!("{}", config::help());
-            ExitCode::SUCCESS
-        }
-        Ok(Command::Version) => {
-            println!("{AGENT}");
-            ExitCode::SUCCESS
-        }
+        Ok(Command::Help) => print(&config::help()),
+        Ok(Command::Version) => print(&format!("{AGENT}\n")),
         Ok(Command::Check(config)) => {
             for warning in &config.warnings {
                 eprintln!("sip-capture: config: {warning}");
             }
-            for (key, value) in &config.effective {
-                println!("{key}={value}");
-            }
-            ExitCode::SUCCESS
+            let lines: String = config
+                .effective
+                .iter()
+                .map(|(key, value)| format!("{key}={value}\n"))
+                .collect();
+            print(&lines)
         }
         Ok(Command::Run(config)) => run(config),
         Ok(Command::CompileFilter {
@@ -66,6 +62,14 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Write `text` to standard output. A reader that stops early (`| head`)
+/// is not an error: what it read is all it wanted.
+fn print(text: &str) -> ExitCode {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    ExitCode::SUCCESS
 }
 
 /// The process's peak resident memory (VmHWM), from /proc.
