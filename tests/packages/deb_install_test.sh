@@ -15,6 +15,7 @@ deb=$(realpath "${1:?usage: deb_install_test.sh PACKAGE.deb}")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cache=$root/target/package-test/bookworm-systemd
 if [ ! -x "$cache/usr/bin/dpkg" ]; then
+  mkdir -p "$root/target/package-test"
   rm -rf "$cache.tmp"
   debootstrap --variant=minbase --include=libpcap0.8,systemd \
     bookworm "$cache.tmp" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$root/target/package-test/debootstrap.log" 2>&1 \
