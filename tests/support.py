@@ -112,3 +112,13 @@ def envelopes(messages):
         value = json.loads(text)
         out.extend(value if isinstance(value, list) else [value])
     return out
+
+
+def report(checks):
+    """Print each (what, ok) check as one line, then the count; the exit
+    status: 1 when any failed."""
+    for what, ok in checks:
+        print(f"{'ok  ' if ok else 'FAIL'} {what}")
+    failed = sum(not ok for _, ok in checks)
+    print(f"{len(checks) - failed} passed, {failed} failed")
+    return 1 if failed else 0

@@ -84,11 +84,7 @@ def main():
         (f"both consumers shared the load ({sum(got[0].values())} and {sum(got[1].values())})",
          all(sum(g.values()) > 0 for g in got)),
     ]
-    for what, ok in checks:
-        print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    failed = sum(not ok for _, ok in checks)
-    print(f"{len(checks) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return support.report(checks)
 
 
 if __name__ == "__main__":

@@ -135,11 +135,7 @@ def main():
         checks.append((f"live capture on lo as uid {IMAGE_UID} with NET_RAW: {arrived} envelope arrived", arrived > 0))
         if not arrived:
             print(out)
-    for what, ok in checks:
-        print(f"{'ok  ' if ok else 'FAIL'} {what}")
-    failed = sum(not ok for _, ok in checks)
-    print(f"{len(checks) - failed} passed, {failed} failed")
-    return 1 if failed else 0
+    return support.report(checks)
 
 
 if __name__ == "__main__":
