@@ -175,7 +175,7 @@ endif
 # The shell scripts that run on the boards, in Buildroot, in the packages
 # and in tests.
 FIRMWARE_SCRIPTS := board/common/overlay/etc/init.d/rcS board/common/overlay/etc/udhcpc.script \
-	board/common/overlay/usr/sbin/start-sip-capture \
+	board/common/overlay/usr/sbin/start-sip-capture board/common/overlay/usr/sbin/sip-capture-hardware-id \
 	board/common/initramfs/init board/common/*.sh board/nanopi-r2s/*.sh board/scripts/*.sh \
 	board/openwrt/sip-capture/files/sip-capture.init tests/firmware/*.sh tests/leftovers.sh \
 	board/packages/*.sh tests/packages/*.sh

@@ -613,10 +613,13 @@ fn mqtt(values: &Values, source: &Source, warnings: &mut Vec<String>) -> Result<
     let topic = values.text("TOPIC").to_string();
     check_topic(&topic).map_err(|reason| values.error("TOPIC", reason))?;
     let client_id = match values.text("CLIENT_ID") {
-        "" => default_client_id(match source {
-            Source::Interface(name) => Some(name.as_str()),
-            Source::File(_) => None,
-        }),
+        "" => crate::identity::default_client_id(
+            match source {
+                Source::Interface(name) => Some(name.as_str()),
+                Source::File(_) => None,
+            },
+            MAX_CLIENT_ID_LEN,
+        ),
         id if id.len() > MAX_CLIENT_ID_LEN => {
             return Err(values.error("CLIENT_ID", format!("longer than {MAX_CLIENT_ID_LEN} bytes")));
         }
@@ -926,85 +929,6 @@ fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
         "trace" => log::LevelFilter::Trace,
         _ => return None,
     })
-}
-
-/// Hostnames that do not tell one device from another: the defaults of
-/// the kernel, Buildroot and OpenWrt, and those this project's images bake
-/// in (BR2_TARGET_GENERIC_HOSTNAME in buildroot/configs), shared by every
-/// appliance flashed from one image.
-const GENERIC_HOSTNAMES: &[&str] = &[
-    "(none)",
-    "localhost",
-    "buildroot",
-    "OpenWrt",
-    "tap-nanopi-r2s",
-    "tap-qemu-aarch64-virt",
-    "tap-qemu-armv7-virt",
-    "tap-qemu-mipsel-malta",
-];
-
-/// The default CLIENT_ID: `sip-capture-<hostname>`; but when the hostname
-/// is one of [`GENERIC_HOSTNAMES`] (or empty), `sip-capture-<hardware id>`
-/// from [`hardware_id`], so that appliances flashed from one image do not
-/// take each other's MQTT session. It survives a read-only root and
-/// reboots: nothing is written.
-fn default_client_id(interface: Option<&str>) -> String {
-    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let raw = raw.trim();
-    let generic = raw.is_empty() || GENERIC_HOSTNAMES.iter().any(|g| g.eq_ignore_ascii_case(raw));
-    let id = match generic {
-        true => hardware_id(interface).unwrap_or_else(|| raw.to_string()),
-        false => raw.to_string(),
-    };
-    let id: String = id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(MAX_CLIENT_ID_LEN - "sip-capture-".len())
-        .collect();
-    if id.is_empty() {
-        "sip-capture".to_string()
-    } else {
-        format!("sip-capture-{id}")
-    }
-}
-
-/// This device's hardware identity: the MAC address (12 lowercase hex
-/// digits) of the capture interface, or else of the first physical network
-/// interface by name; or else the board's serial number from the device
-/// tree. `None` when there is neither. Virtual interfaces (bridges, tunnels,
-/// `lo`) and all-zero addresses are skipped.
-fn hardware_id(interface: Option<&str>) -> Option<String> {
-    let net = Path::new("/sys/class/net");
-    let mac = |name: &str| -> Option<String> {
-        let device = std::fs::canonicalize(net.join(name)).ok()?;
-        if device.components().any(|c| c.as_os_str() == "virtual") {
-            return None;
-        }
-        let address = std::fs::read_to_string(net.join(name).join("address")).ok()?;
-        let hex: String = address.trim().split(':').collect();
-        (hex.len() == 12 && hex.chars().any(|c| c != '0')).then(|| hex.to_ascii_lowercase())
-    };
-    let mut names: Vec<String> = std::fs::read_dir(net)
-        .into_iter()
-        .flatten()
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .collect();
-    names.sort();
-    interface
-        .and_then(mac)
-        .or_else(|| names.iter().find_map(|name| mac(name)))
-        .or_else(|| {
-            [
-                "/proc/device-tree/serial-number",
-                "/sys/firmware/devicetree/base/serial-number",
-            ]
-            .iter()
-            .find_map(|file| {
-                let serial = std::fs::read_to_string(file).ok()?;
-                let serial = serial.trim_matches(|c: char| c == '\0' || c.is_whitespace());
-                (!serial.is_empty()).then(|| serial.to_string())
-            })
-        })
 }
 
 /// `--help` text, generated from [`KEYS`].

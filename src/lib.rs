@@ -50,7 +50,8 @@
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
 //! carves reassembly buffers from one allocation; [`config`] reads
-//! and validates every setting before anything starts; [`counters`] counts
+//! and validates every setting before anything starts ([`identity`]: the
+//! default CLIENT_ID); [`counters`] counts
 //! every packet that does not end up published, by reason, and
 //! [`telemetry`] reports them to TELEMETRY_TOPIC and [`metrics`] on an
 //! optional Prometheus endpoint.
@@ -75,6 +76,7 @@ pub mod defrag;
 pub mod envelope;
 pub mod filter;
 mod heard;
+pub mod identity;
 pub mod metrics;
 pub mod pcapfile;
 pub mod pipeline;

@@ -442,9 +442,9 @@ fn a_derived_topic_that_is_too_long_says_so() {
     );
 }
 
-/// The MAC address of the first physical network interface by name, as
-/// the agent reads it: 12 hex digits, or `None` when there is none.
-fn first_physical_mac() -> Option<String> {
+/// The first physical network interface by name and its MAC address as
+/// the agent reads it (12 hex digits), or `None` when there is none.
+fn first_physical_mac() -> Option<(String, String)> {
     let mut names: Vec<String> = std::fs::read_dir("/sys/class/net")
         .ok()?
         .filter_map(|e| e.ok()?.file_name().into_string().ok())
@@ -461,34 +461,85 @@ fn first_physical_mac() -> Option<String> {
             .trim()
             .split(':')
             .collect();
-        (hex.len() == 12 && hex != "000000000000").then_some(hex)
+        (hex.len() == 12 && hex != "000000000000").then(|| (name.clone(), hex))
     })
 }
 
-/// The agent's effective CLIENT_ID under hostname `host`, set in a UTS
-/// namespace of the test's own (`unshare -u`, root only).
-fn client_id_under_hostname(host: &str) -> String {
+/// What sets the hostname in [`ids_in_namespace`]: a UTS namespace of the
+/// test's own (`unshare -u`, root only), and with `Alone` also its own
+/// network namespace (only `lo`: no MAC to take) and mount namespace, where
+/// a fresh sysfs shows that and a tmpfs gives the device tree a serial
+/// number with the NUL and punctuation a real one may carry.
+#[derive(Clone, Copy, PartialEq)]
+enum Namespace {
+    Host,
+    Alone,
+}
+
+/// In `namespace`, under hostname `host`: what the images' hardware-id
+/// script (board/common/overlay/usr/sbin/sip-capture-hardware-id) prints
+/// for `interface`, and the agent's effective default CLIENT_ID capturing
+/// on `interface` (reading a file when `None`).
+fn ids_in_namespace(namespace: Namespace, host: &str, interface: Option<&str>) -> (String, String) {
+    let script = format!(
+        "{}/board/common/overlay/usr/sbin/sip-capture-hardware-id",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file = pcap("no-to-tag.pcap");
+    let source = match interface {
+        Some(name) => format!("--interface {name}"),
+        None => format!("--read {}", file.display()),
+    };
+    let alone = "mount -t sysfs sysfs /sys && mount -t tmpfs tmpfs /sys/firmware \
+        && mkdir -p /sys/firmware/devicetree/base \
+        && printf 'RK3328:c3d9 b867\\0' > /sys/firmware/devicetree/base/serial-number && ";
     let mut unshare = std::process::Command::new("unshare");
-    let output = common::clean_environment(&mut unshare)
+    common::clean_environment(&mut unshare).arg("-u");
+    if namespace == Namespace::Alone {
+        unshare.args(["-n", "-m"]);
+    }
+    let output = unshare
         .args([
-            "-u",
             "sh",
             "-c",
-            r#"hostname "$0" && exec "$@""#,
+            &format!(
+                r#"{}hostname "$0" && echo "hardware-id=$(sh {script} {})" && exec {} --config /dev/null {source} --topic t --check"#,
+                if namespace == Namespace::Alone { alone } else { "" },
+                interface.unwrap_or(""),
+                common::AGENT,
+            ),
             host,
-            common::AGENT,
         ])
-        .args(["--config", "/dev/null", "--read"])
-        .arg(pcap("no-to-tag.pcap"))
-        .args(["--topic", "t", "--check"])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output)
-        .lines()
-        .find_map(|l| l.strip_prefix("CLIENT_ID="))
-        .unwrap()
-        .to_string()
+    let line = |prefix: &str| {
+        stdout(&output)
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix).map(str::to_string))
+            .unwrap()
+    };
+    (line("hardware-id="), line("CLIENT_ID="))
+}
+
+/// The agent's effective CLIENT_ID under hostname `host`, reading a file.
+fn client_id_under_hostname(host: &str) -> String {
+    ids_in_namespace(Namespace::Host, host, None).1
+}
+
+/// Whether this test may set a hostname of its own (root), and the
+/// physical interface and MAC address it should then find; `None` (the
+/// test is skipped) otherwise.
+fn may_set_hostname() -> Option<(String, String)> {
+    let may = std::process::Command::new("unshare")
+        .args(["-u", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mac = first_physical_mac().filter(|_| may);
+    if mac.is_none() {
+        eprintln!("SKIPPED: needs root (unshare -u) and a physical network interface");
+    }
+    mac
 }
 
 /// Appliances flashed from one image share its hostname: under such a
@@ -497,12 +548,7 @@ fn client_id_under_hostname(host: &str) -> String {
 /// as before.
 #[test]
 fn a_generic_hostname_gives_a_hardware_client_id() {
-    let may = std::process::Command::new("unshare")
-        .args(["-u", "true"])
-        .status()
-        .is_ok_and(|s| s.success());
-    let Some(mac) = first_physical_mac().filter(|_| may) else {
-        eprintln!("SKIPPED: needs root (unshare -u) and a physical network interface");
+    let Some((_, mac)) = may_set_hostname() else {
         return;
     };
     assert_eq!(
@@ -511,6 +557,33 @@ fn a_generic_hostname_gives_a_hardware_client_id() {
     );
     assert_eq!(client_id_under_hostname("OpenWrt"), format!("sip-capture-{mac}"));
     assert_eq!(client_id_under_hostname("sensor-12"), "sip-capture-sensor-12");
+    // The images' own name, tap-<hardware id>, is not generic: it is used.
+    assert_eq!(
+        client_id_under_hostname(&format!("tap-{mac}")),
+        format!("sip-capture-tap-{mac}")
+    );
+}
+
+/// The images name themselves `tap-<hardware id>` at boot with a shell
+/// script, and the agent makes its default CLIENT_ID of the same id in
+/// Rust (src/identity.rs): both must give the same id on the same device —
+/// capturing on a physical interface, on a virtual one (`lo`: the first
+/// physical interface's MAC), reading a file, and on a device with no
+/// physical interface (the device tree's serial number, letters and digits
+/// only).
+#[test]
+fn the_images_hardware_id_script_agrees_with_the_agent() {
+    let Some((physical, mac)) = may_set_hostname() else {
+        return;
+    };
+    for interface in [Some(physical.as_str()), Some("lo"), None] {
+        let (script, client_id) = ids_in_namespace(Namespace::Host, "localhost", interface);
+        assert_eq!(script, mac, "{interface:?}");
+        assert_eq!(client_id, format!("sip-capture-{script}"), "{interface:?}");
+    }
+    let (script, client_id) = ids_in_namespace(Namespace::Alone, "localhost", Some("lo"));
+    assert_eq!(script, "RK3328c3d9b867");
+    assert_eq!(client_id, "sip-capture-RK3328c3d9b867");
 }
 
 /// `--check` of `args` and `env` (over an empty config file): every

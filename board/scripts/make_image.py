@@ -37,6 +37,7 @@ ROOTFS_APPLETS = [
     "sh", "ash", "init", "mount", "umount", "mkdir", "cat", "echo", "grep", "sed", "touch", "rm", "ls",
     "sleep", "hostname", "ifconfig", "route", "ip", "udhcpc", "insmod", "lsmod", "dmesg", "ps", "kill",
     "poweroff", "reboot", "halt", "uname", "free", "df", "top", "nc", "vi", "less",
+    "readlink", "tr", "cut",  # sip-capture-hardware-id
 ]
 
 
