@@ -118,6 +118,22 @@ else
 	fail "the agent refused the command line: $(cat "$tmp/check")"
 fi
 
+# 3b. client_id empty (as shipped): the script passes no --client-id, and
+#     the agent derives its own (src/identity.rs): on a router still named
+#     OpenWrt, sip-capture-<hardware id>, the same id the images' script
+#     gives (here br-lan is lo, virtual, so the first physical port's MAC).
+#     Setting the hostname needs a UTS namespace (root).
+! grep -qx -- --client-id "$tmp/command" || fail "an empty client_id was passed as --client-id"
+if unshare -u true 2>/dev/null; then
+	hardware_id=$(sh "$root/board/common/overlay/usr/sbin/sip-capture-hardware-id" lo) || hardware_id=
+	client_id=$(unshare -u sh -c 'hostname OpenWrt && exec "$@" --check' sh "$@" | sed -n 's/^CLIENT_ID=//p')
+	if [ -z "$hardware_id" ] || [ "$client_id" != "sip-capture-$hardware_id" ]; then
+		fail "client_id empty on a router named OpenWrt: CLIENT_ID=$client_id, hardware id ${hardware_id:-none}"
+	fi
+else
+	echo "openwrt init script: SKIPPED the derived CLIENT_ID (needs unshare -u: root)"
+fi
+
 # 4. OPTIONS names every agent key but READ_FILE, so no key is unreachable
 #    from UCI (and none is misspelled).
 "$agent" --config /dev/null --interface lo --topic t --check | sed -n 's/^\([A-Z_]*\)=.*/\1/p' \
@@ -126,7 +142,7 @@ echo "$OPTIONS" | tr -s ' ' '\n' | grep -v '^$' | sort > "$tmp/options"
 diff -u "$tmp/keys" "$tmp/options" || fail "OPTIONS and the agent's keys differ (above: - keys, + OPTIONS)"
 
 if [ "$failures" -eq 0 ]; then
-	echo "openwrt init script: ok (disabled starts nothing, reload trigger, enabled, agent accepts, every key mapped)"
+	echo "openwrt init script: ok (disabled starts nothing, reload trigger, enabled, agent accepts, derived CLIENT_ID, every key mapped)"
 else
 	exit 1
 fi
