@@ -18,6 +18,12 @@ host build publishes for the same frames arrive at the host's broker (all
 fields but `time`, which is the guest's capture time and is checked to be
 now); that / is a read-only squashfs; that the agent runs with the
 baked-in configuration, as the unprivileged user it names.
+
+A second instance of the same image boots at the same time, its NICs with
+other MAC addresses (its capture NIC always cold-plugged): the two must
+name themselves tap-<MAC of eth1> and take CLIENT_IDs of their own,
+sip-capture-tap-<MAC of eth1>, which their retained statuses on the
+broker show (docs/configuration.md, "The default CLIENT_ID").
 """
 
 import datetime
@@ -50,6 +56,9 @@ CAPTURES = [
 BOOT_TIMEOUT_S = 300  # TCG on a busy 2-core machine
 FRAME_GAP_S = 0.002
 CAPTURE_NIC = "virtio-net-pci,netdev=mirror,romfile="
+# The NICs' MAC addresses (management, capture) of each instance: not
+# qemu's default, which every instance shares, as appliances share an image.
+MACS = [("52:54:00:5c:01:00", "52:54:00:5c:01:01"), ("52:54:00:5c:02:00", "52:54:00:5c:02:01")]
 # Console text that means the boot or the agent has failed.
 FATAL = ["Kernel panic", "init: cannot", "init: no root disk", "sip-capture: config:"]
 
@@ -100,7 +109,9 @@ def expected_envelopes(frames):
         return support.envelopes(sub.collect())
 
 
-def qemu_command(settings, out, broker_port, capture_port, qemu_port):
+def qemu_command(settings, out, broker_port, capture_port, qemu_port, macs, hotplug, monitor_path):
+    """The qemu command line of one instance; its capture NIC is plugged
+    later through the monitor at `monitor_path` when `hotplug`."""
     forward = f"python3 {os.path.join(HERE, 'forward.py')} {broker_port}"
     assert "," not in forward, "qemu would split the guestfwd command at a comma"
     return [
@@ -110,19 +121,19 @@ def qemu_command(settings, out, broker_port, capture_port, qemu_port):
         "-drive", f"file={os.path.join(out, 'rootfs.squashfs')},if=none,format=raw,id=root,readonly=on",
         "-device", "virtio-blk-pci,drive=root",
         "-netdev", f"user,id=mgmt,restrict=on,guestfwd=tcp:10.0.2.100:1883-cmd:{forward}",
-        "-device", "virtio-net-pci,netdev=mgmt,romfile=",
+        "-device", f"virtio-net-pci,netdev=mgmt,romfile=,mac={macs[0]}",
         "-netdev", f"dgram,id=mirror,local.type=inet,local.host=127.0.0.1,local.port={qemu_port},"
                    f"remote.type=inet,remote.host=127.0.0.1,remote.port={capture_port}",
         *(["-device", f"{settings['CAPTURE_HOTPLUG']},id=capture-slot,chassis=1",
-           "-monitor", f"unix:{os.path.join(out, 'monitor.sock')},server=on,wait=off"]
-          if settings.get("CAPTURE_HOTPLUG") else ["-device", CAPTURE_NIC]),
+           "-monitor", f"unix:{monitor_path},server=on,wait=off"]
+          if hotplug else ["-device", f"{CAPTURE_NIC},mac={macs[1]}"]),
     ]
 
 
 def monitor(out, command):
     """One command to qemu's human monitor; fails on an error reply."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.connect(os.path.join(out, "monitor.sock"))
+        sock.connect(monitor_path(out))
         sock.settimeout(10)
         sock.sendall(command.encode() + b"\n")
         reply, deadline = b"", time.monotonic() + 10
@@ -132,8 +143,12 @@ def monitor(out, command):
         raise AssertionError(f"qemu: {command}: {reply.decode(errors='replace')}")
 
 
+def monitor_path(out):
+    return os.path.join(out, "monitor.sock")
+
+
 def plug_capture_nic(out):
-    monitor(out, f"device_add {CAPTURE_NIC},bus=capture-slot,id=capture-nic")
+    monitor(out, f"device_add {CAPTURE_NIC},mac={MACS[0][1]},bus=capture-slot,id=capture-nic")
 
 
 def unplug_capture_nic(out):
@@ -141,20 +156,18 @@ def unplug_capture_nic(out):
 
 
 class Console:
-    """The guest's serial console, read as it comes, kept in a log file."""
+    """The guest's serial console, which qemu writes to a log file (never
+    a pipe, which a guest nobody reads for a while would fill), read as it
+    comes."""
 
     def __init__(self, proc, log_path):
         self.proc, self.text = proc, ""
-        self.log = open(log_path, "w")
-        os.set_blocking(proc.stdout.fileno(), False)
+        self.log = open(log_path, "rb")
 
     def read(self):
-        chunk = self.proc.stdout.read()
+        chunk = self.log.read()
         if chunk:
-            text = chunk.decode("utf-8", "replace")
-            self.text += text
-            self.log.write(text)
-            self.log.flush()
+            self.text += chunk.decode("utf-8", "replace")
 
     def wait_for(self, needle, timeout, times=1):
         """Until `needle` has shown `times` times; fails at once on a sign
@@ -182,6 +195,33 @@ def baked_config(settings):
     return lines
 
 
+def hardware_id(mac):
+    """The id the image forms from its capture NIC's MAC address."""
+    return mac.replace(":", "").lower()
+
+
+def start_qemu(settings, out, broker_port, instance, hotplug):
+    """Instance `instance` (0 or 1) of the image, its console logged in
+    out/console.log (console-2.log for the second); returns (qemu, the
+    console, the socket that feeds its mirror port, that port)."""
+    capture_port, qemu_port = support.free_port(), support.free_port()
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sender.bind(("127.0.0.1", capture_port))
+    log_path = os.path.join(out, "console.log" if instance == 0 else f"console-{instance + 1}.log")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(qemu_command(settings, out, broker_port, capture_port, qemu_port, MACS[instance],
+                                             hotplug, monitor_path(out)),
+                                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+    return proc, Console(proc, log_path), sender, qemu_port
+
+
+def retained_statuses(broker_port):
+    """topic -> payload of every retained status under sip/tap/status/."""
+    out = subprocess.run(["mosquitto_sub", "-p", str(broker_port), "-t", "sip/tap/status/+", "-v", "-W", "2",
+                          "--retained-only"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout
+    return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+
 def main(board):
     settings = board_settings(board)
     out = os.path.join(WORK, board)
@@ -195,15 +235,14 @@ def main(board):
     with support.mosquitto() as broker_port:
         sub = support.Subscriber(broker_port, "sip/tap")
         sub.start()
-        capture_port, qemu_port = support.free_port(), support.free_port()
-        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sender.bind(("127.0.0.1", capture_port))
-        log_path = os.path.join(out, "console.log")
         started = time.monotonic()
-        proc = subprocess.Popen(qemu_command(settings, out, broker_port, capture_port, qemu_port),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        hotplug = bool(settings.get("CAPTURE_HOTPLUG"))
+        proc, console, sender, qemu_port = start_qemu(settings, out, broker_port, 0, hotplug)
+        log_path = console.log.name
+        # The second instance boots meanwhile (qemu's TCG uses one core per
+        # instance); it is only checked for its identity.
+        proc2, console2, sender2, _ = start_qemu(settings, out, broker_port, 1, False)
         try:
-            console = Console(proc, log_path)
             if settings.get("CAPTURE_HOTPLUG"):
                 console.wait_for("start-sip-capture: waiting for capture port", BOOT_TIMEOUT_S)
                 time.sleep(2)  # waiting a while, as for a slow USB NIC
@@ -232,10 +271,16 @@ def main(board):
             time.sleep(1)  # anything beyond the expected would show now
             arrived = support.envelopes(sub.collect())
             done_at = datetime.datetime.now(datetime.timezone.utc)
+            console2.wait_for("connected to broker", BOOT_TIMEOUT_S)
+            print(f"{board}: second instance connected {time.monotonic() - started:.1f} s after the first started")
+            statuses = retained_statuses(broker_port)
         finally:
-            proc.kill()
-            proc.wait()
+            for p in (proc, proc2):
+                p.kill()
+                p.wait()
+            sender2.close()
             console.read()
+            console2.read()
 
     if without_time(arrived) != rounds * without_time(expected):
         failures.append(f"{len(arrived)} envelopes arrived, {rounds} x {len(expected)} expected (first difference: "
@@ -257,6 +302,19 @@ def main(board):
     user = next((line.split("=", 1)[1] for line in baked_config(settings) if line.startswith("RUN_AS_USER=")), None)
     if user and f"running as user {user}" not in text:
         failures.append(f"the agent does not run as {user}")
+    # Each instance its own identity, from its capture NIC's MAC address.
+    for n, instance_console in enumerate([console, console2]):
+        host = f"tap-{hardware_id(MACS[n][1])}"
+        if f"start-sip-capture: hostname {host}\n" not in instance_console.text.replace("\r", ""):
+            failures.append(f"instance {n + 1}: hostname is not {host}: "
+                            + next((line for line in instance_console.text.splitlines()
+                                    if "start-sip-capture: hostname" in line), "no hostname line"))
+        if f"start-sip-capture:   CLIENT_ID=sip-capture-{host}" not in instance_console.text:
+            failures.append(f"instance {n + 1}: CLIENT_ID is not sip-capture-{host}")
+    want = {f"sip/tap/status/sip-capture-tap-{hardware_id(macs[1])}" for macs in MACS}
+    if set(statuses) != want:
+        failures.append(f"retained statuses on {sorted(statuses)}, want one on each of {sorted(want)}")
+    print(f"{board}: two instances, retained statuses: {statuses}")
 
     print(f"{board}: {len(arrived)} envelopes arrived from {rounds} x {len(frames)} frames, "
           f"{rounds * len(expected)} expected")
