@@ -16,6 +16,7 @@
 //! is gone from the ring; one in the ring when the agent stops is counted
 //! as undelivered.
 
+use crate::buffers::Region;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
@@ -39,7 +40,7 @@ pub struct Queue {
 }
 
 struct Ring {
-    buf: Box<[u8]>,
+    buf: Region,
     /// Offset of the oldest record.
     head: usize,
     /// Bytes in use, length prefixes included.
@@ -56,7 +57,7 @@ impl Queue {
     pub fn new(capacity: usize) -> Queue {
         Queue {
             ring: Mutex::new(Ring {
-                buf: vec![0; capacity].into_boxed_slice(),
+                buf: Region::new(capacity),
                 head: 0,
                 used: 0,
                 records: 0,
