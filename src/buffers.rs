@@ -3,12 +3,13 @@
 //! from one region.
 //!
 //! The agent sizes its large buffers once (the store, QUEUE_BYTES; the
-//! reassembly buffers and slots), most of which a quiet link never uses.
-//! Allocated with `vec![0; n]`, whether they count as resident memory from
-//! the start depends on the allocator: glibc's maps large zeroed blocks
-//! lazily, musl's (the static builds for the appliances and OpenWrt)
-//! writes zeros over the whole block, so every page is resident before the
-//! first packet (12 MiB against 8.5 MiB with glibc, docs/firmware.md). A
+//! reassembly buffers; minimq's transmit buffer), most of which a quiet
+//! link never uses. Allocated with `vec![0; n]`, whether they count as
+//! resident memory from the start depends on the allocator: glibc's maps
+//! large zeroed blocks lazily, musl's (the static builds for the
+//! appliances, and OpenWrt) writes zeros over the whole block, so every
+//! page was resident before the first packet (13.5 MiB, against 5 MiB with
+//! glibc, for a small capture: docs/performance.md "Peak memory"). A
 //! [`Region`] is an anonymous private mapping instead: the kernel gives a
 //! page its frame on the first write to it, whatever the C library, and
 //! never more than the configured size.

@@ -49,7 +49,8 @@
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
-//! carves reassembly buffers from one allocation; [`config`] reads
+//! maps the large buffers so that only what traffic touches is resident,
+//! and carves reassembly buffers from one mapping; [`config`] reads
 //! and validates every setting before anything starts ([`identity`]: the
 //! default CLIENT_ID); [`counters`] counts
 //! every packet that does not end up published, by reason, and
