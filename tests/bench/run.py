@@ -21,7 +21,7 @@ sipp traces into one end at fixed rates and at top speed, the agent capturing
 the other end live and publishing to a private mosquitto on the namespace's
 loopback, a QoS 1 subscriber counting. Per run: delivered/sent, agent CPU per
 delivered message, broker CPU per message, the agent's peak RSS and its drop
-counters; per trace and mode the highest offered rate that lost nothing.
+counters; per trace and mode the highest rate reached that lost nothing.
 Needs root (namespaces, tcpreplay).
 """
 
@@ -328,7 +328,7 @@ def print_live(stage):
           " peak RSS KiB, kernel drops, store-full drops")
     for name, modes in stage.items():
         for mode, m in modes.items():
-            print(f"  {name} {mode}: highest loss-free offered rate {m['lossfree_msgs_per_s']} msg/s")
+            print(f"  {name} {mode}: highest loss-free rate reached {m['lossfree_msgs_per_s']} msg/s")
             for r in m["runs"]:
                 print(f"    {str(r['offered_msgs_per_s']):>6} msg/s (replayed {r['replayed_msgs_per_s']} msg/s):"
                       f" {r['delivered']}/{r['sent']} = {r['delivered_ratio']:.4f}, agent {r['agent_cpu_us_per_msg']} µs,"
