@@ -22,7 +22,7 @@ CROSS_TEST_TARGETS := $(FIRMWARE_TARGETS) x86_64-unknown-linux-musl
 CI_BOARDS := qemu-aarch64-virt qemu-mipsel-malta
 board_target = $(shell sed -n 's/^RUST_TARGET=//p' board/$(1)/board.env)
 
-.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check \
+.PHONY: all build debug-build deps firmware-deps rust test test-overflow demo bench bench-live clean cross cross-test image qemu-test openwrt-test r2s-image-test firmware-lint firmware-test buildroot-check \
 	monitoring-test package-deps packages deb rpm oci package-test deb-test rpm-test oci-test oci-amd64 oci-arm64
 
 all: build
@@ -108,11 +108,20 @@ demo: build
 
 ## bench: traces (cached in target/bench/traces), in-process and end-to-end
 ## figures, tshark for comparison; a table and target/bench/results.json.
-## Making the sipp traces runs tcpdump on lo: run as root or with CAP_NET_RAW.
+## Making the sipp traces runs tcpdump on lo, and the live stage replays them
+## with tcpreplay into a veth pair in a network namespace of its own: run as
+## root.
 bench: rust
-	$(call apt_install,tshark tcpdump)
+	$(call apt_install,tshark tcpdump tcpreplay)
 	$(CARGO) build --release
 	python3 tests/bench/run.py
+
+## bench-live: only the live stage of bench (veth, tcpreplay at fixed rates,
+## unbatched and batched), merged into target/bench/results.json.
+bench-live: rust
+	$(call apt_install,tcpdump tcpreplay)
+	$(CARGO) build --release
+	python3 tests/bench/run.py --live-only
 
 ## cross: a static binary for an ARM or MIPS board, or x86_64, libpcap
 ## linked in: target/$(TARGET)/release/sip-capture. FEATURES=filter-compiler

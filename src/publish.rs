@@ -36,7 +36,9 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-/// Publishes awaiting their PUBACK at once (minimq 0.13 allows 8).
+/// Publishes awaiting their PUBACK at once. minimq 0.13 allows 8 (its
+/// `MAX_RETAINED` and `MAX_PENDING_RELEASE`, fixed at compile time) and
+/// takes the broker's Receive Maximum when lower (MQTT 5 §3.2.2.3.3).
 pub const MAX_IN_FLIGHT: usize = 8;
 /// Receive buffer: the broker only sends small control packets.
 const RX_BYTES: usize = 1024;
@@ -274,6 +276,8 @@ struct Publisher<'a> {
     /// Envelopes sent and not yet acknowledged, oldest first; the same
     /// envelopes, in the same order, as the store's sent ones.
     in_flight: heapless::Deque<Sent, IN_FLIGHT_ENTRIES>,
+    /// The entries of `in_flight` awaiting a PUBACK (with an `op`).
+    awaiting: usize,
     /// The next payload, copied out of the queue for minimq to encode.
     scratch: Vec<u8>,
     /// With batching: since when a batch that is not full has waited.
@@ -453,6 +457,7 @@ impl<'a> Publisher<'a> {
             counters,
             stop,
             in_flight: heapless::Deque::new(),
+            awaiting: 0,
             scratch: vec![0; payload_capacity(settings)],
             batch_since: None,
             give_up_at: None,
@@ -597,6 +602,7 @@ impl<'a> Publisher<'a> {
                 // persistence, or it expired): what it had not acknowledged
                 // is sent again.
                 self.in_flight.clear();
+                self.awaiting = 0;
                 let again = self.queue.rewind();
                 Counters::add(&self.counters.republished, again as u64);
                 self.throttle.log(
@@ -876,6 +882,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// Publish from the queue and collect acknowledgements until the
     /// connection breaks or the work is done.
     async fn serve(&mut self, conn: &mut Conn<'_, '_>, standing: &mut Standing) -> Ended {
+        // One timer for the whole connection, moved only when it has fired
+        // or a batch falls due before it: setting a tokio timer per turn of
+        // the loop cost more instructions than the publish.
+        let wake = sleep_until(self.next_wake());
+        tokio::pin!(wake);
         loop {
             if !standing.healthy && standing.since.elapsed() >= HEALTHY_AFTER {
                 standing.healthy = true;
@@ -896,10 +907,14 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 return Ended::Done;
             }
             let room = self.has_room(conn);
+            let next_wake = self.next_wake();
+            if wake.is_elapsed() || next_wake < wake.deadline() {
+                wake.as_mut().reset(next_wake);
+            }
             let polled = tokio::select! {
                 polled = conn.poll() => polled.map(|_| ()),
                 () = self.queue.ready(), if room => Ok(()),
-                () = sleep_until(self.next_wake()) => Ok(()),
+                () = &mut wake => Ok(()),
             };
             match polled {
                 Ok(()) => {}
@@ -914,11 +929,15 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        let ops = self.in_flight.iter().filter(|s| s.op.is_some()).count();
-        ops < MAX_IN_FLIGHT && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
+        self.awaiting < MAX_IN_FLIGHT && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
     }
 
-    /// Hand queued envelopes to minimq while it has room.
+    /// Hand queued envelopes to minimq while it has room. Each freed slot
+    /// is refilled at once, not in groups: a broker with Nagle's algorithm
+    /// on (mosquitto's default) holds its later PUBACKs until our next
+    /// segment acknowledges its first, so waiting for several would stall
+    /// the window for a delayed-ACK timeout (about 40 ms; measured, see
+    /// docs/performance.md).
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
         while self.has_room(conn) && self.batch_due() {
             let (envelopes, len) = self.fill_payload();
@@ -934,6 +953,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                     Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
                     self.sent += 1;
+                    self.awaiting += usize::from(op.is_some());
                     let _ = self.in_flight.push_back(Sent {
                         op,
                         envelopes,
@@ -1075,6 +1095,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 false => &self.counters.acknowledged,
             };
             Counters::add(counter, front.envelopes as u64);
+            self.awaiting -= usize::from(front.op.is_some());
             self.in_flight.pop_front();
             self.queue.acknowledge_oldest(front.envelopes);
         }

@@ -13,6 +13,16 @@ cost of reading the file (the agent's reader and libpcap's), the
 end-to-end run of `sip-capture --read` to a private mosquitto with a QoS 1
 subscriber counting, and `tshark -r TRACE -Y sip` CPU time. Prints one table
 and writes target/bench/results.json. Standard library only.
+
+The live stage (also alone: `run.py --live-only`, `make bench-live`) runs in
+a network namespace of its own (`unshare --net`, so nothing outside it is
+touched and it vanishes with the process): a veth pair, tcpreplay sending the
+sipp traces into one end at fixed rates and at top speed, the agent capturing
+the other end live and publishing to a private mosquitto on the namespace's
+loopback, a QoS 1 subscriber counting. Per run: delivered/sent, agent CPU per
+delivered message, broker CPU per message, the agent's peak RSS and its drop
+counters; per trace and mode the highest rate reached that lost nothing.
+Needs root (namespaces, tcpreplay).
 """
 
 import json
@@ -22,6 +32,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
@@ -166,6 +177,165 @@ def end_to_end(trace, messages, extra=()):
     }
 
 
+# Offered rates of the live stage, SIP messages a second; None is top speed.
+LIVE_RATES = (10_000, 20_000, 30_000, 40_000, 80_000, None)
+LIVE_TRACES = ("sipp-udp", "sipp-tcp")
+# The two ends of the live stage's veth pair, inside its own namespace.
+REPLAY_END, CAPTURE_END = "replay0", "capture0"
+
+
+def live_namespace():
+    """Inside `unshare --net`: loopback up, and the veth pair."""
+    run(["ip", "link", "set", "lo", "up"])
+    run(["ip", "link", "add", REPLAY_END, "type", "veth", "peer", "name", CAPTURE_END])
+    for end in (REPLAY_END, CAPTURE_END):
+        # The traces hold frames of up to 64 KiB (sipp over TCP on lo).
+        run(["ip", "link", "set", end, "mtu", "65535", "up"])
+
+
+def children_named(name):
+    """Processes of this one's children with command `name`."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            continue
+        comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if comm == name and int(rest[1]) == os.getpid():
+            found.append(int(pid))
+    return found
+
+
+def cpu_s(pid):
+    """user+system CPU seconds of a running process, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def live_run(trace, messages, frames, rate, extra=()):
+    """One live run: the agent on CAPTURE_END, tcpreplay of TRACE into
+    REPLAY_END at `rate` messages a second (None: top speed)."""
+    with support.mosquitto("max_inflight_messages 0\n") as port, tempfile.TemporaryDirectory() as tmp:
+        broker = children_named("mosquitto")[0]
+        sub = support.Subscriber(port, "bench/sip")
+        sub.start()
+        # Read while the replay runs, so that the subscriber never waits on us.
+        done = threading.Event()
+        reader = threading.Thread(target=lambda: [sub._receive(0.2) for _ in iter(done.is_set, True)])
+        reader.start()
+        log = os.path.join(tmp, "agent.log")
+        agent_out = open(log, "w")
+        agent = subprocess.Popen([AGENT, "--config", "/dev/null", "--interface", CAPTURE_END,
+                                  "--broker", f"mqtt://127.0.0.1:{port}", "--topic", "bench/sip",
+                                  "--log-level", "info", *extra], stdout=agent_out, stderr=agent_out)
+        for _ in range(100):
+            if "connected to broker" in open(log).read():
+                break
+            time.sleep(0.05)
+        broker_cpu = cpu_s(broker)
+        speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+        replay = run(["tcpreplay", "-q", "-i", REPLAY_END, *speed, trace], capture_output=True, text=True).stdout
+        # Until the subscriber has everything or nothing arrives for 2 s.
+        arrived, last_change = -1, time.monotonic()
+        while time.monotonic() - last_change < 2:
+            time.sleep(0.25)
+            now = len(sub.messages)
+            if now != arrived:
+                arrived, last_change = now, time.monotonic()
+        agent.terminate()
+        _, status, usage = os.wait4(agent.pid, 0)
+        agent_out.close()
+        broker_cpu = cpu_s(broker) - broker_cpu
+        done.set()
+        reader.join()
+        delivered = len(support.envelopes(sub.collect()))
+        summary = [line for line in open(log) if "summary:" in line][-1]
+    fields = dict(f.split("=", 1) for f in summary.split("summary:")[1].split())
+    rated = next((line for line in replay.splitlines() if "Rated:" in line), "").split()
+    failed = next((line for line in replay.splitlines() if "Failed packets:" in line), "0").split()[-1]
+    cpu = usage.ru_utime + usage.ru_stime
+    return {
+        "offered_msgs_per_s": rate or "top",
+        "replayed_frames_per_s": round(float(rated[-2])) if len(rated) >= 2 else None,
+        # What tcpreplay reached, in messages: a loaded machine falls short.
+        "replayed_msgs_per_s": round(float(rated[-2]) * messages / frames) if len(rated) >= 2 else None,
+        "replay_failed_frames": int(failed),
+        "sent": messages,
+        "delivered": delivered,
+        "delivered_ratio": round(delivered / messages, 4),
+        "agent_cpu_us_per_msg": round(cpu * 1e6 / max(delivered, 1), 2),
+        "broker_cpu_us_per_msg": round(broker_cpu * 1e6 / max(delivered, 1), 2),
+        "peak_rss_kib": int(fields["peak_rss_kib"]),
+        "pcap_dropped": int(fields["pcap_dropped"]),
+        "dropped_queue_full": int(fields["dropped_queue_full"]),
+        "agent_status": os.waitstatus_to_exitcode(status),
+    }
+
+
+def live(paths):
+    """The live stage, in this process's own network namespace."""
+    live_namespace()
+    out = {}
+    # What the agent finds in each trace, read from the file.
+    counts = {name: end_to_end(paths[name], None, BATCHED)["received"] for name in LIVE_TRACES}
+    for name in LIVE_TRACES:
+        frames = frame_count(paths[name])
+        for mode, extra in (("unbatched", ()), ("batched", BATCHED)):
+            runs = []
+            for rate in LIVE_RATES:
+                print(f"live {name} {mode} {rate or 'top speed'} ...", file=sys.stderr)
+                runs.append(live_run(paths[name], counts[name], frames, rate, extra))
+                print(f"  {runs[-1]}", file=sys.stderr)
+            # The rate tcpreplay reached, not the one asked for; 0 when
+            # every run lost something.
+            lossless = [r["replayed_msgs_per_s"] or 0 for r in runs if r["delivered"] == r["sent"]]
+            out.setdefault(name, {})[mode] = {"runs": runs, "lossfree_msgs_per_s": max(lossless, default=0)}
+    return out
+
+
+def frame_count(path):
+    """Frames in a classic pcap file."""
+    frames, at = 0, 24
+    with open(path, "rb") as f:
+        magic = f.read(4)
+        endian = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+        size = os.path.getsize(path)
+        while at + 16 <= size:
+            f.seek(at + 8)
+            (caplen,) = struct.unpack(endian + "I", f.read(4))
+            at += 16 + caplen
+            frames += 1
+    return frames
+
+
+def live_headline(results, stage):
+    """The live stage's headline keys, from sipp-udp."""
+    udp = stage["sipp-udp"]
+    results["live"] = stage
+    results["live_lossfree_msgs_per_s"] = udp["unbatched"]["lossfree_msgs_per_s"]
+    results["live_lossfree_msgs_per_s_batched"] = udp["batched"]["lossfree_msgs_per_s"]
+    # Agent CPU per delivered message at the highest loss-free rate, or,
+    # when every run lost some, at the lowest offered rate.
+    for key, mode in (("live_cpu_us_per_msg", "unbatched"), ("live_cpu_us_per_msg_batched", "batched")):
+        m = udp[mode]
+        at = [r for r in m["runs"] if r["replayed_msgs_per_s"] == m["lossfree_msgs_per_s"]] or m["runs"]
+        results[key] = at[0]["agent_cpu_us_per_msg"]
+
+
+def print_live(stage):
+    print("\nlive capture (veth, tcpreplay): delivered/sent, agent and broker CPU µs per delivered message,"
+          " peak RSS KiB, kernel drops, store-full drops")
+    for name, modes in stage.items():
+        for mode, m in modes.items():
+            print(f"  {name} {mode}: highest loss-free rate reached {m['lossfree_msgs_per_s']} msg/s")
+            for r in m["runs"]:
+                print(f"    {str(r['offered_msgs_per_s']):>6} msg/s (replayed {r['replayed_msgs_per_s']} msg/s):"
+                      f" {r['delivered']}/{r['sent']} = {r['delivered_ratio']:.4f}, agent {r['agent_cpu_us_per_msg']} µs,"
+                      f" broker {r['broker_cpu_us_per_msg']} µs, RSS {r['peak_rss_kib']},"
+                      f" pcap_dropped {r['pcap_dropped']}, queue_full {r['dropped_queue_full']}")
+
+
 def tshark_cpu(trace):
     status, cpu = child_cpu(["tshark", "-r", trace, "-Y", "sip", "-d", "udp.port==5060,sip"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -187,6 +357,8 @@ def machine():
 
 
 def main():
+    if "--live-only" in sys.argv or "--live-inside" in sys.argv:
+        return main_live_only()
     paths = traces()
     results = {"machine": machine(), "command": "make bench", "date": time.strftime("%Y-%m-%d"), "traces": {}}
     for name, path in paths.items():
@@ -219,11 +391,40 @@ def main():
     for key in ["inproc_msgs_per_s", "inproc_ns_per_msg", "floor_ns_per_msg", "e2e_msgs_per_s",
                 "e2e_cpu_us_per_msg", "peak_rss_kib", "agent_cpu_s", "tshark_cpu_s"]:
         results[key] = udp[key]
+    live_headline(results, in_namespace())
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
     print_table(results)
+    print_live(results["live"])
+
+
+def in_namespace():
+    """The live stage, run by this script again in a new network namespace."""
+    run(["unshare", "--net", sys.executable, __file__, "--live-inside"], cwd=ROOT)
+    with open(os.path.join(OUT, "live.json")) as f:
+        return json.load(f)
+
+
+def main_live_only():
+    """`--live-only`: the live stage alone, merged into an existing
+    results.json (or a new one). `--live-inside`: the stage itself, already
+    in its namespace."""
+    if "--live-inside" in sys.argv:
+        stage = live(traces())
+        with open(os.path.join(OUT, "live.json"), "w") as f:
+            json.dump(stage, f, indent=1)
+        return
+    traces()
+    path = os.path.join(OUT, "results.json")
+    results = json.load(open(path)) if os.path.exists(path) else {"machine": machine()}
+    results["live_date"] = time.strftime("%Y-%m-%d %H:%M")
+    live_headline(results, in_namespace())
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print_live(results["live"])
 
 
 def print_table(r):
