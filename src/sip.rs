@@ -238,32 +238,51 @@ fn line_length(bytes: &[u8]) -> usize {
 /// Content-Length or `l` header if it is a number of at most 9 digits, and
 /// where the body starts (`None` when no empty line ends the headers).
 /// A folded Content-Length value is not a number.
+///
+/// Lines end at LF (a CR before it is part of the line ending); only a line
+/// starting with `C`, `c`, `L` or `l` is looked at further, so the scan
+/// costs one vectorised search per line (the in-process cost of every UDP
+/// message, docs/performance.md).
 fn scan_headers(rest: &[u8]) -> (Option<usize>, Option<usize>) {
     let mut length = None;
     let mut seen_length = false;
     let mut at = 0;
+    // Where each line ends: after each LF, and at the end of `rest` for a
+    // last line without one.
+    let mut ends = memchr::memchr_iter(b'\n', rest)
+        .map(|lf| lf + 1)
+        .chain(core::iter::once(rest.len()));
     while at < rest.len() {
-        let len = line_length(&rest[at..]);
-        let line = strip_line_ending(&rest[at..at + len]);
-        at += len;
-        match line.first() {
-            None => return (length, Some(at)),
-            Some(b'C' | b'c' | b'L' | b'l') if !seen_length => {
-                let Some(colon) = memchr::memchr(b':', line) else {
-                    continue;
-                };
-                let name = line[..colon].trim_ascii_end();
-                if name.eq_ignore_ascii_case(b"Content-Length") || name.eq_ignore_ascii_case(b"l") {
+        let Some(end) = ends.next() else { break };
+        let line = &rest[at..end];
+        at = end;
+        match line {
+            [b'\n'] | [b'\r'] | [b'\r', b'\n'] => return (length, Some(at)),
+            [b'C' | b'c' | b'L' | b'l', ..] if !seen_length => {
+                if let Some(value) = content_length_value(strip_line_ending(line)) {
                     seen_length = true;
-                    let value = line[colon + 1..].trim_ascii();
                     length = (!value.is_empty() && value.len() <= 9 && value.iter().all(u8::is_ascii_digit))
                         .then(|| value.iter().fold(0, |n, d| n * 10 + usize::from(d - b'0')));
                 }
             }
-            Some(_) => {}
+            _ => {}
         }
     }
     (length, None)
+}
+
+/// The trimmed value of `line` when it is a Content-Length header, long or
+/// compact form (`l`), any case, with optional whitespace before the colon.
+fn content_length_value(line: &[u8]) -> Option<&[u8]> {
+    const LONG: &[u8] = b"Content-Length";
+    let name_len = match line {
+        [b'l' | b'L', ..] => 1,
+        _ if line.len() > LONG.len() && line[..LONG.len()].eq_ignore_ascii_case(LONG) => LONG.len(),
+        _ => return None,
+    };
+    let after_name = &line[name_len..];
+    let colon = after_name.iter().position(|b| !b.is_ascii_whitespace())?;
+    (after_name[colon] == b':').then(|| after_name[colon + 1..].trim_ascii())
 }
 
 /// Split off the first line: (line without CR/LF, rest after the LF).
