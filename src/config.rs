@@ -99,9 +99,13 @@ pub const KEYS: &[Key] = &[
     Key { name: "TCP_IDLE_TIMEOUT_S", aliases: &[], default: "300", kind: Number { min: 1, max: 86_400 }, help: "a TCP stream without traffic this long is dropped" },
     Key { name: "TCP_HOLE_WAIT_MS", aliases: &[], default: "1000", kind: Number { min: 1, max: 3_600_000 }, help: "how long, in capture time, a TCP stream waits for a missing segment before skipping it" },
     Key { name: "TCP_HOLE_MAX_BYTES", aliases: &[], default: "32768", kind: Number { min: 1, max: 1 << 24 }, help: "how many bytes after a missing segment a TCP stream keeps before skipping it (at most TCP_BUFFER_BYTES)" },
+    Key { name: "SCTP_MAX_ASSOCIATIONS", aliases: &[], default: "1024", kind: Number { min: 1, max: 1 << 20 }, help: "SCTP associations (one per direction) whose duplicate TSNs are told apart at once; the least recent is evicted beyond" },
+    Key { name: "SCTP_BUFFERS", aliases: &[], default: "32", kind: Number { min: 0, max: 1 << 16 }, help: "buffers for SCTP user messages fragmented over several chunks" },
+    Key { name: "SCTP_BUFFER_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "size of each SCTP buffer; bounds a fragmented SIP message over SCTP" },
 ];
 
-/// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
+/// Memory and time bounds of reassembly, from the FRAG_, TCP_ and SCTP_
+/// keys.
 #[derive(Debug, Clone, Copy)]
 pub struct ReassemblyLimits {
     pub frag_datagrams: usize,
@@ -113,6 +117,9 @@ pub struct ReassemblyLimits {
     pub tcp_idle_s: u64,
     pub tcp_hole_wait_ms: u64,
     pub tcp_hole_max_bytes: usize,
+    pub sctp_associations: usize,
+    pub sctp_buffers: usize,
+    pub sctp_buffer_bytes: usize,
 }
 
 impl ReassemblyLimits {
@@ -128,6 +135,9 @@ impl ReassemblyLimits {
             tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S")?),
             tcp_hole_wait_ms: u64::from(n("TCP_HOLE_WAIT_MS")?),
             tcp_hole_max_bytes: n("TCP_HOLE_MAX_BYTES")? as usize,
+            sctp_associations: n("SCTP_MAX_ASSOCIATIONS")? as usize,
+            sctp_buffers: n("SCTP_BUFFERS")? as usize,
+            sctp_buffer_bytes: n("SCTP_BUFFER_BYTES")? as usize,
         };
         if limits.tcp_hole_max_bytes > limits.tcp_buffer_bytes {
             return Err(values.error(

@@ -81,6 +81,7 @@ pub mod pipeline;
 pub mod privileges;
 pub mod publish;
 pub mod queue;
+pub mod sctp;
 pub mod sip;
 pub mod split;
 pub mod tcp;
