@@ -384,7 +384,7 @@ fn no_allocation_per_packet_reading_files() {
         let counters = Counters::default();
         let mut source = capture::open(
             &Source::File(path.clone()),
-            Some("udp or tcp or ip[6:2] & 0x1fff != 0 or ip6"),
+            Some("udp or tcp or sctp or ip[6:2] & 0x1fff != 0 or ip6"),
             0,
             0,
         )
