@@ -26,10 +26,7 @@ fn generated() -> PathBuf {
 }
 
 fn tshark(args: &[&str]) -> String {
-    let output = Command::new("tshark")
-        .args(args)
-        .output()
-        .expect("tshark runs");
+    let output = Command::new("tshark").args(args).output().expect("tshark runs");
     assert!(
         output.status.success(),
         "tshark {args:?}: {}",
@@ -55,17 +52,42 @@ struct Dissected {
 fn dissect(pcap: &Path) -> Dissected {
     let pcap = pcap.to_str().unwrap();
     let fields = tshark(&[
-        "-r", pcap, "-o", "sctp.reassembly:TRUE", "-o", "sctp.checksum:CRC-32C", "-T", "fields",
-        "-E", "occurrence=a", "-E", "aggregator=|", "-e", "frame.time_epoch", "-e", "ip.fragments",
-        "-e", "sip.Call-ID", "-e", "sip.CSeq", "-e", "sip.Content-Length", "-e", "sctp.checksum.status",
-        "-e", "_ws.malformed", "-e", "vlan.id",
+        "-r",
+        pcap,
+        "-o",
+        "sctp.reassembly:TRUE",
+        "-o",
+        "sctp.checksum:CRC-32C",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=|",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "ip.fragments",
+        "-e",
+        "sip.Call-ID",
+        "-e",
+        "sip.CSeq",
+        "-e",
+        "sip.Content-Length",
+        "-e",
+        "sctp.checksum.status",
+        "-e",
+        "_ws.malformed",
+        "-e",
+        "vlan.id",
     ]);
     let mut d = Dissected::default();
     for line in fields.lines() {
         let f: Vec<&str> = line.split('\t').collect();
         d.bad_checksums += u64::from(f[5] == "0");
         d.malformed += u64::from(!f[6].is_empty());
-        d.vlans.extend(f[7].split('|').filter(|v| !v.is_empty()).map(String::from));
+        d.vlans
+            .extend(f[7].split('|').filter(|v| !v.is_empty()).map(String::from));
         if f[2].is_empty() {
             continue;
         }
@@ -170,13 +192,21 @@ fn wireshark_reads_the_generated_sctp_captures_as_expected() {
                 failures.push(format!("sctp-{name}: tshark does not find {want:?}"));
             }
         } else if seen != want {
-            failures.push(format!("sctp-{name}: tshark finds\n{seen:#?}\nexpected\n{want:#?}"));
+            failures.push(format!(
+                "sctp-{name}: tshark finds\n{seen:#?}\nexpected\n{want:#?}"
+            ));
         }
         if whole.bad_checksums != counter(&expected, "sctp_bad_checksums") {
-            failures.push(format!("sctp-{name}: tshark finds {} bad checksums", whole.bad_checksums));
+            failures.push(format!(
+                "sctp-{name}: tshark finds {} bad checksums",
+                whole.bad_checksums
+            ));
         }
         if whole.malformed != counter(&expected, "sctp_malformed_chunks") {
-            failures.push(format!("sctp-{name}: tshark finds {} malformed frames", whole.malformed));
+            failures.push(format!(
+                "sctp-{name}: tshark finds {} malformed frames",
+                whole.malformed
+            ));
         }
     }
     std::fs::remove_dir_all(&scratch).unwrap();

@@ -283,7 +283,11 @@ mod crc32c {
             let mut crc = i as u32;
             let mut bit = 0;
             while bit < 8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ POLYNOMIAL } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ POLYNOMIAL
+                } else {
+                    crc >> 1
+                };
                 bit += 1;
             }
             table[i] = crc;
@@ -350,7 +354,10 @@ mod tests {
         assert_eq!(chunks.len(), 3);
         assert!(DataChunk::new_checked(chunks[0]).is_none());
         let d = DataChunk::new_checked(chunks[1]).unwrap().unwrap();
-        assert_eq!((d.tsn(), d.stream_id(), d.message_id()), (9, 1, MessageId::Ssn(2)));
+        assert_eq!(
+            (d.tsn(), d.stream_id(), d.message_id()),
+            (9, 1, MessageId::Ssn(2))
+        );
         assert!(d.beginning() && d.ending() && !d.unordered());
         assert_eq!(d.user_data(), b"hello");
         let u = DataChunk::new_checked(chunks[2]).unwrap().unwrap();
@@ -370,7 +377,9 @@ mod tests {
         assert_eq!((d.message_id(), d.position()), (MessageId::Mid(9), 0));
         c[1] = 0x01;
         c[19] = 4;
-        let d = DataChunk::new_checked(Chunk::new_checked(&c).unwrap()).unwrap().unwrap();
+        let d = DataChunk::new_checked(Chunk::new_checked(&c).unwrap())
+            .unwrap()
+            .unwrap();
         assert_eq!((d.position(), d.user_data()), (4, &b"SIP/"[..]));
     }
 
@@ -395,7 +404,12 @@ mod tests {
         assert_eq!(walked, [Err(DecodeError::Malformed)]);
         let mut data_short = p.clone();
         data_short[14..16].copy_from_slice(&8u16.to_be_bytes()); // a DATA chunk of 8 bytes
-        let first = SctpPacket::new_checked(&data_short).unwrap().chunks().next().unwrap().unwrap();
+        let first = SctpPacket::new_checked(&data_short)
+            .unwrap()
+            .chunks()
+            .next()
+            .unwrap()
+            .unwrap();
         assert_eq!(DataChunk::new_checked(first), Some(Err(DecodeError::Malformed)));
         let mut long = p;
         long[14..16].copy_from_slice(&400u16.to_be_bytes()); // past the packet

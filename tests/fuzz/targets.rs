@@ -5,7 +5,9 @@
 
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
-use sip_capture::decode::{self, Context, Decoded, LinkType, Sctp, SctpPacket, Segment, TcpHeader, Transport};
+use sip_capture::decode::{
+    self, Context, Decoded, LinkType, Sctp, SctpPacket, Segment, TcpHeader, Transport,
+};
 use sip_capture::defrag::Defrag;
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::filter::Filter;
@@ -151,7 +153,12 @@ pub fn sctp_chunks(data: &[u8]) {
             _ => Context::default(),
         }
     };
-    let places = [(a, b, vlan(10)), (b, a, vlan(10)), (a, b, vlan(20)), (a, b, Context::default())];
+    let places = [
+        (a, b, vlan(10)),
+        (b, a, vlan(10)),
+        (a, b, vlan(20)),
+        (a, b, Context::default()),
+    ];
     let mut ms = 0i64;
     let mut rest = data;
     let mut packet = Vec::new();
@@ -182,7 +189,11 @@ pub fn sctp_chunks(data: &[u8]) {
         sctp.add(now, &p, &counters, &mut |origin, message| {
             assert_eq!(origin.transport, Transport::Sctp);
             assert_eq!((origin.src, origin.dst, origin.time), (src, dst, now));
-            assert!(!message.is_empty() && message.len() <= 512, "{} bytes", message.len());
+            assert!(
+                !message.is_empty() && message.len() <= 512,
+                "{} bytes",
+                message.len()
+            );
         });
     }
     sctp.finish(&counters);
