@@ -269,36 +269,58 @@ impl<'a> DataChunk<'a> {
     }
 }
 
-/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), byte at a time
-/// from a 1 KiB table built at compile time: no dependency, the same code
-/// on every target, fast enough for the SCTP packets' bytes only.
+/// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), eight bytes at
+/// a time ("slicing-by-8": eight 1 KiB tables built at compile time, 8 KiB
+/// of read-only data): no dependency, the same code on every target, and
+/// it was the largest cost of an SCTP packet byte at a time.
 mod crc32c {
     pub const INIT: u32 = !0;
     const POLYNOMIAL: u32 = 0x82f6_3b78;
 
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
+    /// `TABLES[0]` is the byte-at-a-time table; `TABLES[k][i]` is the CRC
+    /// of byte `i` followed by `k` zero bytes.
+    const TABLES: [[u32; 256]; 8] = {
+        let mut tables = [[0u32; 256]; 8];
         let mut i = 0;
         while i < 256 {
             let mut crc = i as u32;
             let mut bit = 0;
             while bit < 8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ POLYNOMIAL
-                } else {
-                    crc >> 1
-                };
+                crc = if crc & 1 != 0 { (crc >> 1) ^ POLYNOMIAL } else { crc >> 1 };
                 bit += 1;
             }
-            table[i] = crc;
+            tables[0][i] = crc;
             i += 1;
         }
-        table
+        let mut k = 1;
+        while k < 8 {
+            let mut i = 0;
+            while i < 256 {
+                let previous = tables[k - 1][i];
+                tables[k][i] = (previous >> 8) ^ tables[0][(previous & 0xff) as usize];
+                i += 1;
+            }
+            k += 1;
+        }
+        tables
     };
 
     pub fn update(mut crc: u32, bytes: &[u8]) -> u32 {
-        for &b in bytes {
-            crc = TABLE[usize::from((crc as u8) ^ b)] ^ (crc >> 8);
+        let t = &TABLES;
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let low = crc ^ u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            crc = t[7][usize::from(low as u8)]
+                ^ t[6][usize::from((low >> 8) as u8)]
+                ^ t[5][usize::from((low >> 16) as u8)]
+                ^ t[4][usize::from((low >> 24) as u8)]
+                ^ t[3][usize::from(w[4])]
+                ^ t[2][usize::from(w[5])]
+                ^ t[1][usize::from(w[6])]
+                ^ t[0][usize::from(w[7])];
+        }
+        for &b in words.remainder() {
+            crc = t[0][usize::from((crc as u8) ^ b)] ^ (crc >> 8);
         }
         crc
     }
@@ -309,8 +331,14 @@ mod crc32c {
 
     #[test]
     fn check_value() {
-        // The CRC-32C check value (RFC 3720 B.4's catalogue: "123456789").
+        // The CRC-32C check value (the CRC catalogue's, for "123456789").
         assert_eq!(finish(update(INIT, b"123456789")), 0xe306_9283);
+        // Eight bytes at a time agrees with one at a time, at any split.
+        let data: Vec<u8> = (0..100u32).map(|i| (i * 37 + 11) as u8).collect();
+        let bytewise = data.iter().fold(INIT, |crc, &b| update(crc, &[b]));
+        for cut in 0..data.len() {
+            assert_eq!(update(update(INIT, &data[..cut]), &data[cut..]), bytewise);
+        }
     }
 }
 
