@@ -420,10 +420,13 @@ impl SctpReassembler {
             return;
         };
         let base = first.position;
-        let count = last.position.wrapping_sub(base) as usize + 1;
-        if count > fragments.len() {
+        // Compared before adding one: a span of u32::MAX would overflow a
+        // 32-bit usize.
+        let span = last.position.wrapping_sub(base) as usize;
+        if span >= fragments.len() {
             return;
         }
+        let count = span + 1;
         fragments.sort_unstable_by_key(|f| f.position.wrapping_sub(base));
         if !fragments
             .iter()
