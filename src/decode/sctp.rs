@@ -272,8 +272,9 @@ impl<'a> DataChunk<'a> {
 /// CRC32c (Castagnoli, reflected polynomial 0x82F63B78), eight bytes at
 /// a time ("slicing-by-8": eight 1 KiB tables built at compile time, 8 KiB
 /// of read-only data): no dependency, the same code on every target, and
-/// one table step per byte with independent lookups, where byte at a time
-/// chains eight dependent ones. Every SCTP packet's bytes pass through it.
+/// its eight lookups per eight bytes are independent, where byte at a
+/// time each waits for the one before. Every SCTP packet passes through
+/// it.
 mod crc32c {
     pub const INIT: u32 = !0;
     const POLYNOMIAL: u32 = 0x82f6_3b78;
@@ -287,7 +288,11 @@ mod crc32c {
             let mut crc = i as u32;
             let mut bit = 0;
             while bit < 8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ POLYNOMIAL } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ POLYNOMIAL
+                } else {
+                    crc >> 1
+                };
                 bit += 1;
             }
             tables[0][i] = crc;
