@@ -25,13 +25,14 @@ use std::path::{Path, PathBuf};
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 
-/// The live capture filter when BPF_FILTER is not set: UDP and TCP, IPv4
+/// The live capture filter when BPF_FILTER is not set: UDP, TCP and SCTP
+/// (libpcap's `sctp`: IPv4 protocol or IPv6 Next Header 132), IPv4
 /// fragments after the first (which carry no UDP header), IPv6 packets
 /// whose first header is an extension header (Hop-by-Hop 0, Routing 43,
 /// Fragment 44, AH 51, Destination Options 60: libpcap's `udp` and `tcp`
-/// look at the IPv6 header's Next Header only), and VLAN-tagged frames
-/// (whose offsets the other terms would misread).
-pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or \
+/// look at the IPv6 header's Next Header only, as does `sctp`), and
+/// VLAN-tagged frames (whose offsets the other terms would misread).
+pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or sctp or (ip[6:2] & 0x1fff != 0) or \
      (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or vlan";
 
 /// A configuration key: everything about it is declared here, once.
@@ -64,7 +65,7 @@ use Kind::{Number, Text};
 pub const KEYS: &[Key] = &[
     Key { name: "INTERFACE", aliases: &[], default: "", kind: Text, help: "capture live on this libpcap device (e.g. eth1, any)" },
     Key { name: "READ_FILE", aliases: &["read"], default: "", kind: Text, help: "read this pcap or pcapng file instead of a device, then exit" },
-    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none" },
+    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, SCTP, IP fragments and VLAN frames, files use none" },
     Key { name: "SIP_FILTER", aliases: &[], default: "", kind: Text, help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
     Key { name: "FILTER_FILE", aliases: &[], default: "", kind: Text, help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
     Key { name: "FILTER_MAX_DFA_BYTES", aliases: &[], default: "1048576", kind: Number { min: 4096, max: 1 << 28 }, help: "limit on the DFAs of all SIP_FILTER regexes together" },
@@ -99,9 +100,13 @@ pub const KEYS: &[Key] = &[
     Key { name: "TCP_IDLE_TIMEOUT_S", aliases: &[], default: "300", kind: Number { min: 1, max: 86_400 }, help: "a TCP stream without traffic this long is dropped" },
     Key { name: "TCP_HOLE_WAIT_MS", aliases: &[], default: "1000", kind: Number { min: 1, max: 3_600_000 }, help: "how long, in capture time, a TCP stream waits for a missing segment before skipping it" },
     Key { name: "TCP_HOLE_MAX_BYTES", aliases: &[], default: "32768", kind: Number { min: 1, max: 1 << 24 }, help: "how many bytes after a missing segment a TCP stream keeps before skipping it (at most TCP_BUFFER_BYTES)" },
+    Key { name: "SCTP_MAX_ASSOCIATIONS", aliases: &[], default: "1024", kind: Number { min: 1, max: 1 << 20 }, help: "SCTP associations (one per direction) whose duplicate TSNs are told apart at once; the least recent is evicted beyond" },
+    Key { name: "SCTP_BUFFERS", aliases: &[], default: "32", kind: Number { min: 0, max: 1 << 16 }, help: "buffers for SCTP user messages fragmented over several chunks" },
+    Key { name: "SCTP_BUFFER_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "size of each SCTP buffer; bounds a fragmented SIP message over SCTP" },
 ];
 
-/// Memory and time bounds of reassembly, from the FRAG_ and TCP_ keys.
+/// Memory and time bounds of reassembly, from the FRAG_, TCP_ and SCTP_
+/// keys.
 #[derive(Debug, Clone, Copy)]
 pub struct ReassemblyLimits {
     pub frag_datagrams: usize,
@@ -113,6 +118,9 @@ pub struct ReassemblyLimits {
     pub tcp_idle_s: u64,
     pub tcp_hole_wait_ms: u64,
     pub tcp_hole_max_bytes: usize,
+    pub sctp_associations: usize,
+    pub sctp_buffers: usize,
+    pub sctp_buffer_bytes: usize,
 }
 
 impl ReassemblyLimits {
@@ -128,6 +136,9 @@ impl ReassemblyLimits {
             tcp_idle_s: u64::from(n("TCP_IDLE_TIMEOUT_S")?),
             tcp_hole_wait_ms: u64::from(n("TCP_HOLE_WAIT_MS")?),
             tcp_hole_max_bytes: n("TCP_HOLE_MAX_BYTES")? as usize,
+            sctp_associations: n("SCTP_MAX_ASSOCIATIONS")? as usize,
+            sctp_buffers: n("SCTP_BUFFERS")? as usize,
+            sctp_buffer_bytes: n("SCTP_BUFFER_BYTES")? as usize,
         };
         if limits.tcp_hole_max_bytes > limits.tcp_buffer_bytes {
             return Err(values.error(

@@ -64,7 +64,7 @@ counters! {
     /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
     /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
     header_chain_too_long,
-    /// Valid frames carrying neither UDP nor TCP (ARP, ICMP, SCTP, ...).
+    /// Valid frames carrying none of UDP, TCP and SCTP (ARP, ICMP, ESP, ...).
     not_udp_tcp,
     /// IP fragments received.
     frag_fragments,
@@ -91,7 +91,8 @@ counters! {
     /// (padding, junk, a second message packed in), discarded (RFC 3261
     /// 18.3).
     udp_trailing_bytes,
-    /// UDP payloads that do not start with a SIP request or status line.
+    /// UDP payloads and SCTP user messages that do not start with a SIP
+    /// request or status line.
     not_sip,
     /// TCP segments received.
     tcp_segments,
@@ -127,6 +128,38 @@ counters! {
     tcp_oversize,
     /// SIP messages cut from TCP streams (part of sip_messages).
     tcp_messages,
+    /// SCTP packets received (whole frames and reassembled datagrams).
+    sctp_packets,
+    /// SCTP packets whose CRC32c checksum is wrong, used all the same (a
+    /// mirror port shows packets whose checksum offload had yet to fill in).
+    sctp_bad_checksums,
+    /// Chunks whose length is shorter than their header or runs past the
+    /// packet: the packet's chunks from there on are not read.
+    sctp_malformed_chunks,
+    /// SCTP associations (one per direction) whose TSNs are followed.
+    sctp_associations,
+    /// Associations evicted because SCTP_MAX_ASSOCIATIONS were followed.
+    sctp_associations_evicted,
+    /// DATA and I-DATA chunks received.
+    sctp_data_chunks,
+    /// Chunks with a TSN seen before on their association (retransmissions),
+    /// dropped: each user message is published once.
+    sctp_duplicates,
+    /// Chunks that became part of a user message (sctp_user_messages).
+    sctp_chunks_joined,
+    /// Chunks of unfinished user messages evicted: every SCTP buffer was
+    /// busy, or their association was evicted.
+    sctp_chunks_evicted,
+    /// Chunks of user messages never finished when the capture ended.
+    sctp_chunks_expired,
+    /// Chunks carrying no user data, or left over from a user message whose
+    /// fragments do not line up.
+    sctp_chunks_invalid,
+    /// Chunks dropped with a user message larger than MAX_MESSAGE_BYTES or
+    /// an SCTP buffer (or of more than MAX_FRAGMENTS fragments).
+    sctp_oversize,
+    /// SCTP user messages handed to the SIP stage, each one message.
+    sctp_user_messages,
     /// SIP messages recognised.
     sip_messages,
     /// SIP messages the filter did not select.

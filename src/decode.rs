@@ -6,23 +6,26 @@
 //! loopback), then IPv4 or IPv6 with its extension headers in any order
 //! RFC 8200 allows (`ip`, by hand: etherparse cannot stop at a Fragment
 //! header or take the captured length for an IPv4 total length of 0), then
-//! UDP or TCP with etherparse. The result borrows the frame: nothing is
+//! UDP or TCP with etherparse, or SCTP (`sctp`: the common header and
+//! chunks). The result borrows the frame: nothing is
 //! copied. Each result carries its [`Context`]: the capture interface and
 //! the encapsulations peeled (the VLAN tag stack), which the reassembly
 //! keys include so that equal addresses seen in different places are
 //! never joined.
 //!
 //! What it does not do: reassemble. IP fragments come out as
-//! [`Decoded::Fragment`] and TCP payloads as segments, for `defrag` and
-//! `tcp`. It does not look at the payload either: SIP is
+//! [`Decoded::Fragment`], TCP payloads as segments and SCTP packets whole,
+//! for `defrag`, `tcp` and `sctp`. It does not look at the payload either: SIP is
 //! recognised by content in the SIP stage, on any port.
 
 mod ip;
+mod sctp;
 
 use core::net::{IpAddr, SocketAddr};
 use etherparse::{MacsecSlice, TcpSlice, UdpSlice};
 pub use ip::MAX_IPV6_EXTENSION_HEADERS;
 use ip::{Chain, ChainStart, Ipv4Packet, Ipv6Packet};
+pub use sctp::{Chunk, Chunks, DataChunk, MessageId, SctpPacket};
 
 /// The link-layer header types sip-capture understands, by their libpcap
 /// LINKTYPE_ value.
@@ -123,6 +126,7 @@ impl Context {
 pub enum Transport {
     Udp,
     Tcp,
+    Sctp,
 }
 
 impl Transport {
@@ -130,6 +134,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Sctp => "sctp",
         }
     }
 }
@@ -184,12 +189,23 @@ pub struct Fragment<'a> {
     pub payload: &'a [u8],
 }
 
+/// An SCTP packet (RFC 9260): where it was observed, its endpoints and
+/// its chunks, for the SCTP reassembler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sctp<'a> {
+    pub context: Context,
+    pub src: SocketAddr,
+    pub dst: SocketAddr,
+    pub packet: SctpPacket<'a>,
+}
+
 /// What a frame turned out to carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded<'a> {
     Segment(Segment<'a>),
+    Sctp(Sctp<'a>),
     Fragment(Fragment<'a>),
-    /// Valid, but nothing sip-capture looks at (ARP, ICMP, SCTP, ESP, ...).
+    /// Valid, but nothing sip-capture looks at (ARP, ICMP, ESP, ...).
     Other,
 }
 
@@ -376,8 +392,8 @@ pub fn decode_transport(
     upper_layer(context, src, dst, start, protocol, datagram)
 }
 
-/// The UDP or TCP header (IANA protocol numbers 17 and 6) at the start of
-/// `data`.
+/// The UDP, TCP or SCTP header (IANA protocol numbers 17, 6 and 132) at
+/// the start of `data`.
 fn transport(
     context: Context,
     src: IpAddr,
@@ -387,6 +403,7 @@ fn transport(
 ) -> Result<Decoded<'_>, DecodeError> {
     const TCP: u8 = 6;
     const UDP: u8 = 17;
+    const SCTP: u8 = 132;
     Ok(match protocol {
         UDP => {
             let udp = UdpSlice::from_slice(data).map_err(|_| DecodeError::Malformed)?;
@@ -411,6 +428,15 @@ fn transport(
                     fin: tcp.fin(),
                     rst: tcp.rst(),
                 }),
+            })
+        }
+        SCTP => {
+            let packet = SctpPacket::new_checked(data)?;
+            Decoded::Sctp(Sctp {
+                context,
+                src: SocketAddr::new(src, packet.source_port()),
+                dst: SocketAddr::new(dst, packet.destination_port()),
+                packet,
             })
         }
         _ => Decoded::Other,

@@ -13,21 +13,26 @@
 //! ```text
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
 //!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
-//!  pcap-parser UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
-//!                          (streams)       headers
+//!  pcap-parser UDP/TCP/    tcp + split     line,               base64       byte ring QoS 1
+//!              SCTP        (streams),      headers
+//!                          sctp (chunks)
 //! ```
 //!
 //! - [`capture`]: frames from a live interface (libpcap, non-blocking,
 //!   `poll(2)`) or a pcap/pcapng file ([`pcapfile`], pure Rust: each frame
 //!   with its own interface's link type and timestamp resolution).
-//! - [`decode`]: a frame to a UDP datagram or TCP segment (Ethernet with
-//!   VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4 and IPv6 with
-//!   extension headers), and where it was observed (interface, VLAN tags),
+//! - [`decode`]: a frame to a UDP datagram, TCP segment or SCTP packet
+//!   (Ethernet with VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4
+//!   and IPv6 with extension headers; SCTP chunks, RFC 9260), and where it was observed (interface, VLAN tags),
 //!   which the reassembly keys include. Zero-copy.
 //! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
 //! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
 //!   buffer pool; [`split`] cuts a stream into SIP messages by
 //!   Content-Length, skipping keep-alives and junk.
+//! - [`sctp`]: SCTP user messages from DATA and I-DATA chunks (RFC 9260,
+//!   RFC 8260), fragments joined per association and stream, duplicate
+//!   TSNs dropped, in fixed buffers; each user message is one SIP message
+//!   (RFC 4168).
 //! - [`sip`]: recognises SIP by its start line, on any port, and gives a
 //!   zero-copy view of start line, headers (compact forms equal to long
 //!   ones) and body.
@@ -84,6 +89,7 @@ pub mod pipeline;
 pub mod privileges;
 pub mod publish;
 pub mod queue;
+pub mod sctp;
 pub mod sip;
 pub mod split;
 pub mod tcp;

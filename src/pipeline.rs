@@ -14,17 +14,19 @@ use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
 use crate::publish::{self, Settings};
 use crate::queue::Queue;
+use crate::sctp::SctpReassembler;
 use crate::sip::Message;
 use crate::tcp::TcpReassembler;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// The stages from a captured frame to SIP messages: decode, reassemble
-/// (IP fragments, TCP streams), recognise SIP. Shared by the agent and
+/// (IP fragments, TCP streams, SCTP user messages), recognise SIP. Shared by the agent and
 /// `filter-test`.
 pub struct Extractor<'c> {
     defrag: Defrag,
     tcp: TcpReassembler,
+    sctp: SctpReassembler,
     counters: &'c Counters,
 }
 
@@ -37,6 +39,7 @@ impl<'c> Extractor<'c> {
                 limits.frag_timeout_ms,
             ),
             tcp: TcpReassembler::new(limits, max_message),
+            sctp: SctpReassembler::new(limits, max_message),
             counters,
         }
     }
@@ -56,6 +59,7 @@ impl<'c> Extractor<'c> {
         };
         match decode::decode(link, frame.interface, frame.data) {
             Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, sip),
+            Ok(Decoded::Sctp(packet)) => self.sctp.add(time, &packet, c, sip),
             Ok(Decoded::Fragment(fragment)) => {
                 let Some(datagram) = self.defrag.add(time, &fragment, c) else {
                     return;
@@ -70,6 +74,7 @@ impl<'c> Extractor<'c> {
                     Ok(Decoded::Segment(segment)) => {
                         deliver(&mut self.tcp, c, datagram.first_seen, &segment, sip)
                     }
+                    Ok(Decoded::Sctp(packet)) => self.sctp.add(datagram.first_seen, &packet, c, sip),
                     Ok(_) => Counters::inc(&c.not_udp_tcp),
                     Err(e) => count_error(c, e),
                 }
@@ -87,11 +92,13 @@ impl<'c> Extractor<'c> {
         self.tcp.advance(now, c, &mut recognise(c, on_message));
     }
 
-    /// End of the capture: unfinished datagrams will never complete, and
-    /// every TCP stream ends; its complete messages go to `on_message`.
+    /// End of the capture: unfinished datagrams and SCTP user messages
+    /// will never complete, and every TCP stream ends; its complete
+    /// messages go to `on_message`.
     pub fn finish(&mut self, on_message: &mut dyn FnMut(&Origin, &Message<'_>)) {
         let c = self.counters;
         self.defrag.expire_all(c);
+        self.sctp.finish(c);
         self.tcp.finish(c, &mut recognise(c, on_message));
     }
 }
@@ -106,7 +113,8 @@ fn count_error(c: &Counters, error: DecodeError) {
 /// The bytes of one message to a SIP message, counted either way. A UDP
 /// payload holds one message, which ends at its Content-Length (RFC 3261
 /// 18.3; the bytes after it are counted, not published); a message framed
-/// from a TCP stream is whole.
+/// from a TCP stream is whole, and so is an SCTP user message (RFC 4168
+/// §5: one SIP message each).
 fn recognise<'a>(
     c: &'a Counters,
     on_message: &'a mut dyn FnMut(&Origin, &Message<'_>),
@@ -121,6 +129,10 @@ fn recognise<'a>(
                 Counters::inc(&c.tcp_messages);
                 (message, 0)
             }),
+            Transport::Sctp => {
+                Counters::inc(&c.sctp_user_messages);
+                Message::parse(raw).map(|message| (message, 0))
+            }
         };
         match parsed {
             Some((message, trailing)) => {

@@ -71,13 +71,14 @@ CSeq: 1 INVITE\r\nContent-Length: {}\r\n\r\n{body}",
 }
 
 /// Ethernet frames of mixed traffic: UDP messages, TCP streams of messages
-/// split over segments, and fragmented IPv4 and IPv6 datagrams.
+/// split over segments, fragmented IPv4 and IPv6 datagrams, and SCTP
+/// associations sending a message in one DATA chunk and one in two.
 fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
     let mut frames = Vec::with_capacity(count);
     let mut n = 0;
     while frames.len() < count {
         n += 1;
-        match n % 4 {
+        match n % 5 {
             0 => {
                 let b = PacketBuilder::ethernet2([1; 6], [2; 6])
                     .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
@@ -118,11 +119,45 @@ fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
                 frames.push(f);
             }
             2 => frames.extend(fragmented_ipv4(n, &message("UDP", n, 2500))),
-            _ => frames.extend(fragmented_ipv6(n, &message("UDP", n, 2500))),
+            3 => frames.extend(fragmented_ipv6(n, &message("UDP", n, 2500))),
+            _ => {
+                // One association per port: more than SCTP_MAX_ASSOCIATIONS.
+                let port = 10_000 + (n % 20_000) as u16;
+                let (whole, split) = (message("SCTP", n, 100), message("SCTP", n + 1, 900));
+                let tsn = (n as u32).wrapping_mul(7919);
+                let half = split.len() / 2;
+                frames.push(sctp_frame(port, &data_chunk(3, tsn, &whole)));
+                frames.push(sctp_frame(port, &data_chunk(2, tsn + 1, &split[..half])));
+                frames.push(sctp_frame(port, &data_chunk(1, tsn + 2, &split[half..])));
+            }
         }
     }
     frames.truncate(count);
     frames
+}
+
+/// A DATA chunk (RFC 9260 §3.3.1) with `flags` (B 2, E 1), padded.
+fn data_chunk(flags: u8, tsn: u32, payload: &[u8]) -> Vec<u8> {
+    let mut c = vec![0, flags];
+    c.extend_from_slice(&((16 + payload.len()) as u16).to_be_bytes());
+    c.extend_from_slice(&tsn.to_be_bytes());
+    c.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]); // stream 0, SSN 0, PPID 0
+    c.extend_from_slice(payload);
+    c.resize(c.len().next_multiple_of(4), 0);
+    c
+}
+
+/// An SCTP packet over IPv4 from `port` to 5060; its checksum is left
+/// zero, as offload leaves it on the sending host (counted, not dropped).
+fn sctp_frame(port: u16, chunks: &[u8]) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00, 0x45, 0];
+    f.extend_from_slice(&((20 + 12 + chunks.len()) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 0, 64, 132, 0, 0, 10, 0, 3, 1, 10, 0, 3, 2]);
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&5060u16.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 9, 0, 0, 0, 0]);
+    f.extend_from_slice(chunks);
+    f
 }
 
 fn udp_datagram(payload: &[u8]) -> Vec<u8> {
@@ -266,6 +301,8 @@ fn no_allocation_per_packet_after_warm_up() {
         "heap allocations on the capture thread after warm-up"
     );
     assert!(c(&counters.frag_reassembled) > 1000 && c(&counters.tcp_flows) > 1000);
+    assert!(c(&counters.sctp_user_messages) > 1000 && c(&counters.sctp_associations_evicted) > 0);
+    assert_eq!(c(&counters.sctp_chunks_evicted) + c(&counters.sctp_duplicates), 0);
     assert_eq!(c(&counters.published), c(&counters.acknowledged));
     assert_eq!(received, c(&counters.acknowledged));
     assert_eq!(
@@ -347,7 +384,7 @@ fn no_allocation_per_packet_reading_files() {
         let counters = Counters::default();
         let mut source = capture::open(
             &Source::File(path.clone()),
-            Some("udp or tcp or ip[6:2] & 0x1fff != 0 or ip6"),
+            Some("udp or tcp or sctp or ip[6:2] & 0x1fff != 0 or ip6"),
             0,
             0,
         )

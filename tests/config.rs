@@ -167,6 +167,22 @@ fn tcp_hole_bounds() {
 }
 
 #[test]
+fn sctp_bounds() {
+    refused_with(
+        &["--sctp-max-associations", "0"],
+        &["SCTP_MAX_ASSOCIATIONS", "0", "whole number"],
+    );
+    refused_with(
+        &["--sctp-buffer-bytes", "512"],
+        &["SCTP_BUFFER_BYTES", "512", "whole number"],
+    );
+    refused_with(
+        &["--sctp-buffers", "lots"],
+        &["SCTP_BUFFERS", "lots", "whole number"],
+    );
+}
+
+#[test]
 fn bad_bpf_filter() {
     refused_with(
         &["--bpf-filter", "udp and and"],

@@ -29,6 +29,11 @@ fn tcp_stream_corpus() {
 }
 
 #[test]
+fn sctp_chunks_corpus() {
+    replay("sctp_chunks", targets::sctp_chunks);
+}
+
+#[test]
 fn sip_message_corpus() {
     replay("sip_message", targets::sip_message);
 }

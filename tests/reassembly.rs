@@ -85,14 +85,17 @@ fn port_filter_that_keeps_fragments() {
     assert_eq!(envelopes.len(), 1);
 }
 
-/// The live default BPF keeps fragments too.
+/// The live default BPF keeps fragments too, and SCTP over IPv4 and IPv6
+/// (also in IP fragments).
 #[test]
-fn default_live_bpf_keeps_fragments() {
+fn default_live_bpf_keeps_fragments_and_sctp() {
     let bpf = sip_capture::config::DEFAULT_LIVE_BPF;
     for (name, expected) in [
         ("sip-i.pcap", 2),
         ("generated/ipv6-fragments.pcap", 1),
         ("sip-i_vlan100.pcap", 2),
+        ("generated/sctp-single-chunks.pcap", 6),
+        ("generated/sctp-fragmented.pcap", 3),
     ] {
         let (envelopes, _) = envelopes_of(&pcap(name), &["--bpf-filter", bpf]);
         assert_eq!(envelopes.len(), expected, "{name}");

@@ -372,6 +372,7 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
                 "frag_fragments",
                 "udp_datagrams",
                 "tcp_segments",
+                "sctp_packets",
             ],
         ),
         // Every fragment joins a datagram or is dropped with it.
@@ -385,8 +386,25 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
                 "frag_too_large",
             ],
         ),
-        // Every UDP datagram holds a SIP message or is not SIP.
-        (&["udp_datagrams", "tcp_messages"], &["sip_messages", "not_sip"]),
+        // Every DATA or I-DATA chunk joins a user message or is dropped
+        // for one reason.
+        (
+            &["sctp_data_chunks"],
+            &[
+                "sctp_duplicates",
+                "sctp_chunks_joined",
+                "sctp_chunks_evicted",
+                "sctp_chunks_expired",
+                "sctp_chunks_invalid",
+                "sctp_oversize",
+            ],
+        ),
+        // Every UDP datagram and SCTP user message holds a SIP message or
+        // is not SIP.
+        (
+            &["udp_datagrams", "sctp_user_messages", "tcp_messages"],
+            &["sip_messages", "not_sip"],
+        ),
         // Every SIP message is queued or dropped for one reason.
         (
             &["sip_messages"],

@@ -956,6 +956,402 @@ def sipfrag_resync():
                       "tcp_partial_messages": 0, "sip_messages": 2})
 
 
+
+# --- SIP over SCTP (RFC 4168) --------------------------------------------
+
+
+def _crc32c_table():
+    table = []
+    for i in range(256):
+        crc = i
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x82F63B78 if crc & 1 else 0)
+        table.append(crc)
+    return table
+
+
+CRC32C_TABLE = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC32c (Castagnoli), as RFC 9260 Appendix A computes it."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = CRC32C_TABLE[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+def pad4(data):
+    return data + b"\0" * (-len(data) % 4)
+
+
+def chunk(kind, flags, value):
+    """A chunk (RFC 9260 §3.2): Chunk Length without the padding, which
+    the packet adds."""
+    return struct.pack("!BBH", kind, flags, 4 + len(value)) + value
+
+
+def data_chunk(tsn, sid, ssn, payload, b=True, e=True, u=False, ppid=0):
+    """DATA (RFC 9260 §3.3.1): flags U, B, E."""
+    flags = (4 if u else 0) | (2 if b else 0) | (1 if e else 0)
+    return chunk(0, flags, struct.pack("!IHHI", tsn, sid, ssn, ppid) + payload)
+
+
+def idata_chunk(tsn, sid, mid, fsn, payload, b=True, e=True, u=False, ppid=0):
+    """I-DATA (RFC 8260 §2.1): the first fragment carries the PPID where
+    the others carry their Fragment Sequence Number."""
+    flags = (4 if u else 0) | (2 if b else 0) | (1 if e else 0)
+    return chunk(64, flags, struct.pack("!IHHII", tsn, sid, 0, mid, ppid if b else fsn) + payload)
+
+
+def sack(cumulative_tsn):
+    """SACK (RFC 9260 §3.3.4), no gap blocks."""
+    return chunk(3, 0, struct.pack("!IIHH", cumulative_tsn, 65536, 0, 0))
+
+
+def init(kind, tag, tsn, idata=False, cookie=None):
+    """INIT (1) or INIT ACK (2): Initiate Tag, a_rwnd, 10 outbound and
+    inbound streams, Initial TSN; INIT ACK with its State Cookie (7); the
+    Supported Extensions parameter (0x8008) offering I-DATA (RFC 8260 §2.2).
+    Each parameter is padded to 4 bytes but the last, whose padding is the
+    chunk's (RFC 9260 §3.2)."""
+    params = []
+    if cookie is not None:
+        params.append(struct.pack("!HH", 7, 4 + len(cookie)) + cookie)
+    if idata:
+        params.append(struct.pack("!HHB", 0x8008, 5, 64))
+    padded = b"".join(pad4(x) for x in params[:-1]) + b"".join(params[-1:])
+    return chunk(kind, 0, struct.pack("!IIHHI", tag, 65536, 10, 10, tsn) + padded)
+
+
+def sctp(sport, dport, tag, chunks, bad_crc=False):
+    """An SCTP packet (RFC 9260 §3): the common header, the chunks each
+    padded to 4 bytes, the CRC32c over it all with the field zero, stored
+    least significant byte first (Appendix A)."""
+    body = b"".join(pad4(c) for c in chunks)
+    crc = crc32c(struct.pack("!HHII", sport, dport, tag, 0) + body)
+    if bad_crc:
+        crc ^= 0x5A5A5A5A
+    return struct.pack("!HHI", sport, dport, tag) + struct.pack("<I", crc) + body
+
+
+SCTP_CLIENT, SCTP_SERVER = ("192.0.2.1", 5060), ("192.0.2.2", 5060)
+
+
+class Association:
+    """An SCTP association between SCTP_CLIENT and SCTP_SERVER (or their
+    IPv6 counterparts), set up with INIT, INIT ACK, COOKIE ECHO and COOKIE
+    ACK. Each side numbers its DATA chunks from its Initial TSN; `next_tsn`
+    hands them out. The peer's Verification Tag goes in each packet."""
+
+    def __init__(self, pcap, tags=(), v6=False, idata=False, client_tag=0x1A2B3C4D, server_tag=0x5E6F7081,
+                 tsn=1000):
+        self.pcap, self.tags, self.v6 = pcap, tags, v6
+        self.tag = {True: server_tag, False: client_tag}  # by from_client: the receiver's tag
+        self.tsn = {True: tsn, False: tsn + 4000}
+        self.ssn = {}
+        self.mid = {}
+        cookie = b"state-cookie-" + struct.pack("!I", client_tag)
+        self.packet([init(1, client_tag, self.tsn[True], idata)], tag=0)
+        self.packet([init(2, server_tag, self.tsn[False], idata, cookie)], from_client=False)
+        self.packet([chunk(10, 0, cookie)])
+        self.packet([chunk(11, 0, b"")], from_client=False)
+
+    def address(self, from_client):
+        host, port = SCTP_CLIENT if from_client else SCTP_SERVER
+        if self.v6:
+            host = "2001:db8::1" if from_client else "2001:db8::2"
+        return host, port
+
+    def endpoint(self, from_client):
+        host, port = self.address(from_client)
+        return f"[{host}]:{port}" if self.v6 else f"{host}:{port}"
+
+    def ip(self, from_client, payload):
+        (src, _), (dst, _) = self.address(from_client), self.address(not from_client)
+        if self.v6:
+            return ipv6(src, dst, 132, payload), 0x86DD
+        return ipv4(src, dst, 132, payload), 0x0800
+
+    def packet(self, chunks, from_client=True, tag=None, bad_crc=False, at=None):
+        """Send `chunks` in one packet; returns its capture time."""
+        (_, sport), (_, dport) = self.address(from_client), self.address(not from_client)
+        tag = self.tag[from_client] if tag is None else tag
+        packet, ether_type = self.ip(from_client, sctp(sport, dport, tag, chunks, bad_crc))
+        return self.pcap.add(ether(packet, ether_type, self.tags), at)
+
+    def next_tsn(self, from_client=True):
+        self.tsn[from_client] += 1
+        return self.tsn[from_client] - 1
+
+    def next_ssn(self, sid, from_client=True):
+        key = (from_client, sid)
+        self.ssn[key] = self.ssn.get(key, -1) + 1
+        return self.ssn[key]
+
+    def next_mid(self, sid, unordered=False, from_client=True):
+        key = (from_client, sid, unordered)
+        self.mid[key] = self.mid.get(key, -1) + 1
+        return self.mid[key]
+
+    def fragments(self, msg, size, sid=0, unordered=False, from_client=True):
+        """The DATA chunks of user message `msg` cut into `size` bytes."""
+        data = msg.encode() if isinstance(msg, str) else msg
+        ssn = 0 if unordered else self.next_ssn(sid, from_client)
+        parts = [data[a:a + size] for a in range(0, len(data), size)]
+        return [data_chunk(self.next_tsn(from_client), sid, ssn, part, b=i == 0, e=i == len(parts) - 1,
+                           u=unordered) for i, part in enumerate(parts)]
+
+    def idata_fragments(self, msg, size, sid=0, unordered=False, from_client=True):
+        """The I-DATA chunks of `msg` cut into `size` bytes (TSNs taken when
+        sent: see `send_idata`)."""
+        data = msg.encode() if isinstance(msg, str) else msg
+        mid = self.next_mid(sid, unordered, from_client)
+        parts = [data[a:a + size] for a in range(0, len(data), size)]
+        return [(sid, mid, i, part, i == 0, i == len(parts) - 1, unordered) for i, part in enumerate(parts)]
+
+    def idata(self, fragment, from_client=True):
+        sid, mid, fsn, part, b, e, u = fragment
+        return idata_chunk(self.next_tsn(from_client), sid, mid, fsn, part, b=b, e=e, u=u)
+
+    def expect(self, msg, at, from_client=True):
+        self.pcap.expect(msg, at, self.endpoint(from_client), self.endpoint(not from_client), "sctp")
+
+
+def sip_reply(n, method="INVITE", body=""):
+    return (f"SIP/2.0 200 OK\r\nVia: SIP/2.0/SCTP 192.0.2.1:5060;branch=z9hG4bK-{method.lower()}-{n}\r\n"
+            f"From: <sip:alice@192.0.2.1>;tag={n}\r\nTo: <sip:bob@192.0.2.2>;tag=b{n}\r\n"
+            f"Call-ID: {n}@generated\r\nCSeq: {n} {method}\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+
+
+def sctp_sip(method, n, body=""):
+    """A SIP request sent over SCTP (RFC 4168 §4: Via transport SCTP)."""
+    return sip(method, n, body).replace("SIP/2.0/TCP", "SIP/2.0/SCTP")
+
+
+def sctp_single_chunks():
+    """An association over IPv4 and one over IPv6: INIT handshake, then
+    requests and responses each in one DATA chunk (B and E set), SACKs
+    alone and bundled before DATA."""
+    p = Pcap("sctp-single-chunks")
+    for v6 in (False, True):
+        # Tags and TSNs are random in a real stack: two associations differ.
+        a = Association(p, v6=v6, client_tag=0x1A2B3C4D + v6, server_tag=0x5E6F7081 + v6, tsn=1000 + 7 * v6)
+        invite, ok, ack = sctp_sip("INVITE", 1 + v6, "v=0\r\n"), sip_reply(1 + v6, body="v=0\r\n"), sctp_sip("ACK", 1 + v6)
+        a.expect(invite, a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), invite.encode())]))
+        a.expect(ok, a.packet([sack(a.tsn[True] - 1), data_chunk(a.next_tsn(False), 0, a.next_ssn(0, False), ok.encode())],
+                              from_client=False), from_client=False)
+        a.expect(ack, a.packet([sack(a.tsn[False] - 1), data_chunk(a.next_tsn(), 0, a.next_ssn(0), ack.encode())]))
+        a.packet([sack(a.tsn[True] - 1)], from_client=False)
+    p.write(counters={"sctp_packets": 16, "sctp_data_chunks": 6, "sctp_chunks_joined": 6, "sctp_user_messages": 6,
+                      "sctp_associations": 4, "sctp_bad_checksums": 0, "not_udp_tcp": 0})
+
+
+def sctp_fragmented():
+    """A 3 KB INVITE in DATA chunks of 1000 bytes (B, middle, E), one
+    packet each; a second one whose middle fragment arrives last (its
+    message is complete only then); a third over IPv4 fragments (the
+    SCTP packet larger than the path, split by IP)."""
+    p = Pcap("sctp-fragmented")
+    a = Association(p)
+    body = "".join(f"a=x-line:{i:04d}\r\n" for i in range(170))
+    first, second = sctp_sip("INVITE", 10, body), sctp_sip("INVITE", 11, body)
+    f1 = a.fragments(first, 1000)
+    at = [a.packet([c]) for c in f1]
+    a.expect(first, at[-1])
+    f2 = a.fragments(second, 1000)
+    for c in f2[:1] + f2[2:]:
+        a.packet([c])
+    a.expect(second, a.packet([f2[1]]))
+    third = sctp_sip("MESSAGE", 12, "m" * 1800)
+    packet = ipv4("192.0.2.1", "192.0.2.2", 132,
+                  sctp(5060, 5060, a.tag[True], [data_chunk(a.next_tsn(), 0, a.next_ssn(0), third.encode())]))
+    payload = packet[20:]
+    ident = 77
+    for off in range(0, len(payload), 1200):
+        part = payload[off:off + 1200]
+        frag = ipv4("192.0.2.1", "192.0.2.2", 132, part, ident=ident, offset=off, more=off + 1200 < len(payload))
+        p.add(ether(frag))
+    a.expect(third, p.frames[-2][0])  # a reassembled datagram has its first fragment's time
+    chunks = len(f1) + len(f2) + 1
+    p.write(counters={"sctp_data_chunks": chunks, "sctp_chunks_joined": chunks, "sctp_user_messages": 3,
+                      "frag_reassembled": 1})
+
+
+def sctp_bundled():
+    """Several DATA chunks in one packet (bundling, RFC 9260 §6.10), with
+    a SACK first and user data of odd lengths (padding); also the
+    fragments of a message bundled in one packet with whole messages."""
+    p = Pcap("sctp-bundled")
+    a = Association(p)
+    msgs = [sctp_sip("OPTIONS", 20 + n, "o" * n) for n in range(3)]
+    at = a.packet([sack(5000)] + [data_chunk(a.next_tsn(), 0, a.next_ssn(0), m.encode()) for m in msgs])
+    for m in msgs:
+        a.expect(m, at)
+    big, small = sctp_sip("NOTIFY", 23, "n" * 700), sctp_sip("OPTIONS", 24)
+    frags = a.fragments(big, 301)
+    at = a.packet(frags[:2])
+    at = a.packet(frags[2:] + [data_chunk(a.next_tsn(), 0, a.next_ssn(0), small.encode())])
+    a.expect(big, at)
+    a.expect(small, at)
+    p.write(counters={"sctp_packets": 7, "sctp_data_chunks": 3 + len(frags) + 1, "sctp_user_messages": 5})
+
+
+def sctp_idata():
+    """I-DATA (RFC 8260), negotiated in INIT: fragments of two messages on
+    streams 1 and 2 interleaved (TSNs alternate, each message's FSNs count
+    0, 1, ...), an unordered one, and a whole one."""
+    p = Pcap("sctp-idata")
+    a = Association(p, idata=True)
+    m1, m2 = sctp_sip("INVITE", 30, "v=0\r\n" + "a" * 900), sctp_sip("SUBSCRIBE", 31, "s" * 700)
+    f1, f2 = a.idata_fragments(m1, 400, sid=1), a.idata_fragments(m2, 400, sid=2)
+    times = {}
+    for i in range(max(len(f1), len(f2))):
+        for name, f in (("m1", f1), ("m2", f2)):
+            if i < len(f):
+                times[name] = a.packet([a.idata(f[i])])
+    a.expect(m2, times["m2"])
+    a.expect(m1, times["m1"])
+    u = sctp_sip("MESSAGE", 32, "u" * 500)
+    fu = a.idata_fragments(u, 300, sid=1, unordered=True)
+    for f in fu[:-1]:
+        a.packet([a.idata(f)])
+    a.expect(u, a.packet([a.idata(fu[-1])]))
+    whole = sctp_sip("BYE", 30)
+    a.expect(whole, a.packet([a.idata(a.idata_fragments(whole, 2000, sid=1)[0])]))
+    p.messages.sort(key=lambda m: m["time"])
+    chunks = len(f1) + len(f2) + len(fu) + 1
+    p.write(counters={"sctp_data_chunks": chunks, "sctp_chunks_joined": chunks, "sctp_user_messages": 4,
+                      "sctp_duplicates": 0})
+
+
+def sctp_duplicates():
+    """Retransmissions (RFC 9260 §6.3.3): a whole message sent again with
+    its TSN, a fragment sent again, and a packet bundling a retransmitted
+    chunk with a new one. Each message is published once."""
+    p = Pcap("sctp-duplicates")
+    a = Association(p)
+    m1, m2, m3 = sctp_sip("REGISTER", 40), sctp_sip("REGISTER", 41, "r" * 1500), sctp_sip("OPTIONS", 42)
+    c1 = data_chunk(a.next_tsn(), 0, a.next_ssn(0), m1.encode())
+    a.expect(m1, a.packet([c1]))
+    a.packet([c1], at=p.last() + 1_000_000)  # T3-rtx expiry: 1 s
+    f = a.fragments(m2, 600)
+    for c in f[:-1]:
+        a.packet([c])
+    a.packet([f[0]])  # retransmitted fragment
+    a.expect(m2, a.packet([f[-1]]))
+    c3 = data_chunk(a.next_tsn(), 0, a.next_ssn(0), m3.encode())
+    a.expect(m3, a.packet([f[-1], c3]))
+    p.write(counters={"sctp_data_chunks": len(f) + 5, "sctp_duplicates": 3, "sctp_chunks_joined": len(f) + 2,
+                      "sctp_user_messages": 3})
+
+
+def sctp_streams():
+    """Three streams: fragments of messages on streams 1, 2 and 3
+    interleaved chunk by chunk (each message's TSNs consecutive, as a
+    DATA sender sends them; the streams' packets reordered by the
+    network), and whole messages on stream 0 between them."""
+    p = Pcap("sctp-streams")
+    a = Association(p)
+    msgs = [sctp_sip("INFO", 50 + s, f"stream {s}\r\n" + "i" * 600) for s in range(1, 4)]
+    frags = [a.fragments(m, 250, sid=s + 1) for s, m in enumerate(msgs)]
+    done = {}
+    for i in range(len(frags[0])):
+        for s in (2, 0, 1):
+            done[s] = a.packet([frags[s][i]])
+        w = sctp_sip("OPTIONS", 60 + i)
+        a.expect(w, a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), w.encode())]))
+    for s in (2, 0, 1):
+        a.expect(msgs[s], done[s])
+    p.messages.sort(key=lambda m: m["time"])
+    chunks = 4 * len(frags[0])
+    p.write(counters={"sctp_data_chunks": chunks, "sctp_chunks_joined": chunks,
+                      "sctp_user_messages": 3 + len(frags[0])})
+
+
+def sctp_unordered():
+    """Unordered DATA (U flag): a whole message, a fragmented one, and
+    ordered messages on the same stream whose SSNs the unordered ones
+    leave alone."""
+    p = Pcap("sctp-unordered")
+    a = Association(p)
+    u1, u2, o1 = sctp_sip("MESSAGE", 70), sctp_sip("MESSAGE", 71, "u" * 900), sctp_sip("MESSAGE", 72)
+    a.expect(u1, a.packet(a.fragments(u1, 2000, unordered=True)))
+    f = a.fragments(u2, 400, unordered=True)
+    a.packet([f[0]])
+    a.expect(o1, a.packet(a.fragments(o1, 2000)))
+    for c in f[1:-1]:
+        a.packet([c])
+    a.expect(u2, a.packet([f[-1]]))
+    chunks = len(f) + 2
+    p.write(counters={"sctp_data_chunks": chunks, "sctp_chunks_joined": chunks, "sctp_user_messages": 3})
+
+
+def sctp_bad_checksum():
+    """A packet whose CRC32c is wrong (as a mirror port shows a packet
+    whose checksum offload has yet to fill in): counted, used all the
+    same."""
+    p = Pcap("sctp-bad-checksum")
+    a = Association(p)
+    m1, m2 = sctp_sip("OPTIONS", 80), sctp_sip("OPTIONS", 81)
+    a.expect(m1, a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), m1.encode())], bad_crc=True))
+    a.expect(m2, a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), m2.encode())]))
+    p.write(counters={"sctp_bad_checksums": 1, "sctp_user_messages": 2})
+
+
+def sctp_on_vlans():
+    """Two associations with the same addresses, ports, Verification Tags
+    and TSNs on VLAN 10 and VLAN 20, their fragments interleaved packet by
+    packet: neither is spliced into the other, and neither's TSNs are
+    taken for the other's duplicates."""
+    p = Pcap("sctp-same-association-on-vlans")
+    assocs = [Association(p, tags=[(0x8100, vid)]) for vid in (10, 20)]
+    msgs = [sctp_sip("INVITE", 90 + i, f"v=0\r\no=vlan-{i}\r\n" + "v" * 700) for i in range(2)]
+    frags = [a.fragments(m, 300) for a, m in zip(assocs, msgs)]
+    for i in range(len(frags[0])):
+        for a, f, m in zip(assocs, frags, msgs):
+            at = a.packet([f[i]])
+            if i == len(f) - 1:
+                a.expect(m, at)
+    p.write(counters={"sctp_associations": 2, "sctp_duplicates": 0, "sctp_chunks_joined": 2 * len(frags[0]),
+                      "sctp_user_messages": 2})
+
+
+def sctp_limits():
+    """Bounds: with SCTP_BUFFER_BYTES 1024 a fragmented 2 KB message is
+    dropped and counted (its three chunks), and with MAX_MESSAGE_BYTES 1024
+    so is a 1.2 KB message in one chunk; with SCTP_BUFFERS 1, a message
+    whose last fragment never comes holds the buffer until another
+    fragmented message needs it (evicted); a fragment whose message never
+    completes is counted at the end of the capture; a DATA chunk without
+    user data is invalid; and a chunk whose length runs past its packet is
+    malformed."""
+    p = Pcap("sctp-limits")
+    a = Association(p)
+    big, whole = sctp_sip("MESSAGE", 100, "b" * 1800), sctp_sip("MESSAGE", 101, "w" * 1100)
+    for c in a.fragments(big, 700):
+        a.packet([c])
+    a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), whole.encode())])
+    lost = a.fragments(sctp_sip("NOTIFY", 102, "n" * 500), 300)
+    a.packet([lost[0]])
+    ok = sctp_sip("NOTIFY", 103, "k" * 500)
+    f = a.fragments(ok, 300)
+    for c in f[:-1]:
+        a.packet([c])
+    a.expect(ok, a.packet([f[-1]]))
+    a.packet([data_chunk(a.next_tsn(), 0, a.next_ssn(0), b"")])
+    tail = a.fragments(sctp_sip("NOTIFY", 104, "t" * 500), 300)
+    a.packet([tail[0]])
+    cut = data_chunk(a.next_tsn(), 0, a.next_ssn(0), sctp_sip("OPTIONS", 105).encode())
+    cut = cut[:2] + struct.pack("!H", len(cut) + 40) + cut[4:]
+    a.packet([cut])
+    p.write(counters={"sctp_oversize": 4, "sctp_chunks_evicted": 1, "sctp_chunks_expired": 1,
+                      "sctp_chunks_invalid": 1, "sctp_malformed_chunks": 1, "sctp_chunks_joined": len(f),
+                      "sctp_user_messages": 1},
+            args=["--sctp-buffer-bytes", "1024", "--max-message-bytes", "1024", "--sctp-buffers", "1"])
+
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
                  cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing,
@@ -963,5 +1359,7 @@ if __name__ == "__main__":
                  fragments_on_two_vlans, fragments_qinq, tcp_streams_on_vlans, ipv4_total_length_zero_tcp,
                  ipv4_total_length_zero_udp, ipv6_extension_headers, ipv6_fragment_destination_options,
                  hole_time_bound, hole_data_bound, hole_fin, hole_rst, hole_idle_expiry, hole_evicted,
-                 hole_end_of_file, snaplen_cut, sipfrag_resync]:
+                 hole_end_of_file, snaplen_cut, sipfrag_resync,
+                 sctp_single_chunks, sctp_fragmented, sctp_bundled, sctp_idata, sctp_duplicates, sctp_streams,
+                 sctp_unordered, sctp_bad_checksum, sctp_on_vlans, sctp_limits]:
         make()

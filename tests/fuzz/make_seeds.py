@@ -6,7 +6,8 @@
 decode_frame: frames of the test captures, each prefixed with the index of
 its link type in targets.rs LINK_TYPES. tcp_stream: the original agent's
 splitter streams and generated messages cut into segments. sip_message: the
-RFC 4475 torture messages and the filter test messages.
+RFC 4475 torture messages and the filter test messages. sctp_chunks: the
+SCTP packets of the generated sctp-* captures, each as a whole packet.
 """
 
 import glob
@@ -58,6 +59,23 @@ if __name__ == "__main__":
         stream = open(path, "rb").read()
         for cut in (7, 64, 255):
             save("tcp_stream", segments(stream, cut))
+    for path in sorted(glob.glob(os.path.join(DATA, "pcaps", "generated", "sctp-*.pcap"))):
+        seed = b""
+        for _, frame in frames(path):
+            at = 12
+            while frame[at:at + 2] == b"\x81\x00":  # VLAN tags
+                at += 4
+            ether_type = frame[at:at + 2]
+            ip = frame[at + 2:]
+            if ether_type == b"\x08\x00" and ip[9] == 132 and not (ip[6] & 0x3F or ip[7]):
+                packet = ip[(ip[0] & 0xF) * 4:]
+            elif ether_type == b"\x86\xdd" and ip[6] == 132:
+                packet = ip[40:]
+            else:
+                continue
+            tag_bits = 1 if packet[4:8] == b"\0\0\0\0" else 0  # INIT, or another association
+            seed += bytes([tag_bits, len(packet) >> 8, len(packet) & 0xFF]) + packet
+        save("sctp_chunks", seed)
     for path in sorted(glob.glob(os.path.join(DATA, "rfc4475", "*.dat")) + glob.glob(os.path.join(DATA, "messages", "*.sip"))):
         message = open(path, "rb").read()
         save("sip_message", message)

@@ -5,10 +5,13 @@
 
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
-use sip_capture::decode::{self, Context, Decoded, LinkType, Segment, TcpHeader};
+use sip_capture::decode::{
+    self, Context, Decoded, LinkType, Sctp, SctpPacket, Segment, TcpHeader, Transport,
+};
 use sip_capture::defrag::Defrag;
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::filter::Filter;
+use sip_capture::sctp::SctpReassembler;
 use sip_capture::sip::Message;
 use sip_capture::split::Framer;
 use sip_capture::tcp::TcpReassembler;
@@ -116,6 +119,98 @@ pub fn tcp_stream(data: &[u8]) {
     let mut pending = data[used..cut].to_vec();
     pending.extend_from_slice(&data[cut..]);
     let _ = framer.split(&pending, 4096, &counters, |_, _| {});
+}
+
+/// The SCTP chunk reassembler: the input is a sequence of SCTP packets,
+/// each `[meta, len_hi, len_lo]` then `len` bytes; meta bits 0-1 pick one
+/// of four associations' addresses and places (two share addresses on
+/// different VLANs), bit 2 puts a common header with Verification Tag
+/// bits 3-4 before the bytes (which are then only chunks), bits 5-7 how far
+/// capture time moves. Two associations, two buffers of 1 KiB, messages of
+/// 512 bytes at most, so eviction, oversize and duplicates are reached.
+/// Every message that comes out is non-empty, at most 512 bytes, from its
+/// packet's addresses; at the end every DATA chunk is accounted for.
+pub fn sctp_chunks(data: &[u8]) {
+    let counters = Counters::default();
+    let limits = ReassemblyLimits {
+        sctp_associations: 2,
+        sctp_buffers: 2,
+        sctp_buffer_bytes: 1024,
+        ..ReassemblyLimits::defaults()
+    };
+    let mut sctp = SctpReassembler::new(&limits, 512);
+    let (a, b) = ("10.0.0.1:5060".parse().unwrap(), "10.0.0.2:5060".parse().unwrap());
+    let vlan = |id: u8| {
+        // A frame tagged `id` gives the context decode would.
+        let frame = [
+            &[2u8; 12][..],
+            &[0x81, 0, 0, id, 0x08, 0x00],
+            &[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2],
+        ]
+        .concat();
+        match decode::decode(LinkType::Ethernet, 0, &frame) {
+            Ok(Decoded::Segment(s)) => s.context,
+            _ => Context::default(),
+        }
+    };
+    let places = [
+        (a, b, vlan(10)),
+        (b, a, vlan(10)),
+        (a, b, vlan(20)),
+        (a, b, Context::default()),
+    ];
+    let mut ms = 0i64;
+    let mut rest = data;
+    let mut packet = Vec::new();
+    while let [meta, hi, lo, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*hi, *lo])).min(tail.len());
+        let (bytes, next) = tail.split_at(len);
+        rest = next;
+        ms += [0, 1, 10, 100, 1000, 2000, 30_000, 600_000][usize::from(meta >> 5)];
+        let now = Timestamp {
+            secs: 1 + ms / 1000,
+            micros: (ms % 1000) as u32 * 1000,
+        };
+        packet.clear();
+        if meta & 4 != 0 {
+            packet.extend_from_slice(&[0x13, 0xc4, 0x13, 0xc4, 0, 0, 0, meta >> 3 & 3, 0, 0, 0, 0]);
+        }
+        packet.extend_from_slice(bytes);
+        let Ok(view) = SctpPacket::new_checked(&packet) else {
+            continue;
+        };
+        let (src, dst, context) = places[usize::from(meta & 3)];
+        let p = Sctp {
+            context,
+            src,
+            dst,
+            packet: view,
+        };
+        sctp.add(now, &p, &counters, &mut |origin, message| {
+            assert_eq!(origin.transport, Transport::Sctp);
+            assert_eq!((origin.src, origin.dst, origin.time), (src, dst, now));
+            assert!(
+                !message.is_empty() && message.len() <= 512,
+                "{} bytes",
+                message.len()
+            );
+        });
+    }
+    sctp.finish(&counters);
+    let c = &counters;
+    let fates = [
+        &c.sctp_duplicates,
+        &c.sctp_chunks_joined,
+        &c.sctp_chunks_evicted,
+        &c.sctp_chunks_expired,
+        &c.sctp_chunks_invalid,
+        &c.sctp_oversize,
+    ];
+    assert_eq!(
+        Counters::get(&c.sctp_data_chunks),
+        fates.iter().map(|f| Counters::get(f)).sum::<u64>(),
+        "a DATA chunk was lost without a counter"
+    );
 }
 
 /// The SIP parser and every filter function on one message.
