@@ -86,6 +86,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "LOG_LEVEL", aliases: &[], default: "info", kind: Text, help: "error, warn (or warning), info or debug, in any case" },
     Key { name: "RUN_AS_USER", aliases: &[], default: "", kind: Text, help: "after opening the capture, run as this user (name or uid)" },
     Key { name: "RUN_AS_GROUP", aliases: &[], default: "", kind: Text, help: "and this group (default: the user's primary group)" },
+    Key { name: "TUNNEL_UDP_PORTS", aliases: &[], default: crate::decode::DEFAULT_UDP_TUNNEL_PORTS, kind: Text, help: "UDP destination ports peeled as tunnels, kind:port[,kind:port...] with kinds vxlan, geneve, tzsp, gtpu; empty for none" },
     Key { name: "SNAPLEN", aliases: &[], default: "65535", kind: Number { min: 256, max: 262_144 }, help: "bytes captured per frame" },
     Key { name: "CAPTURE_BUFFER_BYTES", aliases: &[], default: "8388608", kind: Number { min: 65_536, max: 1 << 30 }, help: "kernel capture buffer" },
     Key { name: "QUEUE_BYTES", aliases: &[], default: "4194304", kind: Number { min: 4096, max: 1 << 30 }, help: "queue between capture and broker; full means drop and count" },
@@ -242,6 +243,8 @@ pub struct Config {
     pub queue_bytes: usize,
     pub max_message_bytes: usize,
     pub reassembly: ReassemblyLimits,
+    /// TUNNEL_UDP_PORTS.
+    pub tunnels: crate::decode::UdpTunnels,
     /// Every key's effective value, for `--check`.
     pub effective: Vec<(&'static str, String)>,
     /// Settings accepted for compatibility but without effect, to be
@@ -541,6 +544,8 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         queue_bytes,
         max_message_bytes,
         reassembly: ReassemblyLimits::from(values)?,
+        tunnels: crate::decode::UdpTunnels::parse(values.text("TUNNEL_UDP_PORTS"))
+            .map_err(|reason| values.error("TUNNEL_UDP_PORTS", reason))?,
         effective,
         warnings,
     })
