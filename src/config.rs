@@ -25,14 +25,21 @@ use std::path::{Path, PathBuf};
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 
-/// The live capture filter when BPF_FILTER is not set: UDP and TCP, IPv4
+/// The live capture filter when BPF_FILTER is not set: UDP and TCP
+/// (which covers the UDP tunnels: VXLAN, Geneve, TZSP, GTP-U), IPv4
 /// fragments after the first (which carry no UDP header), IPv6 packets
 /// whose first header is an extension header (Hop-by-Hop 0, Routing 43,
 /// Fragment 44, AH 51, Destination Options 60: libpcap's `udp` and `tcp`
-/// look at the IPv6 header's Next Header only), and VLAN-tagged frames
-/// (whose offsets the other terms would misread).
+/// look at the IPv6 header's Next Header only), IP in IP (4, 41) and GRE
+/// (47) over IPv4 and IPv6, MPLS (0x8847, 0x8848) and PPPoE session
+/// (0x8864) frames, and VLAN-tagged frames (whose offsets the other terms
+/// would misread). `vlan` comes last: libpcap moves the offsets of every
+/// term after it; the EtherTypes are numbers, not `mpls` and `pppoes`,
+/// which do the same.
 pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or (ip[6:2] & 0x1fff != 0) or \
-     (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or vlan";
+     (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or \
+     ip proto 4 or ip proto 41 or ip proto 47 or ip6 proto 4 or ip6 proto 41 or ip6 proto 47 or \
+     ether proto 0x8847 or ether proto 0x8848 or ether proto 0x8864 or vlan";
 
 /// A configuration key: everything about it is declared here, once.
 pub struct Key {
@@ -64,7 +71,7 @@ use Kind::{Number, Text};
 pub const KEYS: &[Key] = &[
     Key { name: "INTERFACE", aliases: &[], default: "", kind: Text, help: "capture live on this libpcap device (e.g. eth1, any)" },
     Key { name: "READ_FILE", aliases: &["read"], default: "", kind: Text, help: "read this pcap or pcapng file instead of a device, then exit" },
-    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, IP fragments and VLAN frames, files use none" },
+    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, IP fragments, GRE, IP in IP, MPLS, PPPoE and VLAN frames, files use none" },
     Key { name: "SIP_FILTER", aliases: &[], default: "", kind: Text, help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
     Key { name: "FILTER_FILE", aliases: &[], default: "", kind: Text, help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
     Key { name: "FILTER_MAX_DFA_BYTES", aliases: &[], default: "1048576", kind: Number { min: 4096, max: 1 << 28 }, help: "limit on the DFAs of all SIP_FILTER regexes together" },

@@ -368,6 +368,8 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
                 "link_unsupported",
                 "decode_errors",
                 "header_chain_too_long",
+                "tunnel_truncated",
+                "tunnel_not_ip",
                 "not_udp_tcp",
                 "frag_fragments",
                 "udp_datagrams",
