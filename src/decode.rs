@@ -790,4 +790,85 @@ mod tests {
         assert_eq!(LinkType::from_pcap(1), Some(LinkType::Ethernet));
         assert_eq!(LinkType::from_pcap(127), None);
     }
+
+    /// The frames of a classic little-endian pcap file.
+    fn pcap_frames(file: &[u8]) -> Vec<&[u8]> {
+        let (mut at, mut frames) = (24, Vec::new());
+        while at + 16 <= file.len() {
+            let caplen = u32::from_le_bytes(file[at + 8..at + 12].try_into().unwrap()) as usize;
+            frames.push(&file[at + 16..at + 16 + caplen]);
+            at += 16 + caplen;
+        }
+        frames
+    }
+
+    const TUNNEL_CAPTURES: [&[u8]; 6] = [
+        include_bytes!("../tests/data/pcaps/generated/tunnel-erspan.pcap"),
+        include_bytes!("../tests/data/pcaps/generated/tunnel-gtpu-ipv6-tcp.pcap"),
+        include_bytes!("../tests/data/pcaps/generated/tunnel-mpls-pseudowire.pcap"),
+        include_bytes!("../tests/data/pcaps/generated/tunnel-pppoe.pcap"),
+        include_bytes!("../tests/data/pcaps/generated/tunnel-tzsp.pcap"),
+        include_bytes!("../tests/data/pcaps/generated/tunnel-geneve.pcap"),
+    ];
+
+    #[test]
+    fn tunnel_frames_cut_anywhere_are_errors_not_panics() {
+        let tunnels = UdpTunnels::default();
+        for file in TUNNEL_CAPTURES {
+            for frame in pcap_frames(file) {
+                assert!(decode(LinkType::Ethernet, 0, frame, &tunnels).is_ok());
+                for len in 0..frame.len() {
+                    let _ = decode(LinkType::Ethernet, 0, &frame[..len], &tunnels);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn udp_tunnels_only_on_their_ports() {
+        let frames = pcap_frames(include_bytes!("../tests/data/pcaps/generated/tunnel-geneve.pcap"));
+        let Ok(Decoded::Segment(inner)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::default()) else {
+            panic!("not peeled");
+        };
+        assert_eq!(
+            inner.context.encapsulations(),
+            [Encapsulation::Geneve(0xabcdef), Encapsulation::Vlan(12)]
+        );
+        assert_eq!(inner.dst.port(), 5060);
+        let Ok(Decoded::Segment(outer)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::none()) else {
+            panic!("not a segment");
+        };
+        assert_eq!(outer.dst.port(), 6081);
+        assert!(outer.context.encapsulations().is_empty());
+    }
+
+    #[test]
+    fn tunnel_ports_parse() {
+        let tunnels = UdpTunnels::parse(" vxlan:4789 , gtpu:2152").unwrap();
+        assert_eq!(tunnels.lookup(4789), Some(UdpTunnel::Vxlan));
+        assert_eq!(tunnels.lookup(2152), Some(UdpTunnel::GtpU));
+        assert_eq!(tunnels.lookup(6081), None);
+        assert_eq!(UdpTunnels::parse(""), Ok(UdpTunnels::none()));
+        for bad in ["vxlan", "l2tp:1701", "vxlan:0", "vxlan:65536", "vxlan:1,geneve:1"] {
+            assert!(UdpTunnels::parse(bad).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (1..=MAX_UDP_TUNNEL_PORTS + 1).map(|p| format!("tzsp:{p}")).collect();
+        assert!(UdpTunnels::parse(&many.join(",")).is_err());
+    }
+
+    #[test]
+    fn encapsulations_display_as_the_envelope_writes_them() {
+        let shown: Vec<String> = [
+            Encapsulation::Vlan(100),
+            Encapsulation::Gre(None),
+            Encapsulation::Gre(Some(7)),
+            Encapsulation::Erspan(None),
+            Encapsulation::GtpU(u32::MAX),
+            Encapsulation::IpInIp,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert_eq!(shown, ["vlan:100", "gre", "gre:7", "erspan", "gtpu:4294967295", "ipip"]);
+    }
 }

@@ -228,4 +228,19 @@ mod tests {
         assert_eq!(writer.write(&origin, b"12345"), Err(Oversize));
         assert!(writer.write(&origin, b"1234").is_ok());
     }
+
+    #[test]
+    fn the_longest_fields_fit() {
+        use crate::decode::{Encapsulation, MAX_ENCAPSULATIONS};
+        // The widest encapsulation (a ten-digit id), MAX_ENCAPSULATIONS
+        // times; the widest socket addresses.
+        let widest = Encapsulation::GtpU(u32::MAX).to_string();
+        let encap = vec![widest.as_str(); MAX_ENCAPSULATIONS].join("/");
+        let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        let fields = format!(
+            r#"{{"id":"{}","time":"2024-02-29T12:34:56.123456Z","agent":"{AGENT}","transport":"tcp","src":"{v6}","dst":"{v6}","encap":"{encap}","sip":""}}"#,
+            "0".repeat(64)
+        );
+        assert!(fields.len() <= FIELDS_CAPACITY, "{} bytes", fields.len());
+    }
 }
