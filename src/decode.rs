@@ -381,7 +381,8 @@ pub fn decode<'a>(
         LinkType::Ethernet => Layer::Ethernet(frame),
         // Linux cooked captures carry the EtherType at a fixed offset.
         LinkType::LinuxSll => {
-            let (ether_type, payload) = ethernet::link_header(frame, LINUX_SLL_HEADER_LEN, LINUX_SLL_TYPE_AT)?;
+            let (ether_type, payload) =
+                ethernet::link_header(frame, LINUX_SLL_HEADER_LEN, LINUX_SLL_TYPE_AT)?;
             Layer::EtherType(ether_type, payload)
         }
         LinkType::LinuxSll2 => {
@@ -438,7 +439,11 @@ pub fn decode_transport<'a>(
 /// something not looked at. Every way back from an IP payload to an outer
 /// kind of layer (a tunnel, a label) pushes onto `context`, which holds
 /// [`MAX_ENCAPSULATIONS`]: the loop is bounded.
-fn peel<'a>(tunnels: &UdpTunnels, mut context: Context, mut layer: Layer<'a>) -> Result<Decoded<'a>, DecodeError> {
+fn peel<'a>(
+    tunnels: &UdpTunnels,
+    mut context: Context,
+    mut layer: Layer<'a>,
+) -> Result<Decoded<'a>, DecodeError> {
     loop {
         layer = match layer {
             Layer::Ethernet(frame) => {
@@ -602,7 +607,9 @@ fn tunnel<'a>(
             else {
                 return Ok(None);
             };
-            let payload = UdpSlice::from_slice(data).map_err(|_| DecodeError::Malformed)?.payload();
+            let payload = UdpSlice::from_slice(data)
+                .map_err(|_| DecodeError::Malformed)?
+                .payload();
             let (encapsulation, inner) = match kind {
                 UdpTunnel::Vxlan => {
                     let (vni, inner) = udp_tunnel::vxlan(payload)?;
@@ -685,7 +692,8 @@ mod tests {
     #[test]
     fn ethernet_ipv4_udp() {
         let frame = udp_ipv4_ethernet(b"hello");
-        let Decoded::Segment(seg) = decode(LinkType::Ethernet, 0, &frame, &UdpTunnels::default()).unwrap() else {
+        let Decoded::Segment(seg) = decode(LinkType::Ethernet, 0, &frame, &UdpTunnels::default()).unwrap()
+        else {
             panic!("not a segment");
         };
         assert_eq!(seg.transport(), Transport::Udp);
@@ -699,7 +707,8 @@ mod tests {
         let builder = PacketBuilder::ipv6([0xfe; 16], [0x20; 16], 64).udp(5060, 5060);
         let mut frame = Vec::new();
         builder.write(&mut frame, b"x").unwrap();
-        let Decoded::Segment(seg) = decode(LinkType::RawIp, 0, &frame, &UdpTunnels::default()).unwrap() else {
+        let Decoded::Segment(seg) = decode(LinkType::RawIp, 0, &frame, &UdpTunnels::default()).unwrap()
+        else {
             panic!("not a segment");
         };
         assert_eq!(
@@ -779,7 +788,8 @@ mod tests {
     fn ipv4_total_length_zero_is_the_captured_length() {
         let mut frame = udp_ipv4_ethernet(b"hello");
         frame[16..18].copy_from_slice(&[0, 0]);
-        let Decoded::Segment(seg) = decode(LinkType::Ethernet, 0, &frame, &UdpTunnels::default()).unwrap() else {
+        let Decoded::Segment(seg) = decode(LinkType::Ethernet, 0, &frame, &UdpTunnels::default()).unwrap()
+        else {
             panic!("not a segment");
         };
         assert_eq!(seg.payload, b"hello");
@@ -827,7 +837,8 @@ mod tests {
     #[test]
     fn udp_tunnels_only_on_their_ports() {
         let frames = pcap_frames(include_bytes!("../tests/data/pcaps/generated/tunnel-geneve.pcap"));
-        let Ok(Decoded::Segment(inner)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::default()) else {
+        let Ok(Decoded::Segment(inner)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::default())
+        else {
             panic!("not peeled");
         };
         assert_eq!(
@@ -835,7 +846,8 @@ mod tests {
             [Encapsulation::Geneve(0xabcdef), Encapsulation::Vlan(12)]
         );
         assert_eq!(inner.dst.port(), 5060);
-        let Ok(Decoded::Segment(outer)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::none()) else {
+        let Ok(Decoded::Segment(outer)) = decode(LinkType::Ethernet, 0, frames[0], &UdpTunnels::none())
+        else {
             panic!("not a segment");
         };
         assert_eq!(outer.dst.port(), 6081);
@@ -852,7 +864,9 @@ mod tests {
         for bad in ["vxlan", "l2tp:1701", "vxlan:0", "vxlan:65536", "vxlan:1,geneve:1"] {
             assert!(UdpTunnels::parse(bad).is_err(), "{bad}");
         }
-        let many: Vec<String> = (1..=MAX_UDP_TUNNEL_PORTS + 1).map(|p| format!("tzsp:{p}")).collect();
+        let many: Vec<String> = (1..=MAX_UDP_TUNNEL_PORTS + 1)
+            .map(|p| format!("tzsp:{p}"))
+            .collect();
         assert!(UdpTunnels::parse(&many.join(",")).is_err());
     }
 
@@ -869,6 +883,9 @@ mod tests {
         .iter()
         .map(ToString::to_string)
         .collect();
-        assert_eq!(shown, ["vlan:100", "gre", "gre:7", "erspan", "gtpu:4294967295", "ipip"]);
+        assert_eq!(
+            shown,
+            ["vlan:100", "gre", "gre:7", "erspan", "gtpu:4294967295", "ipip"]
+        );
     }
 }

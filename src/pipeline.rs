@@ -8,7 +8,9 @@
 use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
-use crate::decode::{self, Context, DecodeError, Decoded, Fragment, LinkType, Segment, Transport, UdpTunnels};
+use crate::decode::{
+    self, Context, DecodeError, Decoded, Fragment, LinkType, Segment, Transport, UdpTunnels,
+};
 use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;

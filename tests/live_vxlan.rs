@@ -35,10 +35,16 @@ impl Drop for Namespaces {
 }
 
 fn ip(args: &str) -> Result<(), String> {
-    let out = Command::new("ip").args(args.split_whitespace()).output().map_err(|e| e.to_string())?;
+    let out = Command::new("ip")
+        .args(args.split_whitespace())
+        .output()
+        .map_err(|e| e.to_string())?;
     match out.status.success() {
         true => Ok(()),
-        false => Err(format!("ip {args}: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        false => Err(format!(
+            "ip {args}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
     }
 }
 
@@ -69,7 +75,11 @@ fn topology() -> Result<Namespaces, String> {
 }
 
 fn message(n: usize) -> String {
-    let body = if n >= SMALL { "a=x:".to_string() + &"p".repeat(2200) + "\r\n" } else { String::new() };
+    let body = if n >= SMALL {
+        "a=x:".to_string() + &"p".repeat(2200) + "\r\n"
+    } else {
+        String::new()
+    };
     format!(
         "MESSAGE sip:bob@192.168.77.2 SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.77.1:5062;branch=z9hG4bK{n}\r\n\
 From: <sip:alice@vxlan>;tag={n}\r\nTo: <sip:bob@192.168.77.2>\r\nCall-ID: vxlan-{n}\r\n\
@@ -94,7 +104,9 @@ fn sip_through_a_real_vxlan_is_captured_on_the_underlay() {
     let port = 18830;
     std::fs::write(
         &conf,
-        format!("listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"),
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+        ),
     )
     .unwrap();
     let _broker = common::spawn(
@@ -108,7 +120,14 @@ fn sip_through_a_real_vxlan_is_captured_on_the_underlay() {
 
     let mut agent = in_netns(Some(b), common::AGENT);
     clean_environment(&mut agent)
-        .args(["--config", "/dev/null", "--interface", "vb", "--topic", "sip/vxlan"])
+        .args([
+            "--config",
+            "/dev/null",
+            "--interface",
+            "vb",
+            "--topic",
+            "sip/vxlan",
+        ])
         .args(["--broker", &format!("mqtt://127.0.0.1:{port}")])
         .stdout(Stdio::piped());
     let mut agent: KillOnDrop = common::spawn(&mut agent);
@@ -126,7 +145,12 @@ for m in sys.stdin.read().split('\\0'):\n    s.sendto(m.encode(), ('192.168.77.2
         .spawn()
         .unwrap();
     use std::io::Write;
-    sender.stdin.take().unwrap().write_all(sent.join("\0").as_bytes()).unwrap();
+    sender
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(sent.join("\0").as_bytes())
+        .unwrap();
     assert!(sender.wait().unwrap().success(), "the sender failed");
     std::thread::sleep(Duration::from_millis(500));
     let stdout = common::stop_agent(&mut agent, &mut lines);
@@ -147,6 +171,13 @@ for m in sys.stdin.read().split('\\0'):\n    s.sendto(m.encode(), ('192.168.77.2
         assert_eq!(envelope["encap"], format!("vxlan:{VNI}"));
     }
     assert_eq!(seen.len(), SMALL + LARGE, "{stdout}");
-    assert_eq!(summary_value(stdout.as_bytes(), "frag_reassembled"), LARGE as u64, "{stdout}");
-    assert!(summary_value(stdout.as_bytes(), "peeled_vxlan") >= (SMALL + 2 * LARGE) as u64, "{stdout}");
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "frag_reassembled"),
+        LARGE as u64,
+        "{stdout}"
+    );
+    assert!(
+        summary_value(stdout.as_bytes(), "peeled_vxlan") >= (SMALL + 2 * LARGE) as u64,
+        "{stdout}"
+    );
 }

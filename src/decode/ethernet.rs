@@ -62,7 +62,9 @@ pub fn ethernet(frame: &[u8]) -> Result<(u16, &[u8]), DecodeError> {
 /// after the header. `Malformed` when the frame is shorter.
 pub fn link_header(frame: &[u8], header_len: usize, type_at: usize) -> Result<(u16, &[u8]), DecodeError> {
     let header = frame.get(..header_len).ok_or(DecodeError::Malformed)?;
-    let ether_type = header.get(type_at..type_at.wrapping_add(2)).ok_or(DecodeError::Malformed)?;
+    let ether_type = header
+        .get(type_at..type_at.wrapping_add(2))
+        .ok_or(DecodeError::Malformed)?;
     Ok((be16(ether_type), &frame[header_len..]))
 }
 
@@ -86,12 +88,17 @@ pub fn vlan_tag(data: &[u8]) -> Result<(u16, u16, &[u8]), DecodeError> {
 /// counts the PPP protocol field). `Truncated` when cut short or not a
 /// session packet of version 1.
 pub fn pppoe_session(data: &[u8]) -> Result<(u16, u16, &[u8]), DecodeError> {
-    let header = data.get(..field::PPPOE_PPP_HEADER).ok_or(DecodeError::Truncated)?;
+    let header = data
+        .get(..field::PPPOE_PPP_HEADER)
+        .ok_or(DecodeError::Truncated)?;
     if header[field::PPPOE_VERSION_TYPE] != 0x11 || header[field::PPPOE_CODE] != 0 {
         return Err(DecodeError::Truncated);
     }
     let length = usize::from(be16(&header[field::PPPOE_LENGTH]));
-    let end = field::PPP_PROTOCOL.start.checked_add(length).ok_or(DecodeError::Truncated)?;
+    let end = field::PPP_PROTOCOL
+        .start
+        .checked_add(length)
+        .ok_or(DecodeError::Truncated)?;
     if length < 2 || end > data.len() {
         return Err(DecodeError::Truncated);
     }

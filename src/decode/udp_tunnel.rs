@@ -47,7 +47,12 @@ pub enum UdpTunnel {
 }
 
 impl UdpTunnel {
-    const ALL: [UdpTunnel; 4] = [UdpTunnel::Vxlan, UdpTunnel::Geneve, UdpTunnel::Tzsp, UdpTunnel::GtpU];
+    const ALL: [UdpTunnel; 4] = [
+        UdpTunnel::Vxlan,
+        UdpTunnel::Geneve,
+        UdpTunnel::Tzsp,
+        UdpTunnel::GtpU,
+    ];
 
     /// The kind's name in TUNNEL_UDP_PORTS and the envelope's `encap`.
     pub fn name(self) -> &'static str {
@@ -101,7 +106,9 @@ impl UdpTunnels {
             let kind = UdpTunnel::ALL
                 .into_iter()
                 .find(|k| k.name() == kind.trim())
-                .ok_or_else(|| format!("unknown tunnel kind {kind:?}; expected vxlan, geneve, tzsp or gtpu"))?;
+                .ok_or_else(|| {
+                    format!("unknown tunnel kind {kind:?}; expected vxlan, geneve, tzsp or gtpu")
+                })?;
             let port = port
                 .trim()
                 .parse::<u16>()

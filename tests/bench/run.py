@@ -6,6 +6,8 @@ make new ones):
   sipp-udp.pcap   sipp uac/uas calls over UDP on loopback, captured by tcpdump
   sipp-tcp.pcap   the same over TCP
   frag.pcap       large INVITEs fragmented over IPv4 and IPv6 (synthetic)
+  sipp-udp-vxlan.pcap  sipp-udp.pcap with every frame wrapped in VXLAN (VNI
+                  5001) over IPv4 and UDP 4789: the cost of peeling a tunnel
 
 For each trace: the in-process pipeline cost (cargo bench --bench pipeline)
 with the empty filter and the original's example filter, the floor, the
@@ -13,6 +15,11 @@ cost of reading the file (the agent's reader and libpcap's), the
 end-to-end run of `sip-capture --read` to a private mosquitto with a QoS 1
 subscriber counting, and `tshark -r TRACE -Y sip` CPU time. Prints one table
 and writes target/bench/results.json. Standard library only.
+
+    python3 tests/bench/run.py --inproc TRACE...
+
+measures the in-process cost only, of the named traces (e.g. sipp-udp
+sipp-udp-vxlan), and prints one JSON object per trace.
 """
 
 import json
@@ -98,15 +105,42 @@ def frag_trace(path):
                 frame_no += 1
 
 
-def traces():
+def vxlan_trace(path):
+    """sipp-udp.pcap (Ethernet), each frame wrapped in VXLAN VNI 5001 over
+    IPv4 and UDP 4789 in an outer Ethernet frame; timestamps kept."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+    import make_captures as mc
+
+    raw = open(os.path.join(TRACES, "sipp-udp.pcap"), "rb").read()
+    magic, = struct.unpack("<I", raw[:4])
+    assert magic in (0xA1B2C3D4, 0xA1B23C4D), "sipp-udp.pcap: a little-endian classic pcap"
+    linktype, = struct.unpack("<I", raw[20:24])
+    assert linktype == 1, "sipp-udp.pcap: Ethernet"
+    with open(path, "wb") as f:
+        f.write(raw[:16] + struct.pack("<II", 262144, 1))
+        at = 24
+        while at + 16 <= len(raw):
+            secs, frac, caplen, _ = struct.unpack("<IIII", raw[at:at + 16])
+            frame = raw[at + 16:at + 16 + caplen]
+            outer = mc.ether(mc.ipv4("198.51.100.1", "198.51.100.2", 17,
+                                     mc.udp(49152, 4789, struct.pack("!II", 0x08000000, 5001 << 8) + frame)))
+            f.write(struct.pack("<IIII", secs, frac, len(outer), len(outer)) + outer)
+            at += 16 + caplen
+
+
+def traces(names=None):
+    """The traces (all, or those named), made first where missing."""
     os.makedirs(TRACES, exist_ok=True)
     made = {
         "sipp-udp": lambda p: sipp_trace(p, "u1", SIPP_UDP_CALLS),
         "sipp-tcp": lambda p: sipp_trace(p, "t1", SIPP_TCP_CALLS),
         "frag": frag_trace,
+        "sipp-udp-vxlan": vxlan_trace,
     }
     paths = {}
     for name, make in made.items():
+        if names is not None and name not in names:
+            continue
         path = os.path.join(TRACES, name + ".pcap")
         if not os.path.exists(path):
             print(f"making trace {name} ...", file=sys.stderr)
@@ -187,6 +221,11 @@ def machine():
 
 
 def main():
+    if sys.argv[1:2] == ["--inproc"]:
+        paths = traces(sys.argv[2:])
+        for name in sys.argv[2:]:
+            print(json.dumps({"trace": name, **inproc(paths[name], "")}))
+        return
     paths = traces()
     results = {"machine": machine(), "command": "make bench", "date": time.strftime("%Y-%m-%d"), "traces": {}}
     for name, path in paths.items():
