@@ -235,7 +235,7 @@ mod tests {
         // The widest encapsulation (a ten-digit id), MAX_ENCAPSULATIONS
         // times; the widest socket addresses.
         let widest = Encapsulation::GtpU(u32::MAX).to_string();
-        let encap = vec![widest.as_str(); MAX_ENCAPSULATIONS].join("/");
+        let encap = [widest.as_str(); MAX_ENCAPSULATIONS].join("/");
         let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
         let fields = format!(
             r#"{{"id":"{}","time":"2024-02-29T12:34:56.123456Z","agent":"{AGENT}","transport":"tcp","src":"{v6}","dst":"{v6}","encap":"{encap}","sip":""}}"#,
