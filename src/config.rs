@@ -26,14 +26,20 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/sip-capture.conf";
 
 /// The live capture filter when BPF_FILTER is not set: UDP, TCP and SCTP
-/// (libpcap's `sctp`: IPv4 protocol or IPv6 Next Header 132), IPv4
-/// fragments after the first (which carry no UDP header), IPv6 packets
-/// whose first header is an extension header (Hop-by-Hop 0, Routing 43,
-/// Fragment 44, AH 51, Destination Options 60: libpcap's `udp` and `tcp`
-/// look at the IPv6 header's Next Header only, as does `sctp`), and
-/// VLAN-tagged frames (whose offsets the other terms would misread).
+/// (libpcap's `sctp`: IPv4 protocol or IPv6 Next Header 132; `udp` covers
+/// the UDP tunnels: VXLAN, Geneve, TZSP, GTP-U), IPv4 fragments after the
+/// first (which carry no UDP header), IPv6 packets whose first header is
+/// an extension header (Hop-by-Hop 0, Routing 43, Fragment 44, AH 51,
+/// Destination Options 60: libpcap's `udp`, `tcp` and `sctp` look at the
+/// IPv6 header's Next Header only), IP in IP (4, 41) and GRE (47) over
+/// IPv4 and IPv6, MPLS (0x8847, 0x8848) and PPPoE session (0x8864) frames,
+/// and VLAN-tagged frames (whose offsets the other terms would misread).
+/// `vlan` comes last: libpcap moves the offsets of every term after it;
+/// the EtherTypes are numbers, not `mpls` and `pppoes`, which do the same.
 pub const DEFAULT_LIVE_BPF: &str = "udp or tcp or sctp or (ip[6:2] & 0x1fff != 0) or \
-     (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or vlan";
+     (ip6 and (ip6[6] == 0 or ip6[6] == 43 or ip6[6] == 44 or ip6[6] == 51 or ip6[6] == 60)) or \
+     ip proto 4 or ip proto 41 or ip proto 47 or ip6 proto 4 or ip6 proto 41 or ip6 proto 47 or \
+     ether proto 0x8847 or ether proto 0x8848 or ether proto 0x8864 or vlan";
 
 /// A configuration key: everything about it is declared here, once.
 pub struct Key {
@@ -65,7 +71,8 @@ use Kind::{Number, Text};
 pub const KEYS: &[Key] = &[
     Key { name: "INTERFACE", aliases: &[], default: "", kind: Text, help: "capture live on this libpcap device (e.g. eth1, any)" },
     Key { name: "READ_FILE", aliases: &["read"], default: "", kind: Text, help: "read this pcap or pcapng file instead of a device, then exit" },
-    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, SCTP, IP fragments and VLAN frames, files use none" },
+    Key { name: "BPF_FILTER", aliases: &[], default: "", kind: Text, help: "libpcap filter; live default keeps UDP, TCP, SCTP, IP fragments, GRE, IP in IP, MPLS, PPPoE and VLAN frames, files use none" },
+    Key { name: "TUNNEL_UDP_PORTS", aliases: &[], default: crate::decode::DEFAULT_UDP_TUNNEL_PORTS, kind: Text, help: "UDP destination ports peeled as tunnels, kind:port[,kind:port...] with kinds vxlan, geneve, tzsp, gtpu; empty for none" },
     Key { name: "SIP_FILTER", aliases: &[], default: "", kind: Text, help: "which SIP messages to publish (docs/filters.md); empty publishes all" },
     Key { name: "FILTER_FILE", aliases: &[], default: "", kind: Text, help: "load a filter precompiled by `sip-capture compile-filter` instead of SIP_FILTER" },
     Key { name: "FILTER_MAX_DFA_BYTES", aliases: &[], default: "1048576", kind: Number { min: 4096, max: 1 << 28 }, help: "limit on the DFAs of all SIP_FILTER regexes together" },
@@ -253,6 +260,8 @@ pub struct Config {
     pub queue_bytes: usize,
     pub max_message_bytes: usize,
     pub reassembly: ReassemblyLimits,
+    /// TUNNEL_UDP_PORTS.
+    pub tunnels: crate::decode::UdpTunnels,
     /// Every key's effective value, for `--check`.
     pub effective: Vec<(&'static str, String)>,
     /// Settings accepted for compatibility but without effect, to be
@@ -552,6 +561,8 @@ fn validate(values: &Values) -> Result<Config, ConfigError> {
         queue_bytes,
         max_message_bytes,
         reassembly: ReassemblyLimits::from(values)?,
+        tunnels: crate::decode::UdpTunnels::parse(values.text("TUNNEL_UDP_PORTS"))
+            .map_err(|reason| values.error("TUNNEL_UDP_PORTS", reason))?,
         effective,
         warnings,
     })

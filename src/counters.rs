@@ -4,6 +4,7 @@
 //! the reason it stopped, so bad traffic shows up here instead of in a panic
 //! or a log flood. The summary line at exit prints them all.
 
+use crate::decode::Encapsulation;
 use core::fmt;
 use portable_atomic::{AtomicU64, Ordering};
 
@@ -58,12 +59,46 @@ counters! {
     file_cut_short,
     /// Frames of a link type sip-capture does not decode.
     link_unsupported,
-    /// Frames whose headers are cut short or inconsistent.
+    /// Frames whose link, VLAN, IP, UDP or TCP headers are cut short or
+    /// inconsistent.
     decode_errors,
     /// Frames not decoded because their headers nest deeper than decode
-    /// follows: more than MAX_ENCAPSULATIONS VLAN tags (and MACsec), or more
-    /// than MAX_IPV6_EXTENSION_HEADERS IPv6 extension headers in one chain.
+    /// follows: more than MAX_ENCAPSULATIONS (8) VLAN tags, MPLS labels and
+    /// tunnels together, or more than MAX_IPV6_EXTENSION_HEADERS IPv6
+    /// extension headers in one chain.
     header_chain_too_long,
+    /// Frames whose tunnel, MPLS or PPPoE header is cut short or
+    /// inconsistent (a version or flag it must have is missing).
+    tunnel_truncated,
+    /// Frames whose tunnel or label stack carries neither IP nor Ethernet
+    /// with IP (ARP inside VXLAN, 802.11 inside TZSP, PPP control traffic,
+    /// GTP signalling).
+    tunnel_not_ip,
+    /// 802.1Q, 802.1ad and 0x9100 VLAN tags peeled (these `peeled_`
+    /// counters count each encapsulation of the frames and reassembled
+    /// datagrams decoded to a segment or fragment, events outside the
+    /// accounting).
+    peeled_vlan,
+    /// Unencrypted MACsec headers peeled.
+    peeled_macsec,
+    /// MPLS label stack entries peeled.
+    peeled_mpls,
+    /// PPPoE session headers peeled.
+    peeled_pppoe,
+    /// GRE headers peeled.
+    peeled_gre,
+    /// ERSPAN headers (type I, II, III) peeled.
+    peeled_erspan,
+    /// IP-in-IP headers (IPv4 or IPv6 inside IPv4 or IPv6) peeled.
+    peeled_ipip,
+    /// VXLAN headers peeled.
+    peeled_vxlan,
+    /// Geneve headers peeled.
+    peeled_geneve,
+    /// TZSP headers peeled.
+    peeled_tzsp,
+    /// GTP-U headers peeled.
+    peeled_gtpu,
     /// Valid frames carrying none of UDP, TCP and SCTP (ARP, ICMP, ESP, ...).
     not_udp_tcp,
     /// IP fragments received.
@@ -220,6 +255,23 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// The `peeled_` counter of `encapsulation`'s kind.
+    pub fn peeled(&self, encapsulation: Encapsulation) -> &AtomicU64 {
+        match encapsulation {
+            Encapsulation::Vlan(_) => &self.peeled_vlan,
+            Encapsulation::Macsec => &self.peeled_macsec,
+            Encapsulation::Mpls(_) => &self.peeled_mpls,
+            Encapsulation::Pppoe(_) => &self.peeled_pppoe,
+            Encapsulation::Gre(_) => &self.peeled_gre,
+            Encapsulation::Erspan(_) => &self.peeled_erspan,
+            Encapsulation::IpInIp => &self.peeled_ipip,
+            Encapsulation::Vxlan(_) => &self.peeled_vxlan,
+            Encapsulation::Geneve(_) => &self.peeled_geneve,
+            Encapsulation::Tzsp => &self.peeled_tzsp,
+            Encapsulation::GtpU(_) => &self.peeled_gtpu,
+        }
     }
 
     /// Set a counter that mirrors a total kept elsewhere (libpcap's).

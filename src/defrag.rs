@@ -99,6 +99,11 @@ impl Defrag {
         }
     }
 
+    /// The largest datagram a slot holds, in bytes.
+    pub fn datagram_capacity(&self) -> usize {
+        self.buffers.each()
+    }
+
     /// Add one fragment; returns the datagram when this fragment completed it.
     pub fn add<'d>(
         &'d mut self,

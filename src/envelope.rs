@@ -1,7 +1,8 @@
 //! Envelope stage: wrap one raw SIP message in a JSON object.
 //!
-//! `{"id":…,"time":…,"agent":…,"transport":…,"src":…,"dst":…,"sip":…}` —
-//! see docs/envelope.md. The buffer is allocated once, sized for the largest
+//! `{"id":…,"time":…,"agent":…,"transport":…,"src":…,"dst":…,"sip":…}`,
+//! with `"encap":…` before `sip` for a message found inside VLAN tags or
+//! tunnels — see docs/envelope.md. The buffer is allocated once, sized for the largest
 //! message the configuration admits; writing an envelope allocates nothing.
 //!
 //! What it does not do: look inside the message. The `sip` field is the
@@ -9,7 +10,7 @@
 //! identical messages (a retransmission seen twice, the same packet seen on
 //! two taps) get identical ids and consumers can de-duplicate.
 
-use crate::decode::Transport;
+use crate::decode::{Context, Transport};
 use base64::Engine;
 use core::fmt::Write as _;
 use core::net::SocketAddr;
@@ -18,14 +19,19 @@ use sha2::{Digest, Sha256};
 /// `sip-capture/<version>`, the `agent` field.
 pub const AGENT: &str = concat!("sip-capture/", env!("CARGO_PKG_VERSION"));
 
-/// Room for every field but `sip`: the longest id, time, agent and two
-/// IPv6 socket addresses with their keys and punctuation fit well within it.
+/// Room for every field but `sip`: the longest id, time, agent, two IPv6
+/// socket addresses and an `encap` of MAX_ENCAPSULATIONS ten-digit ids
+/// with their keys and punctuation (about 430 bytes; a test writes it)
+/// fit within it.
 const FIELDS_CAPACITY: usize = 512;
 
 /// When and where a message was captured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
     pub time: Timestamp,
+    /// The interface and the encapsulations (tags, tunnels) it was found
+    /// in: the envelope's `encap`.
+    pub context: Context,
     pub transport: Transport,
     pub src: SocketAddr,
     pub dst: SocketAddr,
@@ -47,7 +53,8 @@ pub struct Oversize;
 ///
 /// The JSON is written directly, not through a serializer: every value is
 /// escape-free by construction (hex digits, an RFC 3339 time, the agent
-/// name, `udp`/`tcp`, socket addresses, base64), and a general serializer
+/// name, `udp`/`tcp`, socket addresses, `encap`'s kinds, digits, `:` and
+/// `/`, base64), and a general serializer
 /// escapes character by character, which measured a quarter of the whole
 /// per-message cost (docs/performance.md).
 pub struct EnvelopeWriter {
@@ -86,6 +93,14 @@ impl EnvelopeWriter {
         out.push_address(&origin.src)?;
         out.push(b"\",\"dst\":\"")?;
         out.push_address(&origin.dst)?;
+        // Only for a message found inside tags or tunnels: a plain frame's
+        // envelope is as it always was.
+        if let Some((first, rest)) = origin.context.encapsulations().split_first() {
+            write!(out, "\",\"encap\":\"{first}").map_err(|_| Oversize)?;
+            for encapsulation in rest {
+                write!(out, "/{encapsulation}").map_err(|_| Oversize)?;
+            }
+        }
         out.push(b"\",\"sip\":\"")?;
         let b64 = base64::engine::general_purpose::STANDARD
             .encode_slice(raw, &mut out.buf[out.len..])
@@ -250,6 +265,7 @@ mod tests {
     fn envelope_fields() {
         let origin = Origin {
             time: Timestamp { secs: 0, micros: 1 },
+            context: Context::default(),
             transport: Transport::Udp,
             src: "[::1]:5060".parse().unwrap(),
             dst: "127.0.0.1:5062".parse().unwrap(),
@@ -267,6 +283,7 @@ mod tests {
     fn oversize_messages_are_refused() {
         let origin = Origin {
             time: Timestamp { secs: 0, micros: 0 },
+            context: Context::default(),
             transport: Transport::Tcp,
             src: "[::1]:5060".parse().unwrap(),
             dst: "[::1]:5060".parse().unwrap(),
@@ -274,5 +291,20 @@ mod tests {
         let mut writer = EnvelopeWriter::new(4);
         assert_eq!(writer.write(&origin, b"12345"), Err(Oversize));
         assert!(writer.write(&origin, b"1234").is_ok());
+    }
+
+    #[test]
+    fn the_longest_fields_fit() {
+        use crate::decode::{Encapsulation, MAX_ENCAPSULATIONS};
+        // The widest encapsulation (a ten-digit id), MAX_ENCAPSULATIONS
+        // times; the widest socket addresses.
+        let widest = Encapsulation::GtpU(u32::MAX).to_string();
+        let encap = [widest.as_str(); MAX_ENCAPSULATIONS].join("/");
+        let v6 = "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535";
+        let fields = format!(
+            r#"{{"id":"{}","time":"2024-02-29T12:34:56.123456Z","agent":"{AGENT}","transport":"tcp","src":"{v6}","dst":"{v6}","encap":"{encap}","sip":""}}"#,
+            "0".repeat(64)
+        );
+        assert!(fields.len() <= FIELDS_CAPACITY, "{} bytes", fields.len());
     }
 }

@@ -12,19 +12,25 @@
 //!
 //! ```text
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
-//!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
-//!  pcap-parser UDP/TCP/    tcp + split     line,               base64       byte ring QoS 1
-//!              SCTP        (streams),      headers
-//!                          sctp (chunks)
+//!  libpcap     tags,       defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
+//!  pcap-parser tunnels,    tcp + split     line,               base64       byte ring QoS 1
+//!              IP, UDP/TCP (streams),      headers
+//!              SCTP        sctp (chunks)
+//!                 ▲            │
+//!                 └────────────┘ a reassembled datagram is peeled on
 //! ```
 //!
 //! - [`capture`]: frames from a live interface (libpcap, non-blocking,
 //!   `poll(2)`) or a pcap/pcapng file ([`pcapfile`], pure Rust: each frame
 //!   with its own interface's link type and timestamp resolution).
 //! - [`decode`]: a frame to a UDP datagram, TCP segment or SCTP packet
-//!   (Ethernet with VLAN tags, Linux SLL/SLL2, raw IP, BSD loopback; IPv4
-//!   and IPv6 with extension headers; SCTP chunks, RFC 9260), and where it was observed (interface, VLAN tags),
-//!   which the reassembly keys include. Zero-copy.
+//!   (SCTP chunks, RFC 9260), one loop peeling layers nested in any order
+//!   up to a fixed depth (Ethernet with VLAN tags, Linux SLL/SLL2, raw IP,
+//!   BSD loopback; MPLS and Ethernet pseudowires, PPPoE, GRE and ERSPAN,
+//!   IP in IP, VXLAN, Geneve, TZSP, GTP-U; IPv4 and IPv6 with extension
+//!   headers), and where it was observed (interface, VLAN ids, labels,
+//!   tunnel ids), which the reassembly keys include and the envelope
+//!   reports. Zero-copy.
 //! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
 //! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
 //!   buffer pool; [`split`] cuts a stream into SIP messages by
@@ -38,7 +44,8 @@
 //!   ones) and body.
 //! - [`filter`]: SIP_FILTER, which messages to publish.
 //! - [`envelope`]: the JSON envelope (`id` = SHA-256 of the message, capture
-//!   `time`, `agent`, `transport`, `src`, `dst`, base64 `sip`), written into
+//!   `time`, `agent`, `transport`, `src`, `dst`, `encap` for a message
+//!   found inside tags or tunnels, base64 `sip`), written into
 //!   a buffer sized at start-up.
 //! - [`queue`]: the store, a byte ring of QUEUE_BYTES between the capture
 //!   thread and the publish thread, holding each envelope until the broker

@@ -8,7 +8,9 @@
 use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
-use crate::decode::{self, DecodeError, Decoded, LinkType, Segment, Transport};
+use crate::decode::{
+    self, Context, DecodeError, Decoded, Fragment, LinkType, Segment, Transport, UdpTunnels,
+};
 use crate::defrag::Defrag;
 use crate::envelope::{EnvelopeWriter, Origin, Timestamp, envelope_capacity};
 use crate::filter::Filter;
@@ -21,25 +23,39 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 /// The stages from a captured frame to SIP messages: decode, reassemble
-/// (IP fragments, TCP streams, SCTP user messages), recognise SIP. Shared by the agent and
-/// `filter-test`.
+/// (IP fragments, outer and inner, TCP streams, SCTP user messages),
+/// recognise SIP. Shared by the agent and `filter-test`.
 pub struct Extractor<'c> {
     defrag: Defrag,
     tcp: TcpReassembler,
     sctp: SctpReassembler,
+    tunnels: UdpTunnels,
+    /// A fragment found inside a reassembled datagram, copied out of the
+    /// reassembly slot it came from before it goes back into reassembly;
+    /// one slot's size.
+    inner_fragment: Box<[u8]>,
     counters: &'c Counters,
 }
 
 impl<'c> Extractor<'c> {
-    pub fn new(limits: &ReassemblyLimits, max_message: usize, counters: &'c Counters) -> Extractor<'c> {
+    /// `tunnels`: the UDP ports peeled as tunnels (TUNNEL_UDP_PORTS).
+    pub fn new(
+        limits: &ReassemblyLimits,
+        max_message: usize,
+        tunnels: &UdpTunnels,
+        counters: &'c Counters,
+    ) -> Extractor<'c> {
+        let defrag = Defrag::new(
+            limits.frag_datagrams,
+            limits.frag_buffer_bytes,
+            limits.frag_timeout_ms,
+        );
         Extractor {
-            defrag: Defrag::new(
-                limits.frag_datagrams,
-                limits.frag_buffer_bytes,
-                limits.frag_timeout_ms,
-            ),
+            inner_fragment: vec![0; defrag.datagram_capacity()].into_boxed_slice(),
+            defrag,
             tcp: TcpReassembler::new(limits, max_message),
             sctp: SctpReassembler::new(limits, max_message),
+            tunnels: tunnels.clone(),
             counters,
         }
     }
@@ -57,30 +73,46 @@ impl<'c> Extractor<'c> {
         let Some(link) = LinkType::from_pcap(frame.linktype) else {
             return Counters::inc(&c.link_unsupported);
         };
-        match decode::decode(link, frame.interface, frame.data) {
-            Ok(Decoded::Segment(segment)) => deliver(&mut self.tcp, c, time, &segment, sip),
-            Ok(Decoded::Sctp(packet)) => self.sctp.add(time, &packet, c, sip),
+        match decode::decode(link, frame.interface, frame.data, &self.tunnels) {
             Ok(Decoded::Fragment(fragment)) => {
-                let Some(datagram) = self.defrag.add(time, &fragment, c) else {
-                    return;
-                };
-                match decode::decode_transport(
-                    datagram.context,
-                    datagram.src,
-                    datagram.dst,
-                    datagram.protocol,
-                    datagram.payload,
-                ) {
-                    Ok(Decoded::Segment(segment)) => {
-                        deliver(&mut self.tcp, c, datagram.first_seen, &segment, sip)
-                    }
-                    Ok(Decoded::Sctp(packet)) => self.sctp.add(datagram.first_seen, &packet, c, sip),
-                    Ok(_) => Counters::inc(&c.not_udp_tcp),
-                    Err(e) => count_error(c, e),
-                }
+                count_peeled(c, &fragment.context, 0);
+                self.reassemble(time, &fragment, sip);
             }
-            Ok(Decoded::Other) => Counters::inc(&c.not_udp_tcp),
-            Err(e) => count_error(c, e),
+            decoded => settle(&mut self.tcp, &mut self.sctp, c, time, decoded, 0, sip),
+        }
+    }
+
+    /// Reassemble `fragment`; a datagram it completes is decoded on, and
+    /// a fragment found inside (a tunnel fragmented inside and out) goes
+    /// back into reassembly. Each pass peels at least one more
+    /// encapsulation (a reassembled datagram is fragmented again only
+    /// inside a tunnel), so this ends within MAX_ENCAPSULATIONS passes.
+    fn reassemble(&mut self, time: Timestamp, fragment: &Fragment<'_>, sip: &mut dyn FnMut(&Origin, &[u8])) {
+        let Extractor {
+            defrag,
+            tcp,
+            sctp,
+            tunnels,
+            inner_fragment,
+            counters: c,
+        } = self;
+        let mut datagram = defrag.add(time, fragment, c);
+        while let Some(d) = datagram {
+            let peeled = d.context.encapsulations().len();
+            let first_seen = d.first_seen;
+            match decode::decode_transport(d.context, d.src, d.dst, d.protocol, d.payload, tunnels) {
+                Ok(Decoded::Fragment(inner)) => {
+                    count_peeled(c, &inner.context, peeled);
+                    let len = inner.payload.len();
+                    inner_fragment[..len].copy_from_slice(inner.payload);
+                    let inner = Fragment {
+                        payload: &inner_fragment[..len],
+                        ..inner
+                    };
+                    datagram = defrag.add(first_seen, &inner, c);
+                }
+                decoded => return settle(tcp, sctp, c, first_seen, decoded, peeled, sip),
+            }
         }
     }
 
@@ -103,11 +135,44 @@ impl<'c> Extractor<'c> {
     }
 }
 
-fn count_error(c: &Counters, error: DecodeError) {
-    Counters::inc(match error {
-        DecodeError::Malformed => &c.decode_errors,
-        DecodeError::ChainTooLong => &c.header_chain_too_long,
-    });
+/// What a frame or reassembled datagram decoded to, other than a
+/// fragment: a segment goes on, anything else is counted. `peeled`: how
+/// many of the context's encapsulations were counted before (those of a
+/// reassembled datagram's fragments).
+fn settle(
+    tcp: &mut TcpReassembler,
+    sctp: &mut SctpReassembler,
+    c: &Counters,
+    time: Timestamp,
+    decoded: Result<Decoded<'_>, DecodeError>,
+    peeled: usize,
+    sip: &mut dyn FnMut(&Origin, &[u8]),
+) {
+    match decoded {
+        Ok(Decoded::Segment(segment)) => {
+            count_peeled(c, &segment.context, peeled);
+            deliver(tcp, c, time, &segment, sip)
+        }
+        Ok(Decoded::Sctp(packet)) => {
+            count_peeled(c, &packet.context, peeled);
+            sctp.add(time, &packet, c, sip)
+        }
+        // A fragment inside a reassembled datagram is taken by
+        // `reassemble`; none reaches here from a frame.
+        Ok(Decoded::Fragment(_)) | Ok(Decoded::Other) => Counters::inc(&c.not_udp_tcp),
+        Ok(Decoded::NotIp) => Counters::inc(&c.tunnel_not_ip),
+        Err(DecodeError::Malformed) => Counters::inc(&c.decode_errors),
+        Err(DecodeError::ChainTooLong) => Counters::inc(&c.header_chain_too_long),
+        Err(DecodeError::Truncated) => Counters::inc(&c.tunnel_truncated),
+    }
+}
+
+/// Count the encapsulations of `context` after the first `skip`, each
+/// under its kind.
+fn count_peeled(c: &Counters, context: &Context, skip: usize) {
+    for encapsulation in context.encapsulations().iter().skip(skip) {
+        Counters::inc(c.peeled(*encapsulation));
+    }
 }
 
 /// The bytes of one message to a SIP message, counted either way. A UDP
@@ -158,6 +223,7 @@ fn deliver(
         None => sip(
             &Origin {
                 time,
+                context: segment.context,
                 transport: segment.transport(),
                 src: segment.src,
                 dst: segment.dst,
@@ -200,12 +266,13 @@ impl<'q> Pipeline<'q> {
         filter: Filter,
         limits: &ReassemblyLimits,
         max_message: usize,
+        tunnels: &UdpTunnels,
         queue: &'q Queue,
         when_full: WhenFull<'q>,
         counters: &'q Counters,
     ) -> Pipeline<'q> {
         Pipeline {
-            extractor: Extractor::new(limits, max_message, counters),
+            extractor: Extractor::new(limits, max_message, tunnels, counters),
             output: Output {
                 filter,
                 envelopes: EnvelopeWriter::new(max_message),
@@ -277,7 +344,12 @@ pub fn filter_test(
     let mut source =
         capture::open(&crate::config::Source::File(file.to_path_buf()), None, 0, 0).map_err(RunError)?;
     let counters = Counters::default();
-    let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
+    let mut extractor = Extractor::new(
+        &ReassemblyLimits::defaults(),
+        65_535,
+        &UdpTunnels::default(),
+        &counters,
+    );
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
     let never = AtomicBool::new(false);
@@ -376,6 +448,7 @@ pub fn run(config: Config, stop: Arc<AtomicBool>) -> Result<Arc<Counters>, RunEr
         config.sip_filter,
         &config.reassembly,
         config.max_message_bytes,
+        &config.tunnels,
         &queue,
         match config.source {
             Source::File(_) => WhenFull::Wait(&stop),

@@ -227,6 +227,7 @@ impl SctpReassembler {
         }
         let origin = Origin {
             time,
+            context: sctp.context,
             transport: Transport::Sctp,
             src: sctp.src,
             dst: sctp.dst,

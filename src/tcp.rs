@@ -813,6 +813,7 @@ enum Kept {
 fn origin(key: Key, time: Timestamp) -> Origin {
     Origin {
         time,
+        context: key.context,
         transport: Transport::Tcp,
         src: key.src,
         dst: key.dst,

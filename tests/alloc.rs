@@ -9,6 +9,7 @@ use etherparse::PacketBuilder;
 use sip_capture::capture::Frame;
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
+use sip_capture::decode::UdpTunnels;
 use sip_capture::envelope::{Timestamp, envelope_capacity};
 use sip_capture::filter::Filter;
 use sip_capture::pipeline::{Pipeline, WhenFull};
@@ -260,6 +261,7 @@ fn no_allocation_per_packet_after_warm_up() {
         filter,
         &ReassemblyLimits::defaults(),
         max_message,
+        &UdpTunnels::default(),
         &queue,
         WhenFull::Wait(&stop),
         &counters,
@@ -389,7 +391,12 @@ fn no_allocation_per_packet_reading_files() {
             0,
         )
         .unwrap();
-        let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
+        let mut extractor = Extractor::new(
+            &ReassemblyLimits::defaults(),
+            65_535,
+            &UdpTunnels::default(),
+            &counters,
+        );
         let (mut seen, mut messages) = (0, 0u64);
         ALLOCATIONS.with(|n| n.set(0));
         source

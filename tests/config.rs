@@ -183,6 +183,18 @@ fn sctp_bounds() {
 }
 
 #[test]
+fn bad_tunnel_udp_ports() {
+    refused_with(
+        &["--tunnel-udp-ports", "vxlan:4789,l2tp:1701"],
+        &["TUNNEL_UDP_PORTS", "vxlan:4789,l2tp:1701", "unknown tunnel kind"],
+    );
+    refused_with(
+        &["--tunnel-udp-ports", "vxlan:4789,geneve:4789"],
+        &["TUNNEL_UDP_PORTS", "given twice"],
+    );
+}
+
+#[test]
 fn bad_bpf_filter() {
     refused_with(
         &["--bpf-filter", "udp and and"],

@@ -1,7 +1,8 @@
 //! Golden files: every generated capture in tests/data/pcaps/generated/,
 //! replayed through the agent to a real broker, publishes exactly the
 //! messages its `.expected` file lists — the bytes, the capture time, the
-//! addresses and the transport, in order, nothing more — and its summary
+//! addresses, the transport and where it was seen (`encap`), in order,
+//! nothing more, each valid against docs/envelope.schema.json — and its summary
 //! has the counter values the file names, accounts for every frame
 //! (docs/design.md, "Accounting"), and the agent exits with the file's
 //! `exit` status (0 when absent). `tests/data/make_captures.py` writes
@@ -43,6 +44,11 @@ fn generated_captures_publish_exactly_what_was_on_the_wire() {
         .collect();
     names.sort();
     assert!(names.len() >= 12, "generated captures: {names:?}");
+    let schema = jsonschema::validator_for(
+        &serde_json::from_str(&std::fs::read_to_string(data("../../docs/envelope.schema.json")).unwrap())
+            .unwrap(),
+    )
+    .unwrap();
     let mut failures = Vec::new();
     for name in &names {
         let dir = data("pcaps/generated");
@@ -71,11 +77,17 @@ fn generated_captures_publish_exactly_what_was_on_the_wire() {
             ));
             continue;
         }
-        let got: Vec<Value> = subscription
+        let envelopes: Vec<Value> = subscription
             .collect()
             .iter()
-            .map(|text| as_expected(&serde_json::from_str(text).unwrap()))
+            .map(|text| serde_json::from_str(text).unwrap())
             .collect();
+        for envelope in &envelopes {
+            if let Err(e) = schema.validate(envelope) {
+                failures.push(format!("{name}: not valid against the schema: {e}\n{envelope}"));
+            }
+        }
+        let got: Vec<Value> = envelopes.iter().map(as_expected).collect();
         if got != expected["messages"].as_array().unwrap()[..] {
             failures.push(format!(
                 "{name}: published\n{}\nexpected\n{}",

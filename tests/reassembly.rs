@@ -8,7 +8,7 @@ use core::net::SocketAddr;
 use serde_json::Value;
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
-use sip_capture::decode::{Context, Segment, TcpHeader};
+use sip_capture::decode::{Context, Segment, TcpHeader, UdpTunnels};
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::split::Framer;
 use sip_capture::tcp::{OnMessage, TcpReassembler};
@@ -473,7 +473,12 @@ fn the_same_frames_on_two_interfaces_are_never_joined() {
         let mut capture = pcap::Capture::from_file(pcap(name)).unwrap();
         let linktype = capture.get_datalink().0;
         let counters = Counters::default();
-        let mut extractor = Extractor::new(&ReassemblyLimits::defaults(), 65_535, &counters);
+        let mut extractor = Extractor::new(
+            &ReassemblyLimits::defaults(),
+            65_535,
+            &UdpTunnels::default(),
+            &counters,
+        );
         let mut published = Vec::new();
         while let Ok(packet) = capture.next_packet() {
             let time = Timestamp {

@@ -64,7 +64,8 @@ mod field {
     pub const EXT_MIN: usize = 8;
 }
 
-fn be16(bytes: &[u8]) -> u16 {
+/// A big-endian 16-bit field; `bytes` holds at least two bytes.
+pub(super) fn be16(bytes: &[u8]) -> u16 {
     u16::from_be_bytes([bytes[0], bytes[1]])
 }
 

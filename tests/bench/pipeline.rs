@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use sip_capture::capture::{self, Frame};
 use sip_capture::config::{ReassemblyLimits, Source};
 use sip_capture::counters::Counters;
+use sip_capture::decode::UdpTunnels;
 use sip_capture::envelope::{EnvelopeWriter, Timestamp, envelope_capacity};
 use sip_capture::filter::Filter;
 use sip_capture::pipeline::Extractor;
@@ -73,7 +74,7 @@ fn main() {
     // The messages, collected once, for the floor.
     let limits = ReassemblyLimits::defaults();
     let mut messages = Vec::new();
-    let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &counters);
+    let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &UdpTunnels::default(), &counters);
     let mut collect = |_: &_, m: &sip_capture::sip::Message<'_>| messages.push(m.raw().to_vec());
     for f in &frames {
         extractor.extract(&frame(f), &mut collect);
@@ -84,7 +85,7 @@ fn main() {
     let mut published = 0;
     for _ in 0..PASSES {
         let counters = Counters::default();
-        let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &counters);
+        let mut extractor = Extractor::new(&limits, MAX_MESSAGE, &UdpTunnels::default(), &counters);
         let mut writer = EnvelopeWriter::new(MAX_MESSAGE);
         published = 0;
         let start = Instant::now();

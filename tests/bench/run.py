@@ -11,6 +11,8 @@ make new ones):
                   SACK for the other direction bundled before it, every
                   tenth split over two chunks (synthetic; the kernel here
                   has no SCTP, so sipp -t s1 cannot run)
+  sipp-udp-vxlan.pcap  sipp-udp.pcap with every frame wrapped in VXLAN (VNI
+                  5001) over IPv4 and UDP 4789: the cost of peeling a tunnel
 
 For each trace: the in-process pipeline cost (cargo bench --bench pipeline)
 with the empty filter and the original's example filter, the floor, the
@@ -31,8 +33,9 @@ Needs root (namespaces, tcpreplay).
 
     python3 tests/bench/run.py --inproc-only sctp sipp-tcp
 
-measures only the in-process cost of the named traces (made if missing),
-without building the agent or starting a broker.
+measures only the in-process cost of the named traces (made if missing;
+e.g. sipp-udp sipp-udp-vxlan), without building the agent or starting a
+broker.
 """
 
 import json
@@ -168,17 +171,43 @@ def sctp_trace(path):
             f.write(frame)
 
 
-def traces(only=None):
+
+def vxlan_trace(path):
+    """sipp-udp.pcap (Ethernet), each frame wrapped in VXLAN VNI 5001 over
+    IPv4 and UDP 4789 in an outer Ethernet frame; timestamps kept."""
+    sys.path.insert(0, os.path.join(ROOT, "tests", "data"))
+    import make_captures as mc
+
+    raw = open(os.path.join(TRACES, "sipp-udp.pcap"), "rb").read()
+    magic, = struct.unpack("<I", raw[:4])
+    assert magic in (0xA1B2C3D4, 0xA1B23C4D), "sipp-udp.pcap: a little-endian classic pcap"
+    linktype, = struct.unpack("<I", raw[20:24])
+    assert linktype == 1, "sipp-udp.pcap: Ethernet"
+    with open(path, "wb") as f:
+        f.write(raw[:16] + struct.pack("<II", 262144, 1))
+        at = 24
+        while at + 16 <= len(raw):
+            secs, frac, caplen, _ = struct.unpack("<IIII", raw[at:at + 16])
+            frame = raw[at + 16:at + 16 + caplen]
+            outer = mc.ether(mc.ipv4("198.51.100.1", "198.51.100.2", 17,
+                                     mc.udp(49152, 4789, struct.pack("!II", 0x08000000, 5001 << 8) + frame)))
+            f.write(struct.pack("<IIII", secs, frac, len(outer), len(outer)) + outer)
+            at += 16 + caplen
+
+
+def traces(names=None):
+    """The traces (all, or those named), made first where missing."""
     os.makedirs(TRACES, exist_ok=True)
     made = {
         "sipp-udp": lambda p: sipp_trace(p, "u1", SIPP_UDP_CALLS),
         "sipp-tcp": lambda p: sipp_trace(p, "t1", SIPP_TCP_CALLS),
         "frag": frag_trace,
-        "sctp": sctp_trace,  # after sipp-udp, which it is made from
+        "sipp-udp-vxlan": vxlan_trace,  # after sipp-udp, which it is made from
+        "sctp": sctp_trace,  # the same
     }
     paths = {}
     for name, make in made.items():
-        if only is not None and name not in only and not (name == "sipp-udp" and "sctp" in only):
+        if names is not None and name not in names and not (name == "sipp-udp" and {"sctp", "sipp-udp-vxlan"} & set(names)):
             continue
         path = os.path.join(TRACES, name + ".pcap")
         if not os.path.exists(path):

@@ -80,6 +80,20 @@ pub struct Subscription {
     port: u16,
     topic: String,
     client_id: String,
+    /// The network namespace the broker listens in; `None` for this one.
+    netns: Option<String>,
+}
+
+/// `program` run in network namespace `netns` (`ip netns exec`), or here.
+pub fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(program);
+            cmd
+        }
+        None => Command::new(program),
+    }
 }
 
 impl Subscription {
@@ -87,12 +101,18 @@ impl Subscription {
     /// `port` (a broker of the test's own, or a listener of one): it
     /// outlives broker restarts where the broker persists sessions.
     pub fn new(port: u16, topic: &str) -> Subscription {
+        Subscription::in_netns(None, port, topic)
+    }
+
+    /// [`Subscription::new`] at a mosquitto listening in network namespace
+    /// `netns`; the first attempts also wait for it to start.
+    pub fn in_netns(netns: Option<&str>, port: u16, topic: &str) -> Subscription {
         let client_id = format!("test-sub-{}", free_port());
         // A loaded machine can make a first attempt fail: try a few times.
         let mut last_error = String::new();
         let subscribed = (0..5).any(|attempt| {
             std::thread::sleep(Duration::from_millis(200 * attempt));
-            let out = Command::new("mosquitto_sub")
+            let out = in_netns(netns, "mosquitto_sub")
                 .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                 .args(["-t", topic, "-q", "1", "-c", "-i", &client_id, "-E"])
                 .output()
@@ -105,6 +125,7 @@ impl Subscription {
             port,
             topic: topic.to_string(),
             client_id,
+            netns: netns.map(str::to_string),
         }
     }
 
@@ -113,7 +134,7 @@ impl Subscription {
     /// as everything has arrived.
     pub fn collect(&self) -> Vec<String> {
         let port = self.port.to_string();
-        let status = Command::new("mosquitto_pub")
+        let status = in_netns(self.netns.as_deref(), "mosquitto_pub")
             .args([
                 "-h",
                 "127.0.0.1",
@@ -130,7 +151,7 @@ impl Subscription {
             .unwrap();
         assert!(status.success());
         let mut sub = spawn(
-            Command::new("mosquitto_sub")
+            in_netns(self.netns.as_deref(), "mosquitto_sub")
                 .args(["-h", "127.0.0.1", "-p", &port])
                 .args([
                     "-t",
@@ -368,6 +389,8 @@ pub fn accounting_errors(stdout: &[u8]) -> Vec<String> {
                 "link_unsupported",
                 "decode_errors",
                 "header_chain_too_long",
+                "tunnel_truncated",
+                "tunnel_not_ip",
                 "not_udp_tcp",
                 "frag_fragments",
                 "udp_datagrams",

@@ -82,6 +82,12 @@ def ether(ip_packet, ether_type=0x0800, tags=()):
     return MAC_B + MAC_A + tagged + struct.pack("!H", ether_type) + ip_packet
 
 
+def vlan_encap(tags):
+    """The envelope's `encap` for a frame with VLAN `tags` (TPID, VLAN id):
+    None when untagged."""
+    return "/".join(f"vlan:{vid}" for _, vid in tags) or None
+
+
 def rfc3339(micros):
     """A capture time as the envelope writes it: UTC, microseconds, Z."""
     secs, frac = divmod(micros, 1_000_000)
@@ -122,11 +128,16 @@ class Pcap:
         """The capture time of the newest frame."""
         return self.frames[-1][0]
 
-    def expect(self, msg, at, src, dst, transport):
-        """The agent must publish `msg` (str or bytes) stamped `at`."""
+    def expect(self, msg, at, src, dst, transport, encap=None):
+        """The agent must publish `msg` (str or bytes) stamped `at`, found
+        inside the tags and tunnels `encap` names (the envelope's field;
+        None for a plain frame)."""
         text = msg if isinstance(msg, str) else msg.decode()
-        self.messages.append({"time": rfc3339(at), "transport": transport, "src": src, "dst": dst,
-                              "sip": text})
+        message = {"time": rfc3339(at), "transport": transport, "src": src, "dst": dst}
+        if encap:
+            message["encap"] = encap
+        message["sip"] = text
+        self.messages.append(message)
 
     def write(self, counters=None, args=None):
         os.makedirs(OUT, exist_ok=True)
@@ -208,7 +219,7 @@ class Stream:
 
     def expect_one(self, msg, end, since=None):
         """Expect `msg`, whose last byte is before sequence `end`."""
-        self.pcap.expect(msg, self.completed_at(end, since), CLIENT, self.dst, "tcp")
+        self.pcap.expect(msg, self.completed_at(end, since), CLIENT, self.dst, "tcp", vlan_encap(self.tags))
 
     def expect(self, msgs, start=None, since=None):
         """Expect `msgs`, laid out back to back from sequence `start`
@@ -217,7 +228,7 @@ class Stream:
         at = self.base if start is None else start
         for m in msgs:
             at += len(m.encode() if isinstance(m, str) else m)
-            self.pcap.expect(m, self.completed_at(at, since), CLIENT, self.dst, "tcp")
+            self.pcap.expect(m, self.completed_at(at, since), CLIENT, self.dst, "tcp", vlan_encap(self.tags))
 
 
 def out_of_order():
@@ -584,7 +595,7 @@ def padded_invite(n, tenant, size):
     return msg
 
 
-def tenants_fragments(name, tenants):
+def tenants_fragments(name, tenants, wrap=lambda packet, tags: ether(packet, tags=tags), encap=vlan_encap):
     """Tenants behind one mirror port, each on its own VLAN tag stack, send
     an INVITE from the same addresses with the same IP ID, in three
     fragments of the same sizes. Fragments arrive interleaved so that, keyed
@@ -604,12 +615,12 @@ def tenants_fragments(name, tenants):
         a, b = cuts[f], cuts[f + 1]
         frame = ipv4("192.0.2.1", "192.0.2.2", 17, datagrams[i][a:b], ident=0x4242, offset=a,
                      more=b < len(datagrams[i]))
-        at = p.add(ether(frame, tags=tenants[i]))
+        at = p.add(wrap(frame, tenants[i]))
         first_seen.setdefault(i, at)
         if sum(1 for j, _ in order[:order.index((i, f)) + 1] if j == i) == 3:
             completed.append(i)
     for i in completed:
-        p.expect(msgs[i], first_seen[i], "192.0.2.1:5060", "192.0.2.2:5060", "udp")
+        p.expect(msgs[i], first_seen[i], "192.0.2.1:5060", "192.0.2.2:5060", "udp", encap(tenants[i]))
     p.write(counters={"frag_reassembled": n, "frag_overlaps": 0, "frag_expired": 0, "frag_invalid": 0})
 
 
@@ -1115,7 +1126,8 @@ class Association:
         return idata_chunk(self.next_tsn(from_client), sid, mid, fsn, part, b=b, e=e, u=u)
 
     def expect(self, msg, at, from_client=True):
-        self.pcap.expect(msg, at, self.endpoint(from_client), self.endpoint(not from_client), "sctp")
+        self.pcap.expect(msg, at, self.endpoint(from_client), self.endpoint(not from_client), "sctp",
+                         vlan_encap(self.tags))
 
 
 def sip_reply(n, method="INVITE", body=""):
@@ -1352,6 +1364,309 @@ def sctp_limits():
 
 
 
+# Tunnels and carrier encapsulations (docs/design.md, "Peeling layers").
+# Each builder returns the bytes of one layer around `inner`.
+
+OUTER_A, OUTER_B = "198.51.100.1", "198.51.100.2"
+OUTER6_A, OUTER6_B = "2001:db8::a", "2001:db8::b"
+SRC, DST = "192.0.2.1:5060", "192.0.2.2:5060"
+
+
+def sip_udp_ipv4(msg, ident=1):
+    return ipv4("192.0.2.1", "192.0.2.2", 17, udp(5060, 5060, msg.encode()), ident=ident)
+
+
+def mpls(labels, payload):
+    """An MPLS label stack, outermost first; the last has Bottom of Stack."""
+    return b"".join(struct.pack("!I", (label << 12) | (0x100 if i == len(labels) - 1 else 0) | 64)
+                    for i, label in enumerate(labels)) + payload
+
+
+def pppoe(session, ip_packet, protocol=0x0021):
+    ppp = struct.pack("!H", protocol) + ip_packet
+    return struct.pack("!BBHH", 0x11, 0, session, len(ppp)) + ppp
+
+
+def gre(protocol, payload, key=None, seq=None, checksum_field=False):
+    flags = (0x8000 if checksum_field else 0) | (0x2000 if key is not None else 0) | (0x1000 if seq is not None else 0)
+    header = struct.pack("!HH", flags, protocol)
+    if checksum_field:
+        header += struct.pack("!HH", 0, 0)
+    if key is not None:
+        header += struct.pack("!I", key)
+    if seq is not None:
+        header += struct.pack("!I", seq)
+    return header + payload
+
+
+def erspan2(session, frame):
+    """ERSPAN type II header (version 1), then the mirrored frame."""
+    return struct.pack("!II", (1 << 28) | session, 7) + frame
+
+
+def erspan3(session, frame, platform=False):
+    """ERSPAN type III header (version 2), with the O bit and an 8-byte
+    platform subheader when `platform`."""
+    last = struct.pack("!HH", 0, 1 if platform else 0)
+    return (struct.pack("!II", (2 << 28) | session, 0x12345678) + last
+            + (bytes(8) if platform else b"") + frame)
+
+
+def vxlan(vni, frame):
+    return struct.pack("!II", 0x08000000, vni << 8) + frame
+
+
+def geneve(vni, frame, options=b""):
+    assert len(options) % 4 == 0
+    return struct.pack("!BBHI", len(options) // 4, 0, 0x6558, vni << 8) + options + frame
+
+
+def tzsp(frame, protocol=1):
+    """TZSP version 1, type 0 (received), tagged fields: padding, a signal
+    tag (10, 1 byte), END."""
+    return struct.pack("!BBH", 1, 0, protocol) + bytes([0, 10, 1, 0xC8, 1]) + frame
+
+
+def gtpu(teid, packet, message_type=255):
+    """GTP-U with a sequence number and one PDU session container
+    extension header (type 0x85, 4 bytes)."""
+    optional = struct.pack("!HBB", 7, 0, 0x85) + bytes([1, 0x10, 9, 0])
+    body = optional + packet
+    return struct.pack("!BBHI", 0x30 | 0x04 | 0x02, message_type, len(body), teid) + body
+
+
+def outer_udp(dport, payload, ipv6_outer=False, sport=49152):
+    datagram = udp(sport, dport, payload)
+    if ipv6_outer:
+        return ether(ipv6(OUTER6_A, OUTER6_B, 17, datagram), 0x86DD)
+    return ether(ipv4(OUTER_A, OUTER_B, 17, datagram))
+
+
+def tunnel_vlan_mpls_ipv4():
+    """A carrier link: VLAN 100, two MPLS labels, IPv4 (by its nibble)."""
+    p = Pcap("tunnel-vlan-mpls-ipv4")
+    msg = sip("INVITE", 100)
+    at = p.add(ether(mpls([16, 1000], sip_udp_ipv4(msg)), 0x8847, tags=[(0x8100, 100)]))
+    p.expect(msg, at, SRC, DST, "udp", "vlan:100/mpls:16/mpls:1000")
+    p.write(counters={"peeled_vlan": 1, "peeled_mpls": 2, "decode_errors": 0})
+
+
+def tunnel_mpls_pseudowire():
+    """Ethernet pseudowires over MPLS, with and without the control word
+    (the inner frame without it starts with a MAC whose first nibble is
+    not 0, 4 or 6), and IPv6 under a label."""
+    p = Pcap("tunnel-mpls-pseudowire")
+    a, b, c = sip("OPTIONS", 101), sip("OPTIONS", 102), sip("OPTIONS", 103)
+    inner = ether(sip_udp_ipv4(a))
+    at = p.add(ether(mpls([200], bytes(4) + inner), 0x8847))
+    p.expect(a, at, SRC, DST, "udp", "mpls:200")
+    no_cw = bytes.fromhex("5a0000000002") + MAC_A + struct.pack("!H", 0x0800) + sip_udp_ipv4(b)
+    at = p.add(ether(mpls([300, 301], no_cw), 0x8847))
+    p.expect(b, at, SRC, DST, "udp", "mpls:300/mpls:301")
+    v6 = ipv6("2001:db8::1", "2001:db8::2", 17, udp(5060, 5060, c.encode()))
+    at = p.add(ether(mpls([400], v6), 0x8848))
+    p.expect(c, at, "[2001:db8::1]:5060", "[2001:db8::2]:5060", "udp", "mpls:400")
+    p.write(counters={"peeled_mpls": 4})
+
+
+def tunnel_pppoe():
+    """PPPoE sessions with IPv4 and IPv6, and an LCP echo (not IP)."""
+    p = Pcap("tunnel-pppoe")
+    a, b = sip("REGISTER", 110), sip("REGISTER", 111)
+    at = p.add(ether(pppoe(0x1234, sip_udp_ipv4(a)), 0x8864))
+    p.expect(a, at, SRC, DST, "udp", "pppoe:4660")
+    v6 = ipv6("2001:db8::1", "2001:db8::2", 17, udp(5060, 5060, b.encode()))
+    at = p.add(ether(pppoe(0x1234, v6, 0x0057), 0x8864))
+    p.expect(b, at, "[2001:db8::1]:5060", "[2001:db8::2]:5060", "udp", "pppoe:4660")
+    p.add(ether(pppoe(0x1234, bytes([9, 1, 0, 8, 0, 0, 0, 0]), 0xC021), 0x8864))
+    p.write(counters={"peeled_pppoe": 2, "tunnel_not_ip": 1})
+
+
+def tunnel_gre():
+    """GRE over IPv4 carrying IPv4, with checksum, key and sequence over
+    IPv6 carrying IPv6, and transparent Ethernet bridging with a key."""
+    p = Pcap("tunnel-gre")
+    a, b, c = sip("INVITE", 120), sip("INVITE", 121), sip("INVITE", 122)
+    at = p.add(ether(ipv4(OUTER_A, OUTER_B, 47, gre(0x0800, sip_udp_ipv4(a)))))
+    p.expect(a, at, SRC, DST, "udp", "gre")
+    v6 = ipv6("2001:db8::1", "2001:db8::2", 17, udp(5060, 5060, b.encode()))
+    at = p.add(ether(ipv6(OUTER6_A, OUTER6_B, 47, gre(0x86DD, v6, key=42, seq=1, checksum_field=True)), 0x86DD))
+    p.expect(b, at, "[2001:db8::1]:5060", "[2001:db8::2]:5060", "udp", "gre:42")
+    at = p.add(ether(ipv4(OUTER_A, OUTER_B, 47, gre(0x6558, ether(sip_udp_ipv4(c), tags=[(0x8100, 7)]), key=7))))
+    p.expect(c, at, SRC, DST, "udp", "gre:7/vlan:7")
+    p.write(counters={"peeled_gre": 3, "peeled_vlan": 1})
+
+
+def tunnel_erspan():
+    """Remote SPAN: ERSPAN type I (GRE without sequence number), type II,
+    type III without and with its platform subheader, over IPv4 and IPv6."""
+    p = Pcap("tunnel-erspan")
+    msgs = [sip("BYE", 130 + i) for i in range(4)]
+    frames = [
+        (gre(0x88BE, ether(sip_udp_ipv4(msgs[0]))), "gre/erspan", False),
+        (gre(0x88BE, erspan2(12, ether(sip_udp_ipv4(msgs[1]))), seq=1), "gre/erspan:12", False),
+        (gre(0x22EB, erspan3(1023, ether(sip_udp_ipv4(msgs[2]))), seq=2), "gre/erspan:1023", True),
+        (gre(0x22EB, erspan3(5, ether(sip_udp_ipv4(msgs[3])), platform=True), seq=3), "gre/erspan:5", False),
+    ]
+    for msg, (payload, encap, over_ipv6) in zip(msgs, frames):
+        if over_ipv6:
+            at = p.add(ether(ipv6(OUTER6_A, OUTER6_B, 47, payload), 0x86DD))
+        else:
+            at = p.add(ether(ipv4(OUTER_A, OUTER_B, 47, payload)))
+        p.expect(msg, at, SRC, DST, "udp", encap)
+    p.write(counters={"peeled_gre": 4, "peeled_erspan": 4})
+
+
+def tunnel_erspan3_vlan_fragments():
+    """ERSPAN III mirroring a VLAN-tagged INVITE fragmented in three: the
+    inner fragments are reassembled under the tunnel's identity."""
+    p = Pcap("tunnel-erspan3-vlan-fragments")
+    msg = padded_invite(140, "erspan", 900)
+    datagram = udp(5060, 5060, msg.encode())
+    cuts = [0, 400, 800, len(datagram)]
+    first = None
+    for i in range(3):
+        a, b = cuts[i], cuts[i + 1]
+        inner = ipv4("192.0.2.1", "192.0.2.2", 17, datagram[a:b], ident=0x99, offset=a, more=b < len(datagram))
+        frame = ether(ipv4(OUTER_A, OUTER_B, 47, gre(0x22EB, erspan3(33, ether(inner, tags=[(0x8100, 30)])), seq=i)))
+        at = p.add(frame)
+        first = first or at
+    p.expect(msg, first, SRC, DST, "udp", "gre/erspan:33/vlan:30")
+    p.write(counters={"frag_reassembled": 1, "frag_fragments": 3, "peeled_erspan": 3})
+
+
+def tunnel_ip_in_ip():
+    """IPv4 and IPv6 inside IPv4 (protocols 4 and 41) and inside IPv6."""
+    p = Pcap("tunnel-ip-in-ip")
+    msgs = [sip("OPTIONS", 150 + i) for i in range(4)]
+    v6 = lambda m: ipv6("2001:db8::1", "2001:db8::2", 17, udp(5060, 5060, m.encode()))
+    six = ("[2001:db8::1]:5060", "[2001:db8::2]:5060")
+    cases = [
+        (ether(ipv4(OUTER_A, OUTER_B, 4, sip_udp_ipv4(msgs[0]))), (SRC, DST)),
+        (ether(ipv4(OUTER_A, OUTER_B, 41, v6(msgs[1]))), six),
+        (ether(ipv6(OUTER6_A, OUTER6_B, 4, sip_udp_ipv4(msgs[2])), 0x86DD), (SRC, DST)),
+        (ether(ipv6(OUTER6_A, OUTER6_B, 41, v6(msgs[3])), 0x86DD), six),
+    ]
+    for msg, (frame, (src, dst)) in zip(msgs, cases):
+        at = p.add(frame)
+        p.expect(msg, at, src, dst, "udp", "ipip")
+    p.write(counters={"peeled_ipip": 4})
+
+
+def tunnel_vxlan_ipv6():
+    """VXLAN over IPv6 (a cloud traffic mirror), carrying UDP and a TCP
+    stream whose message spans two VXLAN packets; and Linux's port 8472."""
+    p = Pcap("tunnel-vxlan-ipv6")
+    a = sip("INVITE", 160)
+    at = p.add(outer_udp(4789, vxlan(5001, ether(sip_udp_ipv4(a))), ipv6_outer=True))
+    p.expect(a, at, SRC, DST, "udp", "vxlan:5001")
+    b = sip("MESSAGE", 161, "x" * 300).encode()
+    seq = 5000
+    for part in (b[:200], b[200:]):
+        inner = ipv4("192.0.2.1", "192.0.2.2", 6, tcp(40000, 5080, seq, part))
+        at = p.add(outer_udp(4789, vxlan(5001, ether(inner)), ipv6_outer=True))
+        seq += len(part)
+    p.expect(b, at, CLIENT, "192.0.2.2:5080", "tcp", "vxlan:5001")
+    c = sip("OPTIONS", 162)
+    at = p.add(outer_udp(8472, vxlan(77, ether(sip_udp_ipv4(c)))))
+    p.expect(c, at, SRC, DST, "udp", "vxlan:77")
+    p.write(counters={"peeled_vxlan": 4, "tcp_segments": 2, "tcp_gaps": 0})
+
+
+def tunnel_vxlan_two_tenants():
+    """Two tenants with the same addresses and IP ID in VNIs 100 and 200,
+    their fragments interleaved: two distinct messages, never spliced."""
+    tenants_fragments("tunnel-vxlan-two-tenants", [100, 200],
+                      wrap=lambda packet, vni: outer_udp(4789, vxlan(vni, ether(packet))),
+                      encap=lambda vni: f"vxlan:{vni}")
+
+
+def tunnel_vxlan_outer_fragments():
+    """A VXLAN packet whose outer IPv4 datagram is fragmented (reassembled
+    first, then peeled), and one whose inner datagram is fragmented too,
+    each inner fragment in an outer datagram fragmented in two."""
+    p = Pcap("tunnel-vxlan-outer-fragments")
+
+    def outer_fragments(payload, ident):
+        datagram = udp(49152, 4789, payload)
+        half = (len(datagram) // 2) // 8 * 8
+        for a, b in ((0, half), (half, len(datagram))):
+            yield ether(ipv4(OUTER_A, OUTER_B, 17, datagram[a:b], ident=ident, offset=a, more=b < len(datagram)))
+
+    a = padded_invite(170, "outer", 999)
+    first = None
+    for frame in outer_fragments(vxlan(9, ether(sip_udp_ipv4(a))), 0x501):
+        at = p.add(frame)
+        first = first or at
+    p.expect(a, first, SRC, DST, "udp", "vxlan:9")
+    b = padded_invite(171, "both", 1400)
+    inner = udp(5060, 5060, b.encode())
+    first = None
+    for n, (x, y) in enumerate(((0, 720), (720, len(inner)))):
+        fragment = ipv4("192.0.2.1", "192.0.2.2", 17, inner[x:y], ident=0x77, offset=x, more=y < len(inner))
+        for frame in outer_fragments(vxlan(9, ether(fragment)), 0x600 + n):
+            at = p.add(frame)
+            first = first or at
+    p.expect(b, first, SRC, DST, "udp", "vxlan:9")
+    p.write(counters={"frag_fragments": 8, "frag_reassembled": 4, "frag_joined": 8, "peeled_vxlan": 3})
+
+
+def tunnel_geneve():
+    """Geneve with an 8-byte option, carrying a VLAN-tagged frame."""
+    p = Pcap("tunnel-geneve")
+    msg = sip("INVITE", 180)
+    option = struct.pack("!HBB", 0x0102, 0x80, 1) + bytes(4)
+    at = p.add(outer_udp(6081, geneve(0xABCDEF, ether(sip_udp_ipv4(msg), tags=[(0x8100, 12)]), option)))
+    p.expect(msg, at, SRC, DST, "udp", "geneve:11259375/vlan:12")
+    p.write(counters={"peeled_geneve": 1})
+
+
+def tunnel_tzsp():
+    """TZSP (MikroTik's sniffer stream) with tagged fields carrying an
+    Ethernet frame; then one carrying 802.11 (not IP)."""
+    p = Pcap("tunnel-tzsp")
+    msg = sip("NOTIFY", 190)
+    at = p.add(outer_udp(37008, tzsp(ether(sip_udp_ipv4(msg)))))
+    p.expect(msg, at, SRC, DST, "udp", "tzsp")
+    p.add(outer_udp(37008, tzsp(bytes(24), protocol=18)))
+    p.write(counters={"peeled_tzsp": 1, "tunnel_not_ip": 1})
+
+
+def tunnel_gtpu_ipv6_tcp():
+    """VoLTE mirrored as GTP-U: a phone's IPv6 TCP SIP in G-PDUs with a
+    sequence number and a PDU session container extension header, two
+    messages in three segments; and a GTP echo request (not IP)."""
+    p = Pcap("tunnel-gtpu-ipv6-tcp")
+    phone, pcscf = "2001:db8:cafe::1", "2001:db8:1::5"
+    msgs = [sip("REGISTER", 200), sip("REGISTER", 201)]
+    data = "".join(msgs).encode()
+    seq, cuts = 7000, [0, 150, len(msgs[0]) + 30, len(data)]
+    times = []
+    for x, y in zip(cuts, cuts[1:]):
+        segment = ipv6(phone, pcscf, 6, tcp(40000, 5060, seq + x, data[x:y]))
+        times.append(p.add(outer_udp(2152, gtpu(0x1A2B3C4D, segment), sport=2152)))
+    for msg, at in zip(msgs, times[1:]):
+        p.expect(msg, at, f"[{phone}]:40000", f"[{pcscf}]:5060", "tcp", "gtpu:439041101")
+    p.add(outer_udp(2152, struct.pack("!BBHI", 0x32, 1, 4, 0) + bytes(4), sport=2152))
+    p.write(counters={"peeled_gtpu": 3, "tunnel_not_ip": 1, "tcp_messages": 2})
+
+
+def tunnel_limits():
+    """Nine VLAN tags (one more than MAX_ENCAPSULATIONS), a VXLAN header
+    without its I flag, a GRE header cut short, and SIP on UDP 4789 with
+    the port not configured as a tunnel (TUNNEL_UDP_PORTS): counted, never
+    a crash; the last is published."""
+    p = Pcap("tunnel-limits")
+    p.add(ether(sip_udp_ipv4(sip("OPTIONS", 210)), tags=[(0x8100, v) for v in range(1, 10)]))
+    p.add(outer_udp(4789, struct.pack("!II", 0, 5 << 8) + ether(sip_udp_ipv4(sip("OPTIONS", 211)))))
+    p.add(ether(ipv4(OUTER_A, OUTER_B, 47, b"\x00\x00")))
+    msg = sip("OPTIONS", 212)
+    at = p.add(outer_udp(8472, msg.encode()))
+    p.expect(msg, at, f"{OUTER_A}:49152", f"{OUTER_B}:8472", "udp")
+    p.write(counters={"header_chain_too_long": 1, "tunnel_truncated": 2, "peeled_vxlan": 0},
+            args=["--tunnel-udp-ports", "vxlan:4789"])
+
+
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
                  cut_mid_message, overlapping_fragments, tiny_fragments, ipv6_fragments, link_types, udp_framing,
@@ -1361,5 +1676,9 @@ if __name__ == "__main__":
                  hole_time_bound, hole_data_bound, hole_fin, hole_rst, hole_idle_expiry, hole_evicted,
                  hole_end_of_file, snaplen_cut, sipfrag_resync,
                  sctp_single_chunks, sctp_fragmented, sctp_bundled, sctp_idata, sctp_duplicates, sctp_streams,
-                 sctp_unordered, sctp_bad_checksum, sctp_on_vlans, sctp_limits]:
+                 sctp_unordered, sctp_bad_checksum, sctp_on_vlans, sctp_limits,
+                 tunnel_vlan_mpls_ipv4, tunnel_mpls_pseudowire,
+                 tunnel_pppoe, tunnel_gre, tunnel_erspan, tunnel_erspan3_vlan_fragments, tunnel_ip_in_ip,
+                 tunnel_vxlan_ipv6, tunnel_vxlan_two_tenants, tunnel_vxlan_outer_fragments, tunnel_geneve,
+                 tunnel_tzsp, tunnel_gtpu_ipv6_tcp, tunnel_limits]:
         make()

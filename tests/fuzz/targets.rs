@@ -3,14 +3,15 @@
 //! committed corpora on stable Rust so that every input found once stays
 //! fixed.
 
+use sip_capture::capture::Frame;
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
 use sip_capture::decode::{
-    self, Context, Decoded, LinkType, Sctp, SctpPacket, Segment, TcpHeader, Transport,
+    self, Context, Decoded, LinkType, Sctp, SctpPacket, Segment, TcpHeader, Transport, UdpTunnels,
 };
-use sip_capture::defrag::Defrag;
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::filter::Filter;
+use sip_capture::pipeline::Extractor;
 use sip_capture::sctp::SctpReassembler;
 use sip_capture::sip::Message;
 use sip_capture::split::Framer;
@@ -18,24 +19,37 @@ use sip_capture::tcp::TcpReassembler;
 
 const LINK_TYPES: [i32; 6] = [0, 1, 101, 113, 276, 229];
 
-/// The packet decoder: the first byte picks the link type, the rest is a
-/// frame; fragments go through a small defragmenter, twice, so a frame can
-/// complete its own datagram.
+/// The packet decoder and the tunnels it peels, through the extractor:
+/// the first byte picks the link type, the rest is a frame, taken twice
+/// so that a frame can complete its own datagram, outer or inner (a small
+/// defragmenter and stream table).
 pub fn decode_frame(data: &[u8]) {
     let Some((&pick, frame)) = data.split_first() else {
         return;
     };
-    let link = LinkType::from_pcap(LINK_TYPES[usize::from(pick) % LINK_TYPES.len()]).unwrap();
     let counters = Counters::default();
-    let mut defrag = Defrag::new(4, 8192, 1000);
-    let now = Timestamp { secs: 1, micros: 0 };
+    let limits = ReassemblyLimits {
+        frag_datagrams: 4,
+        frag_buffer_bytes: 8192,
+        frag_timeout_ms: 1000,
+        tcp_flows: 2,
+        tcp_buffers: 2,
+        tcp_buffer_bytes: 2048,
+        tcp_hole_max_bytes: 1024,
+        ..ReassemblyLimits::defaults()
+    };
+    let mut extractor = Extractor::new(&limits, 2048, &UdpTunnels::default(), &counters);
+    let frame = Frame {
+        time: Timestamp { secs: 1, micros: 0 },
+        interface: 0,
+        linktype: LINK_TYPES[usize::from(pick) % LINK_TYPES.len()],
+        data: frame,
+    };
+    let mut ignore = |_: &Origin, _: &Message<'_>| {};
     for _ in 0..2 {
-        if let Ok(Decoded::Fragment(fragment)) = decode::decode(link, 0, frame)
-            && let Some(d) = defrag.add(now, &fragment, &counters)
-        {
-            let _ = decode::decode_transport(d.context, d.src, d.dst, d.protocol, d.payload);
-        }
+        extractor.extract(&frame, &mut ignore);
     }
+    extractor.finish(&mut ignore);
 }
 
 /// The TCP reassembler and SIP framer: the input is a sequence of segments,
@@ -148,7 +162,7 @@ pub fn sctp_chunks(data: &[u8]) {
             &[0x45, 0, 0, 20, 0, 0, 0, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2],
         ]
         .concat();
-        match decode::decode(LinkType::Ethernet, 0, &frame) {
+        match decode::decode(LinkType::Ethernet, 0, &frame, &UdpTunnels::default()) {
             Ok(Decoded::Segment(s)) => s.context,
             _ => Context::default(),
         }
