@@ -123,6 +123,8 @@ impl Context {
 pub enum Transport {
     Udp,
     Tcp,
+    /// WebSocket (RFC 7118) over a TCP stream.
+    Ws,
 }
 
 impl Transport {
@@ -130,6 +132,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Ws => "ws",
         }
     }
 }

@@ -106,7 +106,7 @@ fn count_error(c: &Counters, error: DecodeError) {
 /// The bytes of one message to a SIP message, counted either way. A UDP
 /// payload holds one message, which ends at its Content-Length (RFC 3261
 /// 18.3; the bytes after it are counted, not published); a message framed
-/// from a TCP stream is whole.
+/// from a TCP stream, or a WebSocket message, is whole.
 fn recognise<'a>(
     c: &'a Counters,
     on_message: &'a mut dyn FnMut(&Origin, &Message<'_>),
@@ -117,18 +117,22 @@ fn recognise<'a>(
                 Counters::inc(&c.udp_datagrams);
                 Message::parse_datagram(raw)
             }
-            Transport::Tcp => Message::parse(raw).map(|message| {
+            Transport::Tcp | Transport::Ws => Message::parse(raw).map(|message| {
                 Counters::inc(&c.tcp_messages);
                 (message, 0)
             }),
         };
+        let ws = origin.transport == Transport::Ws;
         match parsed {
             Some((message, trailing)) => {
                 Counters::inc(&c.sip_messages);
+                if ws {
+                    Counters::inc(&c.ws_messages);
+                }
                 Counters::add(&c.udp_trailing_bytes, trailing as u64);
                 on_message(origin, &message);
             }
-            None => Counters::inc(&c.not_sip),
+            None => Counters::inc(if ws { &c.ws_not_sip } else { &c.not_sip }),
         }
     }
 }
