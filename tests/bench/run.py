@@ -6,6 +6,10 @@ make new ones):
   sipp-udp.pcap   sipp uac/uas calls over UDP on loopback, captured by tcpdump
   sipp-tcp.pcap   the same over TCP
   frag.pcap       large INVITEs fragmented over IPv4 and IPv6 (synthetic)
+  ws.pcap         SIP over WebSocket on loopback (tests/sip_websocket.py:
+                  Python's websockets, some messages over continuation
+                  frames, pings), captured by tcpdump
+  ws-deflate.pcap the same with permessage-deflate (context takeover)
 
 For each trace: the in-process pipeline cost (cargo bench --bench pipeline)
 with the empty filter and the original's example filter, the floor, the
@@ -13,6 +17,12 @@ cost of reading the file (the agent's reader and libpcap's), the
 end-to-end run of `sip-capture --read` to a private mosquitto with a QoS 1
 subscriber counting, and `tshark -r TRACE -Y sip` CPU time. Prints one table
 and writes target/bench/results.json. Standard library only.
+
+    python3 tests/bench/run.py --inproc-only [TRACE ...]
+
+measures only the in-process pipeline cost (no broker, no tshark) of the
+named traces (default: sipp-tcp, ws, ws-deflate), making those missing,
+and writes target/bench/inproc.json.
 """
 
 import json
@@ -36,6 +46,7 @@ SIPP_UDP_CALLS = 34_000  # 6 messages a call: 204,000 messages
 SIPP_TCP_CALLS = 10_000
 SIPP_RATE = 1500  # calls per second
 FRAG_INVITES = 20_000
+WS_REQUESTS = 10_000  # and as many responses
 
 
 # The batching configuration measured beside the default one.
@@ -63,6 +74,23 @@ def sipp_trace(path, transport, calls):
     time.sleep(1.0)
     subprocess.run(["pkill", "-f", f"sipp -sn uas -t {transport} -i 127.0.0.1 -p {port}"])
     uas.wait()
+    dump.terminate()
+    _, err = dump.communicate()
+    print(f"  tcpdump: {err.decode().strip().splitlines()[-1]}", file=sys.stderr)
+    os.replace(tmp, path)
+
+
+def ws_trace(path, mode, requests):
+    """tests/sip_websocket.py (a websockets server and client) on loopback,
+    captured with tcpdump."""
+    port = support.free_port()
+    tmp = path + ".part"
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-B", "65536", "-U", "-w", tmp,
+                             f"tcp port {port}"], stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    run(["/usr/bin/python3", os.path.join(ROOT, "tests", "sip_websocket.py"), str(port), mode, str(requests)],
+        stdout=subprocess.DEVNULL)
+    time.sleep(1.0)
     dump.terminate()
     _, err = dump.communicate()
     print(f"  tcpdump: {err.decode().strip().splitlines()[-1]}", file=sys.stderr)
@@ -98,15 +126,20 @@ def frag_trace(path):
                 frame_no += 1
 
 
-def traces():
+def traces(names=None):
+    """The traces called `names` (default: all), made when missing."""
     os.makedirs(TRACES, exist_ok=True)
     made = {
         "sipp-udp": lambda p: sipp_trace(p, "u1", SIPP_UDP_CALLS),
         "sipp-tcp": lambda p: sipp_trace(p, "t1", SIPP_TCP_CALLS),
         "frag": frag_trace,
+        "ws": lambda p: ws_trace(p, "plain", WS_REQUESTS),
+        "ws-deflate": lambda p: ws_trace(p, "deflate", WS_REQUESTS),
     }
     paths = {}
     for name, make in made.items():
+        if names is not None and name not in names:
+            continue
         path = os.path.join(TRACES, name + ".pcap")
         if not os.path.exists(path):
             print(f"making trace {name} ...", file=sys.stderr)
@@ -186,7 +219,39 @@ def machine():
     return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {cpu}"
 
 
+INPROC_ROWS = [
+    ("frames", "frames"), ("SIP messages", "messages"),
+    ("in-process msg/s (empty filter)", "inproc_msgs_per_s"),
+    ("in-process ns/msg (empty filter)", "inproc_ns_per_msg"),
+    ("floor ns/msg (sha256+base64+copy)", "floor_ns_per_msg"),
+    ("pipeline / floor", "ratio_to_floor"),
+    ("file read ns/frame (pcap-parser)", "read_ns_per_frame"),
+]
+
+
+def inproc_only(names):
+    """The in-process pipeline cost alone, of the traces `names`."""
+    paths = traces(names)
+    results = {"machine": machine(), "command": "tests/bench/run.py --inproc-only " + " ".join(names),
+               "date": time.strftime("%Y-%m-%d"), "traces": {}}
+    for name in names:
+        print(f"measuring {name} ...", file=sys.stderr)
+        empty = inproc(paths[name], "")
+        results["traces"][name] = {key: empty[key] for _, key in INPROC_ROWS}
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "inproc.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print(f"\nin-process cost — {results['machine']} — {results['date']}\n")
+    print(f"| {'':36} | " + " | ".join(f"{n:>12}" for n in names) + " |")
+    print(f"|{'-' * 38}|" + "|".join("-" * 14 for _ in names) + "|")
+    for label, key in INPROC_ROWS:
+        print(f"| {label:36} | " + " | ".join(f"{str(results['traces'][n][key]):>12}" for n in names) + " |")
+
+
 def main():
+    if sys.argv[1:2] == ["--inproc-only"]:
+        return inproc_only(sys.argv[2:] or ["sipp-tcp", "ws", "ws-deflate"])
     paths = traces()
     results = {"machine": machine(), "command": "make bench", "date": time.strftime("%Y-%m-%d"), "traces": {}}
     for name, path in paths.items():
