@@ -14,7 +14,8 @@
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
 //!  libpcap     link/IP/    defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
 //!  pcap-parser UDP/TCP     tcp + split     line,               base64       byte ring QoS 1
-//!                          (streams)       headers
+//!                          (streams,       headers
+//!                          WebSocket)
 //! ```
 //!
 //! - [`capture`]: frames from a live interface (libpcap, non-blocking,
@@ -27,7 +28,11 @@
 //! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
 //! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
 //!   buffer pool; [`split`] cuts a stream into SIP messages by
-//!   Content-Length, skipping keep-alives and junk.
+//!   Content-Length, skipping keep-alives and junk, or, once it recognises
+//!   SIP over WebSocket (an HTTP Upgrade, or a frame carrying a SIP start
+//!   line), [`split::websocket`] cuts RFC 6455 frames into one SIP message
+//!   per WebSocket message, unmasked and inflated (permessage-deflate, in
+//!   decompression windows fixed at start-up); TLS streams are counted.
 //! - [`sip`]: recognises SIP by its start line, on any port, and gives a
 //!   zero-copy view of start line, headers (compact forms equal to long
 //!   ones) and body.

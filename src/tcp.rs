@@ -324,9 +324,11 @@ impl TcpReassembler {
             if flow.buffer == NIL {
                 // In order, nothing buffered: frame straight from the packet.
                 flow.next_seq = flow.next_seq.wrapping_add(payload.len() as u32);
-                let used = flow.framer.split(payload, self.max_message, &mut self.ws, counters, |t, m, _| {
-                    on_message(&origin(key, t, time), m)
-                });
+                let used = flow
+                    .framer
+                    .split(payload, self.max_message, &mut self.ws, counters, |t, m, _| {
+                        on_message(&origin(key, t, time), m)
+                    });
                 let rest = &payload[used..];
                 if rest.is_empty() {
                     return;

@@ -58,17 +58,29 @@ fn exchange(mode: &str) {
     sent.sort();
     published.sort();
     assert_eq!(published.len(), sent.len(), "{stdout}");
-    assert!(published == sent, "published messages differ from what was sent\n{stdout}");
+    assert!(
+        published == sent,
+        "published messages differ from what was sent\n{stdout}"
+    );
     let count = |name| summary_value(stdout.as_bytes(), name);
     assert_eq!(count("ws_handshakes"), 2, "{stdout}");
     assert_eq!(count("ws_messages"), 2 * REQUESTS as u64, "{stdout}");
     // A ping and its pong every fourth request, and the closing handshake.
     let pings = REQUESTS.div_ceil(4) as u64;
     assert_eq!(count("ws_control_frames"), 2 * pings + 2, "{stdout}");
-    for name in ["ws_bad_frames", "ws_inflate_failed", "ws_not_sip", "tcp_junk_lines", "tcp_gaps"] {
+    for name in [
+        "ws_bad_frames",
+        "ws_inflate_failed",
+        "ws_not_sip",
+        "tcp_junk_lines",
+        "tcp_gaps",
+    ] {
         assert_eq!(count(name), 0, "{name}\n{stdout}");
     }
-    assert!(common::accounting_errors(stdout.as_bytes()).is_empty(), "{stdout}");
+    assert!(
+        common::accounting_errors(stdout.as_bytes()).is_empty(),
+        "{stdout}"
+    );
 }
 
 #[test]

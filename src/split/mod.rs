@@ -341,7 +341,9 @@ fn is_http_start(line: &[u8]) -> bool {
 /// `client_no_context_takeover`) is not seen here; a window is then kept
 /// that was not needed.
 fn sip_upgrade(block: &[u8]) -> Option<bool> {
-    let mut lines = block.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = block
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let first = lines.next()?;
     let request = first.starts_with(b"GET ");
     if !request && !first.starts_with(b"HTTP/1.1 101") {

@@ -186,7 +186,8 @@ enum Failed {
 }
 
 impl Shared {
-    /// Buffers for messages of up to `max_message` bytes.
+    /// Buffers for messages of up to `max_message` bytes (a larger limit
+    /// given to the framer is cut to this).
     pub fn new(max_message: usize) -> Shared {
         Shared {
             message: vec![0; max_message].into_boxed_slice(),
@@ -244,7 +245,8 @@ impl Inflate {
         // The window: the last 32 KiB of what it knew and the message.
         let keep = if result.is_ok() { at.min(WINDOW) } else { 0 };
         let start = WINDOW - known + at - keep;
-        self.windows[(w + 1) * WINDOW - keep..(w + 1) * WINDOW].copy_from_slice(&self.work[start..start + keep]);
+        self.windows[(w + 1) * WINDOW - keep..(w + 1) * WINDOW]
+            .copy_from_slice(&self.work[start..start + keep]);
         self.known[w] = keep as u16;
         result.map(|()| &self.work[WINDOW..WINDOW + at - known])
     }
@@ -280,6 +282,7 @@ pub enum Scan {
 /// line (a status line or a well-known method). Costs a byte comparison
 /// for most positions.
 pub fn find_sip_frame(bytes: &[u8], limit: usize, max_message: usize, shared: &mut Shared) -> Scan {
+    let max_message = max_message.min(shared.message.len());
     for at in 0..bytes.len().min(limit) {
         // FIN or not, RSV1 or not, text or binary.
         if !matches!(bytes[at] & 0xbf, 0x01 | 0x02 | 0x81 | 0x82) {
@@ -392,6 +395,8 @@ impl Stream {
         counters: &Counters,
         on_message: &mut dyn FnMut(&[u8], usize),
     ) -> usize {
+        // No message larger than the shared buffer.
+        let max_message = max_message.min(shared.message.len());
         let mut consumed = 0;
         loop {
             if self.skip > 0 {
@@ -626,6 +631,72 @@ mod tests {
         assert_eq!(Counters::get(&counters.ws_oversize), 1);
     }
 
+    /// RFC 7692 §7.2.1: each message a sync flush, its final 00 00 ff ff
+    /// removed; one compressor for a sender with context takeover.
+    fn deflate(compressor: &mut miniz_oxide::deflate::core::CompressorOxide, message: &[u8]) -> Vec<u8> {
+        use miniz_oxide::deflate::core::{TDEFLFlush, compress};
+        let mut out = vec![0; message.len() + 64];
+        let (_, read, written) = compress(compressor, message, &mut out, TDEFLFlush::Sync);
+        assert_eq!(read, message.len());
+        assert!(out[..written].ends_with(&TAIL));
+        out.truncate(written - TAIL.len());
+        out
+    }
+
+    /// More senders with context takeover than WS_INFLATE_CONTEXTS: the
+    /// one without a window inflates what needs no history and counts what
+    /// does, never publishing it garbled; a window freed by a stream's end
+    /// serves it from its next compressed message on.
+    #[test]
+    fn contexts_exhausted() {
+        use miniz_oxide::deflate::core::CompressorOxide;
+        let counters = Counters::default();
+        let mut shared = Shared::new(1000);
+        let mut streams: Vec<(Stream, CompressorOxide)> = (0..=WS_INFLATE_CONTEXTS)
+            .map(|_| (Stream::new(true, false), CompressorOxide::new(32)))
+            .collect();
+        let send = |stream: &mut (Stream, CompressorOxide), shared: &mut Shared, m: &[u8]| {
+            let f = frame(0xc1, Some([1, 2, 3, 4]), &deflate(&mut stream.1, m));
+            let mut out = Vec::new();
+            stream
+                .0
+                .split(&f, 1000, shared, &counters, &mut |m, _| out.push(m.to_vec()));
+            out
+        };
+        for (n, stream) in streams.iter_mut().enumerate() {
+            assert_eq!(
+                send(stream, &mut shared, A),
+                [A.to_vec()],
+                "stream {n}: needs no history"
+            );
+            let expected = if n < WS_INFLATE_CONTEXTS {
+                vec![A.to_vec()]
+            } else {
+                vec![]
+            };
+            assert_eq!(
+                send(stream, &mut shared, A),
+                expected,
+                "stream {n}: refers to the first"
+            );
+        }
+        assert_eq!(Counters::get(&counters.ws_inflate_no_context), 2);
+        assert_eq!(Counters::get(&counters.ws_inflate_failed), 1);
+        let (first, last) = streams.split_at_mut(WS_INFLATE_CONTEXTS);
+        first[0].0.end(&mut shared);
+        // Bytes none of its earlier messages hold need no history; the
+        // same again refer to them, through the window it has now.
+        let fresh = b"0123456789 abcdefghijklmnopqrstuvwxyz";
+        assert_eq!(send(&mut last[0], &mut shared, fresh), [fresh.to_vec()]);
+        assert_eq!(
+            send(&mut last[0], &mut shared, fresh),
+            [fresh.to_vec()],
+            "with a window now"
+        );
+        assert_eq!(Counters::get(&counters.ws_inflate_no_context), 2);
+        assert_eq!(Counters::get(&counters.ws_inflate_failed), 1);
+    }
+
     #[test]
     fn resync_finds_masked_frame() {
         let mut stream = b"garbage\x81\x05junk".to_vec();
@@ -634,7 +705,9 @@ mod tests {
         let mut shared = Shared::new(1000);
         let mut ws = Stream::new(true, true);
         let mut out = Vec::new();
-        ws.split(&stream, 1000, &mut shared, &counters, &mut |m, _| out.push(m.to_vec()));
+        ws.split(&stream, 1000, &mut shared, &counters, &mut |m, _| {
+            out.push(m.to_vec())
+        });
         assert_eq!(out, [A.to_vec()]);
     }
 }
