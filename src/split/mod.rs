@@ -164,8 +164,13 @@ impl Framer {
                                 self.ws = Some(websocket::Stream::new(true, false));
                                 continue;
                             }
-                            Scan::Wait(_) => return pos,
-                            Scan::None => {}
+                            // Undecided within an unfinished line: the
+                            // line logic would wait for it anyway. Within a
+                            // whole line, the line is judged as a line:
+                            // SIP text is never held back by a byte that
+                            // might start a frame.
+                            Scan::Wait(_) if line_end.is_none() => return pos,
+                            Scan::Wait(_) | Scan::None => {}
                         }
                     }
                     let Some(lf) = line_end else {

@@ -63,6 +63,9 @@ const WINDOW: usize = 32 * 1024;
 /// status line's version and space, or the longest well-known method and
 /// its space.
 const PEEK: usize = 16;
+/// Compressed payload bytes looked at when resynchronising: a dynamic
+/// Huffman block's header and the first bytes of a start line fit easily.
+const PEEK_COMPRESSED: usize = 512;
 /// What RFC 7692 §7.2.2 has the receiver append to a compressed message.
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
 const NONE: u16 = u16::MAX;
@@ -255,14 +258,18 @@ impl Inflate {
         (window != NONE).then_some(usize::from(window))
     }
 
-    /// Whether `payload`, a whole compressed payload, inflated without
-    /// history, begins with a SIP start line.
-    fn starts_sip(&mut self, payload: &[u8]) -> bool {
+    /// Whether the start of a compressed payload, inflated without
+    /// history, begins with a SIP start line; `None` when `more` bytes of
+    /// it may still come and are needed to tell.
+    fn starts_sip(&mut self, start: &[u8], more: bool) -> Option<bool> {
         let out = &mut self.work[..PEEK];
         self.decompressor.init();
         let flags = TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF | TINFL_FLAG_HAS_MORE_INPUT;
-        let (_, _, written) = decompress_with_limit(&mut self.decompressor, payload, out, 0, PEEK, flags);
-        is_well_known_start(&out[..written])
+        let (status, _, written) = decompress_with_limit(&mut self.decompressor, start, out, 0, PEEK, flags);
+        if written < PEEK && more && status == TINFLStatus::NeedsMoreInput {
+            return None;
+        }
+        Some(is_well_known_start(&out[..written]))
     }
 }
 
@@ -277,10 +284,10 @@ pub enum Scan {
 }
 
 /// Look in the first `limit` bytes of `bytes` for a data frame whose
-/// payload, unmasked and (when compressed, if it has all arrived, up to
-/// `max_message` bytes) inflated without history, begins with a SIP start
-/// line (a status line or a well-known method). Costs a byte comparison
-/// for most positions.
+/// payload, unmasked and (when compressed) inflated without history,
+/// begins with a SIP start line (a status line or a well-known method).
+/// Costs a byte comparison for most positions; a candidate waits for at
+/// most its header and 16 payload bytes, or 512 when compressed.
 pub fn find_sip_frame(bytes: &[u8], limit: usize, max_message: usize, shared: &mut Shared) -> Scan {
     let max_message = max_message.min(shared.message.len());
     for at in 0..bytes.len().min(limit) {
@@ -299,12 +306,14 @@ pub fn find_sip_frame(bytes: &[u8], limit: usize, max_message: usize, shared: &m
         }
         let payload = &rest[h.size..];
         let found = if h.compressed {
-            let Some(payload) = payload.get(..h.len as usize) else {
-                return Scan::Wait(at);
-            };
-            let buffer = &mut shared.message[..payload.len()];
-            unmask(h.key, payload, buffer);
-            shared.inflate.starts_sip(buffer)
+            let wanted = PEEK_COMPRESSED.min(h.len as usize);
+            let start = &payload[..payload.len().min(wanted)];
+            let buffer = &mut shared.message[..start.len()];
+            unmask(h.key, start, buffer);
+            match shared.inflate.starts_sip(buffer, start.len() < wanted) {
+                Some(found) => found,
+                None => return Scan::Wait(at),
+            }
         } else {
             let Some(payload) = payload.get(..PEEK) else {
                 return Scan::Wait(at);
