@@ -4,7 +4,7 @@
 
 SHELL := /bin/bash
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := build-essential pkg-config curl python3 procps libpcap-dev mosquitto mosquitto-clients sip-tester prometheus websockify
+APT_PACKAGES := build-essential pkg-config curl python3 procps libpcap-dev mosquitto mosquitto-clients sip-tester prometheus websockify python3-websockets
 # Cross builds (zig from PyPI in a venv, libpcap from Debian's source),
 # images from Debian's packages, qemu for both kinds of tests.
 FIRMWARE_PACKAGES := python3-venv flex bison make squashfs-tools cpio qemu-user-static qemu-system-arm qemu-system-mips shellcheck \

@@ -161,8 +161,39 @@ counters! {
     /// Messages cut from a TCP stream that were larger than
     /// MAX_MESSAGE_BYTES or a stream buffer, dropped before the SIP stage.
     tcp_oversize,
-    /// SIP messages cut from TCP streams (part of sip_messages).
+    /// SIP messages cut from TCP streams (part of sip_messages), over
+    /// WebSocket too.
     tcp_messages,
+    /// TCP streams whose first bytes are a TLS record (SIP over TLS,
+    /// WebSocket over TLS): unreadable, their bytes discarded.
+    tls_streams,
+    /// HTTP/1.1 Upgrades to WebSocket for SIP (requests and 101 responses,
+    /// RFC 7118): not SIP, never published.
+    ws_handshakes,
+    /// SIP messages from WebSocket messages (part of tcp_messages).
+    ws_messages,
+    /// WebSocket control frames (ping, pong, close): not SIP.
+    ws_control_frames,
+    /// WebSocket frames RFC 6455 does not allow (unknown opcode, RSV2 or
+    /// RSV3, a continuation with no message begun, a fragmented control
+    /// frame); the message in progress is dropped.
+    ws_bad_frames,
+    /// Bytes of WebSocket streams skipped while looking for a frame
+    /// boundary (after a hole or a bad frame).
+    ws_skipped_bytes,
+    /// WebSocket messages larger than MAX_MESSAGE_BYTES (as sent or
+    /// inflated), skipped.
+    ws_oversize,
+    /// Compressed WebSocket messages (permessage-deflate) not inflated:
+    /// corrupt, or referring to earlier messages not seen or not kept
+    /// (joined mid-stream, after a hole, no context free).
+    ws_inflate_failed,
+    /// Compressed messages of a sender with context takeover for which no
+    /// decompression context was free (WS_INFLATE_CONTEXTS): inflated
+    /// without earlier messages (ws_inflate_failed if they refer to them).
+    ws_inflate_no_context,
+    /// WebSocket messages whose payload is not a SIP message.
+    ws_not_sip,
     /// SCTP packets received (whole frames and reassembled datagrams).
     sctp_packets,
     /// SCTP packets whose CRC32c checksum is wrong, used all the same (a

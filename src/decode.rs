@@ -242,6 +242,8 @@ pub enum Transport {
     Udp,
     Tcp,
     Sctp,
+    /// WebSocket (RFC 7118) over a TCP stream.
+    Ws,
 }
 
 impl Transport {
@@ -250,6 +252,7 @@ impl Transport {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
             Transport::Sctp => "sctp",
+            Transport::Ws => "ws",
         }
     }
 }

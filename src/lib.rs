@@ -14,9 +14,10 @@
 //!  capture ──▶ decode ──▶ reassemble ──▶ sip ──▶ filter ──▶ envelope ──▶ queue ──▶ publish
 //!  libpcap     tags,       defrag (IP)     start    SIP_FILTER  JSON + id    fixed     minimq
 //!  pcap-parser tunnels,    tcp + split     line,               base64       byte ring QoS 1
-//!              IP, UDP/TCP (streams),      headers
-//!              SCTP        sctp (chunks)
-//!                 ▲            │
+//!              IP, UDP/TCP (streams,       headers
+//!              SCTP        WebSocket),
+//!                 ▲        sctp (chunks)
+//!                 │            │
 //!                 └────────────┘ a reassembled datagram is peeled on
 //! ```
 //!
@@ -34,7 +35,11 @@
 //! - [`defrag`]: IPv4/IPv6 fragments back into datagrams, in fixed slots.
 //! - [`tcp`]: TCP byte streams in order and once, in a fixed flow table and
 //!   buffer pool; [`split`] cuts a stream into SIP messages by
-//!   Content-Length, skipping keep-alives and junk.
+//!   Content-Length, skipping keep-alives and junk, or, once it recognises
+//!   SIP over WebSocket (an HTTP Upgrade, or a frame carrying a SIP start
+//!   line), [`split::websocket`] cuts RFC 6455 frames into one SIP message
+//!   per WebSocket message, unmasked and inflated (permessage-deflate, in
+//!   decompression windows fixed at start-up); TLS streams are counted.
 //! - [`sctp`]: SCTP user messages from DATA and I-DATA chunks (RFC 9260,
 //!   RFC 8260), fragments joined per association and stream, duplicate
 //!   TSNs dropped, in fixed buffers; each user message is one SIP message

@@ -178,8 +178,8 @@ fn count_peeled(c: &Counters, context: &Context, skip: usize) {
 /// The bytes of one message to a SIP message, counted either way. A UDP
 /// payload holds one message, which ends at its Content-Length (RFC 3261
 /// 18.3; the bytes after it are counted, not published); a message framed
-/// from a TCP stream is whole, and so is an SCTP user message (RFC 4168
-/// §5: one SIP message each).
+/// from a TCP stream, or a WebSocket message, is whole, and so is an SCTP
+/// user message (RFC 4168 §5: one SIP message each).
 fn recognise<'a>(
     c: &'a Counters,
     on_message: &'a mut dyn FnMut(&Origin, &Message<'_>),
@@ -190,7 +190,7 @@ fn recognise<'a>(
                 Counters::inc(&c.udp_datagrams);
                 Message::parse_datagram(raw)
             }
-            Transport::Tcp => Message::parse(raw).map(|message| {
+            Transport::Tcp | Transport::Ws => Message::parse(raw).map(|message| {
                 Counters::inc(&c.tcp_messages);
                 (message, 0)
             }),
@@ -199,13 +199,17 @@ fn recognise<'a>(
                 Message::parse(raw).map(|message| (message, 0))
             }
         };
+        let ws = origin.transport == Transport::Ws;
         match parsed {
             Some((message, trailing)) => {
                 Counters::inc(&c.sip_messages);
+                if ws {
+                    Counters::inc(&c.ws_messages);
+                }
                 Counters::add(&c.udp_trailing_bytes, trailing as u64);
                 on_message(origin, &message);
             }
-            None => Counters::inc(&c.not_sip),
+            None => Counters::inc(if ws { &c.ws_not_sip } else { &c.not_sip }),
         }
     }
 }

@@ -53,6 +53,7 @@ use crate::decode::{Context, Segment, TcpHeader, Transport};
 use crate::defrag::micros_between;
 use crate::envelope::{Origin, Timestamp};
 use crate::split::Framer;
+use crate::split::websocket::Shared;
 use core::net::SocketAddr;
 use std::collections::HashMap;
 
@@ -176,6 +177,8 @@ pub struct TcpReassembler {
     hole_wait_us: i64,
     hole_max_bytes: usize,
     max_message: usize,
+    /// The WebSocket framer's message buffer and inflate contexts.
+    ws: Shared,
 }
 
 impl TcpReassembler {
@@ -203,6 +206,7 @@ impl TcpReassembler {
             hole_wait_us: micros(limits.tcp_hole_wait_ms, 1000),
             hole_max_bytes: limits.tcp_hole_max_bytes,
             max_message: max_message.min(limits.tcp_buffer_bytes),
+            ws: Shared::new(max_message.min(limits.tcp_buffer_bytes)),
         }
     }
 
@@ -245,6 +249,7 @@ impl TcpReassembler {
             // A new connection on the same addresses: the old one is over.
             self.flush(i, "SYN", counters, on_message);
             let flow = &mut self.flows[i as usize];
+            flow.framer.end(&mut self.ws);
             flow.next_seq = tcp.seq.wrapping_add(1);
             flow.framer = Framer::default();
             flow.closing = false;
@@ -311,7 +316,7 @@ impl TcpReassembler {
         if old >= payload.len() {
             return Counters::inc(&counters.tcp_retransmissions);
         }
-        let origin = origin(flow.key, time);
+        let key = flow.key;
         let mut payload = &payload[old..];
         while !payload.is_empty() {
             let capacity = self.buffers.each();
@@ -321,7 +326,9 @@ impl TcpReassembler {
                 flow.next_seq = flow.next_seq.wrapping_add(payload.len() as u32);
                 let used = flow
                     .framer
-                    .split(payload, self.max_message, counters, |m, _| on_message(&origin, m));
+                    .split(payload, self.max_message, &mut self.ws, counters, |t, m, _| {
+                        on_message(&origin(key, t, time), m)
+                    });
                 let rest = &payload[used..];
                 if rest.is_empty() {
                     return;
@@ -330,11 +337,11 @@ impl TcpReassembler {
                     // An unfinished line longer than a buffer, before any
                     // start line (a buffer smaller than a junk line may be).
                     Counters::inc(&counters.tcp_oversize);
-                    return self.flows[i as usize].framer.reset();
+                    return self.flows[i as usize].framer.reset(&mut self.ws);
                 }
                 if !self.take_buffer(i) {
                     Counters::inc(&counters.tcp_no_buffer);
-                    return self.flows[i as usize].framer.reset();
+                    return self.flows[i as usize].framer.reset(&mut self.ws);
                 }
                 let flow = &mut self.flows[i as usize];
                 self.buffers.get_mut(flow.buffer as usize)[..rest.len()].copy_from_slice(rest);
@@ -346,7 +353,7 @@ impl TcpReassembler {
                 // a line) longer than a message may be.
                 Counters::inc(&counters.tcp_oversize);
                 self.discard_front(i, capacity);
-                self.flows[i as usize].framer.reset();
+                self.flows[i as usize].framer.reset(&mut self.ws);
                 continue;
             }
             // Into the buffer, as much as fits: framing then makes room.
@@ -504,8 +511,8 @@ impl TcpReassembler {
             }
             joined = true;
         }
-        let origin = origin(flow.key, time);
-        self.frame_pending(i, counters, &mut |m, _| on_message(&origin, m));
+        let key = flow.key;
+        self.frame_pending(i, counters, &mut |t, m, _| on_message(&origin(key, t, time), m));
         if joined {
             self.reschedule(i);
         }
@@ -515,16 +522,23 @@ impl TcpReassembler {
     /// Frame the in-order bytes of the buffer; `on_message` gets each
     /// message and the sequence number just past it. What the framer
     /// consumed is removed from the buffer.
-    fn frame_pending(&mut self, i: u32, counters: &Counters, on_message: &mut dyn FnMut(&[u8], u32)) {
+    fn frame_pending(
+        &mut self,
+        i: u32,
+        counters: &Counters,
+        on_message: &mut dyn FnMut(Transport, &[u8], u32),
+    ) {
         let flow = &mut self.flows[i as usize];
         let buffer = self.buffers.get(flow.buffer as usize);
         // The sequence number of the buffer's first byte.
         let first = flow.next_seq.wrapping_sub(flow.pending as u32);
-        let used = flow
-            .framer
-            .split(&buffer[..flow.pending], self.max_message, counters, |m, end| {
-                on_message(m, first.wrapping_add(end as u32))
-            });
+        let used = flow.framer.split(
+            &buffer[..flow.pending],
+            self.max_message,
+            &mut self.ws,
+            counters,
+            |t, m, end| on_message(t, m, first.wrapping_add(end as u32)),
+        );
         self.discard_front(i, used);
     }
 
@@ -561,7 +575,7 @@ impl TcpReassembler {
         skipped(flow, gap, why, counters);
         self.drop_partial(i, counters);
         let flow = &mut self.flows[i as usize];
-        flow.framer.reset();
+        flow.framer.reset(&mut self.ws);
         // The first range becomes the in-order bytes.
         flow.pending = gap as usize;
         flow.next_seq = first.start;
@@ -573,7 +587,7 @@ impl TcpReassembler {
         flow.next_seq = first.end;
         let marks = core::mem::take(&mut ahead.marks);
         let key = flow.key;
-        self.frame_pending(i, counters, &mut |m, end| {
+        self.frame_pending(i, counters, &mut |t, m, end| {
             // The first mark at or past the message's end: marks are in
             // order, and the range's last one ends where the range does.
             let pos = |s: u32| s.wrapping_sub(first.start);
@@ -581,7 +595,7 @@ impl TcpReassembler {
                 .iter()
                 .find(|k| pos(k.end) >= pos(end))
                 .map_or(first.since, Mark::time);
-            on_message(&origin(key, time), m)
+            on_message(&origin(key, t, time), m)
         });
         let ahead = &mut self.ahead[self.flows[i as usize].buffer as usize];
         ahead.marks = marks;
@@ -598,7 +612,7 @@ impl TcpReassembler {
         skipped(flow, gap, why, counters);
         self.drop_partial(i, counters);
         let flow = &mut self.flows[i as usize];
-        flow.framer.reset();
+        flow.framer.reset(&mut self.ws);
         flow.next_seq = seq;
         self.drop_buffer_if_empty(i);
     }
@@ -624,7 +638,7 @@ impl TcpReassembler {
             self.drop_partial(i, counters);
             self.drop_buffer_if_empty(i);
         }
-        self.flows[i as usize].framer.reset();
+        self.flows[i as usize].framer.reset(&mut self.ws);
     }
 
     fn close(&mut self, i: u32, why: &str, counters: &Counters, on_message: &mut OnMessage<'_>) {
@@ -749,6 +763,7 @@ impl TcpReassembler {
         }
         let flow = &mut self.flows[i as usize];
         flow.waiting = false;
+        flow.framer.end(&mut self.ws);
         self.index.remove(&flow.key);
         if flow.buffer != NIL {
             let ahead = &mut self.ahead[flow.buffer as usize];
@@ -810,11 +825,11 @@ enum Kept {
     NoRoom,
 }
 
-fn origin(key: Key, time: Timestamp) -> Origin {
+fn origin(key: Key, transport: Transport, time: Timestamp) -> Origin {
     Origin {
         time,
         context: key.context,
-        transport: Transport::Tcp,
+        transport,
         src: key.src,
         dst: key.dst,
     }

@@ -1,7 +1,8 @@
 //! Memory discipline: after warm-up, the capture-to-envelope path makes no
 //! heap allocation. A counting global allocator counts the allocations of
-//! the capture thread while 100,000 packets of mixed UDP, TCP and
-//! fragmented SIP go through the whole pipeline to a real broker.
+//! the capture thread while 100,000 packets of mixed UDP, TCP, WebSocket
+//! (permessage-deflate) and fragmented SIP go through the whole pipeline to
+//! a real broker.
 
 mod common;
 
@@ -71,15 +72,42 @@ CSeq: 1 INVITE\r\nContent-Length: {}\r\n\r\n{body}",
     .into_bytes()
 }
 
+/// A masked WebSocket frame (RFC 6455) with `b0` (FIN, RSV1, opcode).
+fn ws_frame(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x12, 0x34, 0x56, 0x78];
+    let mut f = vec![b0];
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// permessage-deflate (RFC 7692): a sync flush, its 00 00 ff ff removed.
+fn deflate(message: &[u8]) -> Vec<u8> {
+    use miniz_oxide::deflate::core::{CompressorOxide, TDEFLFlush, compress};
+    let mut out = vec![0; message.len() + 64];
+    let (_, _, written) = compress(&mut CompressorOxide::new(32), message, &mut out, TDEFLFlush::Sync);
+    out.truncate(written - 4);
+    out
+}
+
 /// Ethernet frames of mixed traffic: UDP messages, TCP streams of messages
-/// split over segments, fragmented IPv4 and IPv6 datagrams, and SCTP
-/// associations sending a message in one DATA chunk and one in two.
-fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
+/// split over segments, fragmented IPv4 and IPv6 datagrams, SCTP
+/// associations sending a message in one DATA chunk and one in two and,
+/// with `websocket`, WebSocket streams (a handshake, a compressed message
+/// split over segments, a ping, a message over two frames).
+fn mixed_frames(count: usize, websocket: bool) -> Vec<Vec<u8>> {
     let mut frames = Vec::with_capacity(count);
     let mut n = 0;
+    let kinds = if websocket { 6 } else { 5 };
     while frames.len() < count {
         n += 1;
-        match n % 5 {
+        match n % kinds {
             0 => {
                 let b = PacketBuilder::ethernet2([1; 6], [2; 6])
                     .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
@@ -121,7 +149,7 @@ fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
             }
             2 => frames.extend(fragmented_ipv4(n, &message("UDP", n, 2500))),
             3 => frames.extend(fragmented_ipv6(n, &message("UDP", n, 2500))),
-            _ => {
+            4 => {
                 // One association per port: more than SCTP_MAX_ASSOCIATIONS.
                 let port = 10_000 + (n % 20_000) as u16;
                 let (whole, split) = (message("SCTP", n, 100), message("SCTP", n + 1, 900));
@@ -130,6 +158,49 @@ fn mixed_frames(count: usize) -> Vec<Vec<u8>> {
                 frames.push(sctp_frame(port, &data_chunk(3, tsn, &whole)));
                 frames.push(sctp_frame(port, &data_chunk(2, tsn + 1, &split[..half])));
                 frames.push(sctp_frame(port, &data_chunk(1, tsn + 2, &split[half..])));
+            }
+            _ => {
+                let port = 20_000 + (n % 30_000) as u16;
+                let seq = (n as u32).wrapping_mul(7919);
+                let compressed = ws_frame(0xc1, &deflate(&message("WS", n, 300)));
+                let plain = message("WS", n + 1, 100);
+                let segments: [&[u8]; 4] = [
+                    b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Protocol: sip\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+                    &compressed[..20],
+                    &[
+                        &compressed[20..],
+                        &ws_frame(0x89, b"ping"),
+                        &ws_frame(0x01, &plain[..50]),
+                    ]
+                    .concat(),
+                    &ws_frame(0x80, &plain[50..]),
+                ];
+                let mut at = seq.wrapping_add(1);
+                let syn = PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4([10, 0, 3, 1], [10, 0, 3, 2], 64)
+                    .tcp(port, 80, seq, 65535)
+                    .syn();
+                let mut f = Vec::new();
+                syn.write(&mut f, &[]).unwrap();
+                frames.push(f);
+                for payload in segments {
+                    let b = PacketBuilder::ethernet2([1; 6], [2; 6])
+                        .ipv4([10, 0, 3, 1], [10, 0, 3, 2], 64)
+                        .tcp(port, 80, at, 65535)
+                        .psh();
+                    let mut f = Vec::new();
+                    b.write(&mut f, payload).unwrap();
+                    frames.push(f);
+                    at = at.wrapping_add(payload.len() as u32);
+                }
+                let fin = PacketBuilder::ethernet2([1; 6], [2; 6])
+                    .ipv4([10, 0, 3, 1], [10, 0, 3, 2], 64)
+                    .tcp(port, 80, at, 65535)
+                    .fin();
+                let mut f = Vec::new();
+                fin.write(&mut f, &[]).unwrap();
+                frames.push(f);
             }
         }
     }
@@ -224,7 +295,7 @@ fn the_allocator_counts() {
 
 #[test]
 fn no_allocation_per_packet_after_warm_up() {
-    let frames = mixed_frames(WARM_UP + MEASURED);
+    let frames = mixed_frames(WARM_UP + MEASURED, true);
     let broker = common::Broker::start();
     let sub = broker.subscribe("sip/alloc");
 
@@ -305,6 +376,8 @@ fn no_allocation_per_packet_after_warm_up() {
     assert!(c(&counters.frag_reassembled) > 1000 && c(&counters.tcp_flows) > 1000);
     assert!(c(&counters.sctp_user_messages) > 1000 && c(&counters.sctp_associations_evicted) > 0);
     assert_eq!(c(&counters.sctp_chunks_evicted) + c(&counters.sctp_duplicates), 0);
+    assert!(c(&counters.ws_messages) > 1000, "WebSocket messages");
+    assert_eq!(c(&counters.ws_inflate_failed), 0);
     assert_eq!(c(&counters.published), c(&counters.acknowledged));
     assert_eq!(received, c(&counters.acknowledged));
     assert_eq!(
@@ -371,7 +444,7 @@ fn no_allocation_per_packet_reading_files() {
     use sip_capture::config::Source;
     use sip_capture::pipeline::Extractor;
 
-    let frames = mixed_frames(WARM_UP + MEASURED);
+    let frames = mixed_frames(WARM_UP + MEASURED, false);
     let dir = tempfile::tempdir().unwrap();
     let pcapng = dir.path().join("mixed.pcapng");
     write_pcapng(&pcapng, &frames);

@@ -37,3 +37,8 @@ fn sctp_chunks_corpus() {
 fn sip_message_corpus() {
     replay("sip_message", targets::sip_message);
 }
+
+#[test]
+fn ws_stream_corpus() {
+    replay("ws_stream", targets::ws_stream);
+}

@@ -11,6 +11,7 @@ use sip_capture::counters::Counters;
 use sip_capture::decode::{Context, Segment, TcpHeader, UdpTunnels};
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::split::Framer;
+use sip_capture::split::websocket::Shared;
 use sip_capture::tcp::{OnMessage, TcpReassembler};
 
 /// A reassembled datagram carries the capture time of its first fragment.
@@ -124,12 +125,13 @@ fn the_originals_splitter_vectors() {
             .collect();
         for chunk in [stream.len().max(1), 1] {
             let counters = Counters::default();
+            let mut shared = Shared::new(65_535);
             let mut framer = Framer::default();
             let mut pending = Vec::new();
             let mut got = Vec::new();
             for piece in stream.chunks(chunk) {
                 pending.extend_from_slice(piece);
-                let used = framer.split(&pending, 65_535, &counters, |m, _| {
+                let used = framer.split(&pending, 65_535, &mut shared, &counters, |_, m, _| {
                     got.push(String::from_utf8(m.to_vec()).unwrap())
                 });
                 pending.drain(..used);

@@ -13,6 +13,10 @@ make new ones):
                   has no SCTP, so sipp -t s1 cannot run)
   sipp-udp-vxlan.pcap  sipp-udp.pcap with every frame wrapped in VXLAN (VNI
                   5001) over IPv4 and UDP 4789: the cost of peeling a tunnel
+  ws.pcap         SIP over WebSocket on loopback (tests/sip_websocket.py:
+                  Python's websockets, some messages over continuation
+                  frames, pings), captured by tcpdump
+  ws-deflate.pcap the same with permessage-deflate (context takeover)
 
 For each trace: the in-process pipeline cost (cargo bench --bench pipeline)
 with the empty filter and the original's example filter, the floor, the
@@ -31,11 +35,11 @@ delivered message, broker CPU per message, the agent's peak RSS and its drop
 counters; per trace and mode the highest rate reached that lost nothing.
 Needs root (namespaces, tcpreplay).
 
-    python3 tests/bench/run.py --inproc-only sctp sipp-tcp
+    python3 tests/bench/run.py --inproc-only [TRACE ...]
 
-measures only the in-process cost of the named traces (made if missing;
-e.g. sipp-udp sipp-udp-vxlan), without building the agent or starting a
-broker.
+measures only the in-process pipeline cost (no broker, no tshark) of the
+named traces (default: sipp-tcp, ws, ws-deflate), making those missing,
+and writes target/bench/inproc.json.
 """
 
 import json
@@ -60,6 +64,7 @@ SIPP_UDP_CALLS = 34_000  # 6 messages a call: 204,000 messages
 SIPP_TCP_CALLS = 10_000
 SIPP_RATE = 1500  # calls per second
 FRAG_INVITES = 20_000
+WS_REQUESTS = 10_000  # and as many responses
 
 
 # The batching configuration measured beside the default one.
@@ -87,6 +92,23 @@ def sipp_trace(path, transport, calls):
     time.sleep(1.0)
     subprocess.run(["pkill", "-f", f"sipp -sn uas -t {transport} -i 127.0.0.1 -p {port}"])
     uas.wait()
+    dump.terminate()
+    _, err = dump.communicate()
+    print(f"  tcpdump: {err.decode().strip().splitlines()[-1]}", file=sys.stderr)
+    os.replace(tmp, path)
+
+
+def ws_trace(path, mode, requests):
+    """tests/sip_websocket.py (a websockets server and client) on loopback,
+    captured with tcpdump."""
+    port = support.free_port()
+    tmp = path + ".part"
+    dump = subprocess.Popen(["tcpdump", "-i", "lo", "-s", "0", "-B", "65536", "-U", "-w", tmp,
+                             f"tcp port {port}"], stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    run(["/usr/bin/python3", os.path.join(ROOT, "tests", "sip_websocket.py"), str(port), mode, str(requests)],
+        stdout=subprocess.DEVNULL)
+    time.sleep(1.0)
     dump.terminate()
     _, err = dump.communicate()
     print(f"  tcpdump: {err.decode().strip().splitlines()[-1]}", file=sys.stderr)
@@ -204,6 +226,8 @@ def traces(names=None):
         "frag": frag_trace,
         "sipp-udp-vxlan": vxlan_trace,  # after sipp-udp, which it is made from
         "sctp": sctp_trace,  # the same
+        "ws": lambda p: ws_trace(p, "plain", WS_REQUESTS),
+        "ws-deflate": lambda p: ws_trace(p, "deflate", WS_REQUESTS),
     }
     paths = {}
     for name, make in made.items():
@@ -447,21 +471,41 @@ def machine():
     return f"{platform.system()} {platform.release()}, {os.cpu_count()} cores, {cpu}"
 
 
+INPROC_ROWS = [
+    ("frames", "frames"), ("SIP messages", "messages"),
+    ("in-process msg/s (empty filter)", "inproc_msgs_per_s"),
+    ("in-process ns/msg (empty filter)", "inproc_ns_per_msg"),
+    ("floor ns/msg (sha256+base64+copy)", "floor_ns_per_msg"),
+    ("pipeline / floor", "ratio_to_floor"),
+    ("file read ns/frame (pcap-parser)", "read_ns_per_frame"),
+]
+
+
 def inproc_only(names):
-    """The in-process rows only, for `names`: no agent build, no broker."""
-    paths = traces(set(names))
+    """The in-process pipeline cost alone, of the traces `names`."""
+    paths = traces(names)
+    results = {"machine": machine(), "command": "tests/bench/run.py --inproc-only " + " ".join(names),
+               "date": time.strftime("%Y-%m-%d"), "traces": {}}
     for name in names:
+        print(f"measuring {name} ...", file=sys.stderr)
         empty = inproc(paths[name], "")
-        print(f"{name}: {empty['frames']} frames, {empty['messages']} messages, "
-              f"{empty['inproc_ns_per_msg']} ns/msg ({empty['inproc_msgs_per_s']} msg/s) in process, "
-              f"floor {empty['floor_ns_per_msg']} ns/msg")
+        results["traces"][name] = {key: empty[key] for _, key in INPROC_ROWS}
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "inproc.json"), "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print(f"\nin-process cost — {results['machine']} — {results['date']}\n")
+    print(f"| {'':36} | " + " | ".join(f"{n:>12}" for n in names) + " |")
+    print(f"|{'-' * 38}|" + "|".join("-" * 14 for _ in names) + "|")
+    for label, key in INPROC_ROWS:
+        print(f"| {label:36} | " + " | ".join(f"{str(results['traces'][n][key]):>12}" for n in names) + " |")
 
 
 def main():
     if "--live-only" in sys.argv or "--live-inside" in sys.argv:
         return main_live_only()
     if sys.argv[1:2] == ["--inproc-only"]:
-        return inproc_only(sys.argv[2:])
+        return inproc_only(sys.argv[2:] or ["sipp-tcp", "ws", "ws-deflate"])
     paths = traces()
     results = {"machine": machine(), "command": "make bench", "date": time.strftime("%Y-%m-%d"), "traces": {}}
     for name, path in paths.items():

@@ -12,6 +12,7 @@ import json
 import os
 import struct
 import time
+import zlib
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pcaps", "generated")
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -1666,6 +1667,295 @@ def tunnel_limits():
     p.write(counters={"header_chain_too_long": 1, "tunnel_truncated": 2, "peeled_vxlan": 0},
             args=["--tunnel-udp-ports", "vxlan:4789"])
 
+# SIP over WebSocket (RFC 7118, RFC 6455, RFC 7692).
+
+WS_KEYS = [bytes([0x37, 0xfa, 0x21, 0x3d]), bytes([0x5a, 0x01, 0xc3, 0x9e]), bytes([0x00, 0x00, 0x00, 0x00])]
+
+
+def wsip(method, n, body=""):
+    """A SIP request as a WebSocket client sends it (RFC 7118): Via
+    SIP/2.0/WS, and no Content-Length unless it has a body."""
+    text = (f"{method} sip:bob@example.invalid SIP/2.0\r\n"
+            f"Via: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK-{method.lower()}-{n}\r\n"
+            f"From: <sip:alice@example.invalid>;tag={n}\r\nTo: <sip:bob@example.invalid>\r\n"
+            f"Call-ID: {n}@ws.generated\r\nCSeq: {n} {method}\r\nMax-Forwards: 70\r\n")
+    if body:
+        text += f"Content-Type: application/sdp\r\nContent-Length: {len(body)}\r\n"
+    return (text + "\r\n" + body).encode()
+
+
+def wsresponse(n, status="200 OK"):
+    """A response to wsip(..., n), without Content-Length."""
+    return (f"SIP/2.0 {status}\r\nVia: SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bK-{n}\r\n"
+            f"From: <sip:alice@example.invalid>;tag={n}\r\nTo: <sip:bob@example.invalid>;tag=b{n}\r\n"
+            f"Call-ID: {n}@ws.generated\r\nCSeq: {n} OPTIONS\r\n\r\n").encode()
+
+
+SDP = "v=0\r\no=- 1 1 IN IP4 203.0.113.7\r\ns=-\r\nc=IN IP4 203.0.113.7\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n"
+
+
+def ws_frame(payload, opcode=1, fin=True, key=None, rsv1=False, length_bits=None):
+    """One RFC 6455 frame; `key` masks it (client to server); `length_bits`
+    7, 16 or 64 picks the length encoding (the smallest by default)."""
+    n = len(payload)
+    if length_bits is None:
+        length_bits = 7 if n < 126 else 16 if n < 65536 else 64
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    mask = 0x80 if key else 0
+    if length_bits == 7:
+        head += bytes([mask | n])
+    elif length_bits == 16:
+        head += bytes([mask | 126]) + struct.pack(">H", n)
+    else:
+        head += bytes([mask | 127]) + struct.pack(">Q", n)
+    if key:
+        head += key
+        payload = bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+    return head + payload
+
+
+def deflate(compressor, message):
+    """`message` compressed as RFC 7692 (7.2.1) says: a sync flush, and its
+    final 00 00 ff ff removed. One compressor for every message is context
+    takeover; a new one each time is none."""
+    data = compressor.compress(message) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    assert data.endswith(b"\x00\x00\xff\xff")
+    return data[:-4]
+
+
+class Inflater:
+    """What the agent does with a sender's compressed messages: inflate
+    each against the bytes of its window it knows, which a failure (a
+    reference to bytes it never saw) empties."""
+
+    def __init__(self):
+        self.known = b""
+
+    def inflate(self, data):
+        d = zlib.decompressobj(-15, zdict=self.known) if self.known else zlib.decompressobj(-15)
+        try:
+            out = d.decompress(data + b"\x00\x00\xff\xff")
+        except zlib.error:
+            self.known = b""
+            return None
+        self.known = (self.known + out)[-32768:]
+        return out
+
+
+def ws_handshake(extensions=None, accepted=None):
+    """The HTTP/1.1 Upgrade request with the sip subprotocol, and its 101."""
+    request = ("GET /ws HTTP/1.1\r\nHost: 192.0.2.2\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+               "Sec-WebSocket-Protocol: sip\r\n")
+    response = ("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRnbK+xOo=\r\nSec-WebSocket-Protocol: sip\r\n")
+    if extensions:
+        request += f"Sec-WebSocket-Extensions: {extensions}\r\n"
+    if accepted:
+        response += f"Sec-WebSocket-Extensions: {accepted}\r\n"
+    return (request + "\r\n").encode(), (response + "\r\n").encode()
+
+
+class WsStream(Stream):
+    """One direction of a WebSocket connection between 192.0.2.1:`sport`
+    (the client) and 192.0.2.2:`dport`."""
+
+    def __init__(self, pcap, to_server, dport=80, sport=40000, isn=1000, syn=True):
+        self.to_server, self.sport = to_server, sport
+        super().__init__(pcap, dport, isn, syn)
+
+    def ends(self):
+        client, server = f"192.0.2.1:{self.sport}", f"192.0.2.2:{self.dport}"
+        return (client, server) if self.to_server else (server, client)
+
+    def segment(self, payload, seq=None, flags=0x18, at=None, total_length=None):
+        seq = self.seq if seq is None else seq
+        ports = (self.sport, self.dport) if self.to_server else (self.dport, self.sport)
+        ips = ("192.0.2.1", "192.0.2.2") if self.to_server else ("192.0.2.2", "192.0.2.1")
+        packet = ipv4(*ips, 6, tcp(*ports, seq, payload, flags), total_length=total_length)
+        at = self.pcap.add(ether(packet), at)
+        if payload:
+            self.carried.append((at, seq, len(payload)))
+        return at
+
+    def send_all(self, data, mss=1400):
+        for a in range(0, len(data), mss):
+            self.send(data[a:a + mss])
+
+    def expect_ws(self, msg, end=None, since=None):
+        """Expect `msg`, its last frame ending before sequence `end` (by
+        default: everything sent so far)."""
+        src, dst = self.ends()
+        end = self.seq if end is None else end
+        self.pcap.expect(msg, self.completed_at(end, since), src, dst, "ws")
+
+
+def ws_frames():
+    """A handshake, then masked client frames: one message in one frame, one
+    over three frames with a ping between them, one byte by byte, two
+    binary frames in one segment, one with a 64-bit length; unmasked server
+    frames: a 16-bit length, a message too large (64-bit length, skipped),
+    a pong, a close."""
+    p = Pcap("ws-frames")
+    client, server = WsStream(p, True), WsStream(p, False, isn=5000)
+    request, response = ws_handshake()
+    k = WS_KEYS[0]
+    client.send(request)
+    server.send(response)
+    m1 = wsip("REGISTER", 1)
+    client.send(ws_frame(m1, key=k))
+    client.expect_ws(m1)
+    r1 = wsresponse(1)
+    server.send(ws_frame(r1))
+    server.expect_ws(r1)
+    m2 = wsip("INVITE", 2, SDP)
+    client.send(ws_frame(m2[:100], key=k, fin=False))
+    client.send(ws_frame(b"ping!", opcode=9, key=k))
+    client.send(ws_frame(m2[100:250], opcode=0, key=k, fin=False) + ws_frame(m2[250:], opcode=0, key=k))
+    client.expect_ws(m2)
+    m3 = wsip("ACK", 2)
+    for byte in ws_frame(m3, key=WS_KEYS[1]):
+        client.send(bytes([byte]))
+    client.expect_ws(m3)
+    m4, m5 = wsip("MESSAGE", 4, "hello"), wsip("MESSAGE", 5, "again")
+    f4, f5 = ws_frame(m4, opcode=2, key=k), ws_frame(m5, opcode=2, key=WS_KEYS[2])
+    client.send(f4 + f5)
+    client.expect_ws(m4, client.seq - len(f5))
+    client.expect_ws(m5)
+    big = wsip("MESSAGE", 6, "x" * 70000)
+    server.send_all(ws_frame(big, opcode=2))
+    server.send(ws_frame(b"", opcode=10))
+    m7 = wsip("OPTIONS", 7)
+    client.send(ws_frame(m7, key=k, length_bits=64))
+    client.expect_ws(m7)
+    r7 = wsresponse(7)
+    server.send(ws_frame(r7, length_bits=16))
+    server.expect_ws(r7)
+    client.send(ws_frame(struct.pack(">H", 1000), opcode=8, key=k))
+    server.send(ws_frame(struct.pack(">H", 1000), opcode=8))
+    client.segment(b"", flags=0x11)
+    server.segment(b"", flags=0x11)
+    p.write(counters={"ws_handshakes": 2, "ws_messages": 8, "tcp_messages": 8, "ws_control_frames": 4,
+                      "ws_oversize": 1, "ws_bad_frames": 0, "ws_skipped_bytes": 0, "tcp_junk_lines": 0,
+                      "ws_not_sip": 0, "tcp_no_content_length": 0})
+
+
+def ws_mid_stream():
+    """Both directions joined mid-way: each begins with the tail of a frame
+    (no start line, no line break), then whole frames, masked from the
+    client and unmasked from the server."""
+    p = Pcap("ws-mid-stream")
+    client, server = WsStream(p, True, dport=8080, syn=False), WsStream(p, False, dport=8080, isn=9000, syn=False)
+    m1, m2, r1 = wsip("INVITE", 21, SDP), wsip("BYE", 21), wsresponse(21)
+    tail = b"tail-of-an-earlier-frame-payload"
+    client.send(tail + ws_frame(m1, key=WS_KEYS[1]))
+    client.expect_ws(m1)
+    server.send(b"earlier-tail" + ws_frame(r1))
+    server.expect_ws(r1)
+    client.send(ws_frame(m2, key=WS_KEYS[0]))
+    client.expect_ws(m2)
+    p.write(counters={"ws_handshakes": 0, "ws_messages": 3, "tcp_junk_lines": 2, "ws_skipped_bytes": 0})
+
+
+def ws_lost_segment():
+    """A segment in the middle of a masked frame never reaches the capture:
+    the message it cut is dropped (counted), the bytes after the hole up to
+    the next frame whose payload is a SIP message are skipped (counted),
+    and the messages after it come out once the hole's wait ends, each with
+    its own segment's time."""
+    p = Pcap("ws-lost-segment")
+    client = WsStream(p, True)
+    request, _ = ws_handshake()
+    client.send(request)
+    k = WS_KEYS[0]
+    m1, m2, m3, m4 = wsip("INVITE", 31, SDP), wsip("PRACK", 31), wsip("UPDATE", 31), wsip("BYE", 31)
+    client.send(ws_frame(m1, key=k))
+    client.expect_ws(m1)
+    f2 = ws_frame(m2, key=k)
+    client.send(f2[:30])
+    client.lose(f2[30:80])
+    resync = client.seq
+    f3 = ws_frame(m3, key=k)
+    client.send(f2[80:] + f3)
+    client.send(ws_frame(m4, key=k))
+    client.expect_ws(m3, resync + len(f2) - 80 + len(f3), since=resync)
+    client.expect_ws(m4, since=resync)
+    udp_from_elsewhere(p, 94, p.last() + HOLE_WAIT_US + 500_000)
+    p.write(counters=hole_counters(50, f2[:30], ws_handshakes=1, ws_messages=3, ws_skipped_bytes=len(f2) - 80,
+                                   ws_bad_frames=0))
+
+
+def ws_deflate():
+    """permessage-deflate. One connection negotiates it with the server
+    without context takeover: the client's messages (masked, one over two
+    frames) refer to its earlier ones, the server's do not; one server
+    message is sent uncompressed. A second connection is joined mid-way on
+    a sender with context takeover: its first message seen is uncompressed,
+    and each compressed one after it comes out only if it inflates from
+    what was seen (the rest counted, never published garbled)."""
+    p = Pcap("ws-deflate")
+    client, server = WsStream(p, True), WsStream(p, False, isn=5000)
+    request, response = ws_handshake("permessage-deflate; client_max_window_bits",
+                                     "permessage-deflate; server_no_context_takeover")
+    client.send(request)
+    server.send(response)
+    takeover = zlib.compressobj(wbits=-15)
+    k = WS_KEYS[1]
+    messages = 0
+    for n, method in enumerate(["REGISTER", "INVITE", "ACK", "BYE"]):
+        m = wsip(method, 40, SDP if method == "INVITE" else "")
+        data = deflate(takeover, m)
+        if method == "INVITE":
+            client.send(ws_frame(data[:20], key=k, rsv1=True, fin=False))
+            client.send(ws_frame(data[20:], opcode=0, key=k))
+        else:
+            client.send(ws_frame(data, key=k, rsv1=True))
+        client.expect_ws(m)
+        messages += 1
+        r = wsresponse(40 + n)
+        if n == 2:
+            server.send(ws_frame(r))
+        else:
+            server.send(ws_frame(deflate(zlib.compressobj(wbits=-15), r), rsv1=True))
+        server.expect_ws(r)
+        messages += 1
+    # Joined mid-way: the sender's first message was never captured.
+    late = WsStream(p, True, sport=40001, isn=7000, syn=False)
+    takeover = zlib.compressobj(wbits=-15)
+    deflate(takeover, wsip("REGISTER", 50))
+    first = wsip("OPTIONS", 51)
+    late.send(ws_frame(first, key=k))
+    late.expect_ws(first)
+    messages += 1
+    seen, failed = Inflater(), 0
+    for n, method in enumerate(["REGISTER", "SUBSCRIBE", "NOTIFY", "REGISTER"]):
+        m = wsip(method, 50)
+        data = deflate(takeover, m)
+        late.send(ws_frame(data, key=k, rsv1=True))
+        out = seen.inflate(data)
+        if out is None:
+            failed += 1
+        else:
+            assert out == m
+            late.expect_ws(m)
+            messages += 1
+    assert failed > 0
+    p.write(counters={"ws_handshakes": 2, "ws_messages": messages, "ws_inflate_failed": failed,
+                      "ws_inflate_no_context": 0, "ws_bad_frames": 0, "ws_skipped_bytes": 0, "tcp_junk_lines": 0})
+
+
+def ws_tls():
+    """WebSocket over TLS (wss://, port 443): a TLS ClientHello and the
+    server's reply start the streams; nothing can be read, nothing is
+    published, both streams are counted."""
+    p = Pcap("ws-tls")
+    client, server = WsStream(p, True, dport=443), WsStream(p, False, dport=443, isn=5000)
+    hello = bytes([0x16, 0x03, 0x01, 0x00, 0x40]) + bytes([0x01, 0x00, 0x00, 0x3c, 0x03, 0x03]) + bytes(range(58))
+    client.send(hello)
+    server.send(bytes([0x16, 0x03, 0x03, 0x00, 0x20]) + bytes(range(32)))
+    client.send(bytes([0x17, 0x03, 0x03, 0x00, 0x30]) + b"INVITE sip:x SIP/2.0\r\nl: 0\r\n\r\n" + bytes(18))
+    p.write(counters={"tls_streams": 2, "tcp_junk_lines": 0, "sip_messages": 0})
+
 
 if __name__ == "__main__":
     for make in [out_of_order, retransmissions, byte_by_byte, fifty_in_one_segment, keepalives,
@@ -1680,5 +1970,7 @@ if __name__ == "__main__":
                  tunnel_vlan_mpls_ipv4, tunnel_mpls_pseudowire,
                  tunnel_pppoe, tunnel_gre, tunnel_erspan, tunnel_erspan3_vlan_fragments, tunnel_ip_in_ip,
                  tunnel_vxlan_ipv6, tunnel_vxlan_two_tenants, tunnel_vxlan_outer_fragments, tunnel_geneve,
-                 tunnel_tzsp, tunnel_gtpu_ipv6_tcp, tunnel_limits]:
+                 tunnel_tzsp, tunnel_gtpu_ipv6_tcp, tunnel_limits,
+                 ws_frames, ws_mid_stream, ws_lost_segment, ws_deflate,
+                 ws_tls]:
         make()

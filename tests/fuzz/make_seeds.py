@@ -8,6 +8,10 @@ its link type in targets.rs LINK_TYPES. tcp_stream: the original agent's
 splitter streams and generated messages cut into segments. sip_message: the
 RFC 4475 torture messages and the filter test messages. sctp_chunks: the
 SCTP packets of the generated sctp-* captures, each as a whole packet.
+ws_stream: WebSocket
+frames of the generated captures' kinds (masked, fragmented with a ping,
+64-bit lengths, compressed with and without context takeover), after a
+handshake and joined mid-way.
 """
 
 import glob
@@ -50,6 +54,27 @@ def segments(stream, cut, seq=1000, flags=0):
     return out
 
 
+def ws_seeds():
+    """ws_stream inputs: [mode, step] and frames (see targets.rs)."""
+    import sys
+    import zlib
+    sys.path.insert(0, DATA)
+    import make_captures as mc
+
+    key = mc.WS_KEYS[0]
+    m1, m2, r1 = mc.wsip("INVITE", 1, mc.SDP), mc.wsip("BYE", 1), mc.wsresponse(1)
+    plain = (mc.ws_frame(m1[:50], key=key, fin=False) + mc.ws_frame(b"ping", opcode=9, key=key)
+             + mc.ws_frame(m1[50:], opcode=0, key=key) + mc.ws_frame(r1, length_bits=64)
+             + mc.ws_frame(m2, opcode=2, length_bits=16) + mc.ws_frame(b"\x03\xe8", opcode=8))
+    takeover = zlib.compressobj(wbits=-15)
+    compressed = b"".join(mc.ws_frame(mc.deflate(takeover, m), key=key, rsv1=True) for m in (m1, m2, m1))
+    fresh = b"".join(mc.ws_frame(mc.deflate(zlib.compressobj(wbits=-15), m), rsv1=True) for m in (r1, m2))
+    for mode, stream in [(1, plain), (0, plain[7:]), (3, compressed), (5, fresh), (0x81, plain), (0, compressed),
+                         (0x83, compressed)]:
+        for step in (0, 13, 63):
+            save("ws_stream", bytes([mode, step]) + stream)
+
+
 if __name__ == "__main__":
     for path in sorted(glob.glob(os.path.join(DATA, "pcaps", "*.pcap")) + glob.glob(os.path.join(DATA, "pcaps", "generated", "*.pcap"))):
         for i, (linktype, frame) in enumerate(frames(path)):
@@ -80,3 +105,4 @@ if __name__ == "__main__":
         message = open(path, "rb").read()
         save("sip_message", message)
         save("tcp_stream", segments(message + b"\r\n" + message, 100, flags=0x80))
+    ws_seeds()

@@ -15,6 +15,7 @@ use sip_capture::pipeline::Extractor;
 use sip_capture::sctp::SctpReassembler;
 use sip_capture::sip::Message;
 use sip_capture::split::Framer;
+use sip_capture::split::websocket::Shared;
 use sip_capture::tcp::TcpReassembler;
 
 const LINK_TYPES: [i32; 6] = [0, 1, 101, 113, 276, 229];
@@ -128,11 +129,67 @@ pub fn tcp_stream(data: &[u8]) {
     tcp.finish(&counters, &mut |o, m| check(&times, o, m));
     // The framer alone, fed the raw input in two pieces.
     let mut framer = Framer::default();
+    let mut shared = Shared::new(4096);
     let cut = data.len() / 2;
-    let used = framer.split(&data[..cut], 4096, &counters, |_, _| {});
+    let used = framer.split(&data[..cut], 4096, &mut shared, &counters, |_, _, _| {});
     let mut pending = data[used..cut].to_vec();
     pending.extend_from_slice(&data[cut..]);
-    let _ = framer.split(&pending, 4096, &counters, |_, _| {});
+    let _ = framer.split(&pending, 4096, &mut shared, &counters, |_, _, _| {});
+}
+
+/// The WebSocket framer, and the SIP framer's recognition of WebSocket
+/// streams: `[mode, step]`, then the stream's bytes. Mode bit 0 puts an
+/// HTTP Upgrade for SIP first (bit 1 with permessage-deflate, bit 2 with
+/// client_no_context_takeover); without it the stream is joined mid-way.
+/// The bytes go in pieces of `step % 64 + 1`, kept as a TCP stream buffer
+/// keeps them (at most 2048 unconsumed, then dropped as an oversize line);
+/// with mode bit 7, every fifth piece is lost (a hole: the framer is
+/// reset). Messages: at most MAX bytes; over plain TCP, SIP.
+pub fn ws_stream(data: &[u8]) {
+    const MAX: usize = 1024;
+    const BUFFER: usize = 2048;
+    let [mode, step, stream @ ..] = data else {
+        return;
+    };
+    let counters = Counters::default();
+    let mut shared = Shared::new(MAX);
+    let mut framer = Framer::default();
+    let mut pending = Vec::new();
+    if mode & 1 != 0 {
+        let extensions: &[u8] = match mode >> 1 & 3 {
+            0 => b"",
+            1 => b"Sec-WebSocket-Extensions: permessage-deflate\r\n",
+            _ => b"Sec-WebSocket-Extensions: permessage-deflate; client_no_context_takeover\r\n",
+        };
+        pending.extend_from_slice(
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Protocol: sip\r\n",
+        );
+        pending.extend_from_slice(extensions);
+        pending.extend_from_slice(b"\r\n");
+    } else {
+        framer = Framer::resynchronising();
+    }
+    for (n, piece) in stream.chunks(usize::from(step % 64) + 1).enumerate() {
+        if mode & 0x80 != 0 && n % 5 == 4 {
+            framer.reset(&mut shared);
+            pending.clear();
+            continue;
+        }
+        pending.extend_from_slice(piece);
+        let used = framer.split(&pending, MAX, &mut shared, &counters, |transport, m, end| {
+            assert!(m.len() <= MAX, "a message over the limit");
+            assert!(end <= BUFFER + 64, "past the bytes given");
+            if transport == Transport::Tcp {
+                assert!(Message::parse(m).is_some(), "framed bytes are not a SIP message");
+            }
+        });
+        pending.drain(..used);
+        if pending.len() > BUFFER {
+            framer.reset(&mut shared);
+            pending.clear();
+        }
+    }
+    framer.end(&mut shared);
 }
 
 /// The SCTP chunk reassembler: the input is a sequence of SCTP packets,
