@@ -6,7 +6,6 @@
 
 mod common;
 
-use base64::Engine;
 use common::{Broker, summary_value};
 use std::collections::HashSet;
 use std::net::UdpSocket;
@@ -59,9 +58,7 @@ fn live_capture_on_loopback() {
     let mut seen = HashSet::new();
     for text in &received {
         let envelope: serde_json::Value = serde_json::from_str(text).unwrap();
-        let sip = base64::engine::general_purpose::STANDARD
-            .decode(envelope["sip"].as_str().unwrap())
-            .unwrap();
+        let sip = common::sip_of(&envelope);
         let sip = String::from_utf8(sip).unwrap();
         assert!(sent.contains(&sip), "unexpected message {sip:?}");
         assert!(seen.insert(sip), "published twice");

@@ -11,7 +11,6 @@
 
 mod common;
 
-use base64::Engine;
 use common::{KillOnDrop, Lines, Subscription, clean_environment, in_netns, summary_value};
 use std::collections::HashSet;
 use std::process::{Command, Stdio};
@@ -160,9 +159,7 @@ for m in sys.stdin.read().split('\\0'):\n    s.sendto(m.encode(), ('192.168.77.2
     let mut seen = HashSet::new();
     for text in &received {
         let envelope: serde_json::Value = serde_json::from_str(text).unwrap();
-        let sip = base64::engine::general_purpose::STANDARD
-            .decode(envelope["sip"].as_str().unwrap())
-            .unwrap();
+        let sip = common::sip_of(&envelope);
         let sip = String::from_utf8(sip).unwrap();
         assert!(sent.contains(&sip), "unexpected message {sip:?}");
         assert!(seen.insert(sip), "published twice");

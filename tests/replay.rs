@@ -3,7 +3,6 @@
 
 mod common;
 
-use base64::Engine;
 use common::{Broker, pcap, replay, summary_value};
 use etherparse::{NetSlice, SlicedPacket, TransportSlice};
 use serde_json::Value;
@@ -88,9 +87,7 @@ fn check_capture(name: &str, expected: usize) {
         if let Err(e) = schema.validate(&envelope) {
             panic!("{name}: envelope does not match the schema: {e}\n{text}");
         }
-        let sip = base64::engine::general_purpose::STANDARD
-            .decode(envelope["sip"].as_str().unwrap())
-            .unwrap();
+        let sip = common::sip_of(&envelope);
         assert_eq!(
             envelope["id"],
             base16ct::lower::encode_string(&Sha256::digest(&sip))
