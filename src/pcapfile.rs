@@ -25,11 +25,27 @@ use pcap_parser::{Block, InterfaceDescriptionBlock, PcapBlockOwned, PcapError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The reader's buffer, allocated once per file: the largest record it can
-/// hold. libpcap itself refuses records of more than 262,144 bytes of
-/// packet; this leaves as much again for a pcapng block's header and
-/// options.
-pub const FILE_BUFFER_BYTES: usize = 512 * 1024;
+/// The reader's buffer, allocated once per file: 393,248 bytes, the largest
+/// record it can hold, as pcap-parser needs a whole block in its buffer (it
+/// sets no bound of its own). It is the largest packet block libpcap reads
+/// (`MAX_BLOCKSIZE_FOR_SNAPLEN(MAXIMUM_SNAPLEN)`, libpcap 1.10 sf-pcapng.c):
+/// an Enhanced Packet Block's framing and fixed fields ([`EPB_OVERHEAD`]),
+/// the largest packet ([`MAX_SNAPLEN`]) and [`MAX_OPTIONS`] of options. A
+/// classic pcap record (16 bytes and the packet) is smaller. Every byte of
+/// it is resident while a file is read (each refill writes the whole free
+/// space), so it is not larger than that.
+pub const FILE_BUFFER_BYTES: usize = EPB_OVERHEAD + MAX_SNAPLEN + MAX_OPTIONS;
+
+/// The largest packet libpcap writes or reads, in bytes (`MAXIMUM_SNAPLEN`,
+/// libpcap's pcap-int.h); it refuses a record with more.
+const MAX_SNAPLEN: usize = 262_144;
+/// The options libpcap allows next to the largest packet in one block
+/// (128 KiB, sf-pcapng.c).
+const MAX_OPTIONS: usize = 131_072;
+/// An Enhanced Packet Block without packet or options: block type and
+/// length (8), interface, timestamp and lengths (20), trailing length (4)
+/// (pcapng §4.3).
+const EPB_OVERHEAD: usize = 8 + 20 + 4;
 
 /// Interfaces one pcapng section may describe. Bounds the interface table
 /// (a damaged file cannot grow it without end); mergecap of many hosts
@@ -698,6 +714,53 @@ mod tests {
             matches!(ending, Ending::Incomplete { offset: 42, .. }),
             "{ending:?}"
         );
+    }
+
+    /// The largest records libpcap reads fit the buffer: a classic record
+    /// of MAX_SNAPLEN bytes, and a pcapng block of MAX_SNAPLEN bytes of
+    /// packet and MAX_OPTIONS of options (comments); a block 4 bytes
+    /// larger does not, and reading stops there.
+    #[test]
+    fn the_largest_records_fit_the_buffer() {
+        let packet = vec![0x5a; MAX_SNAPLEN];
+        let bytes = pcap(false, false, 1, &[(1, 0, &packet), (2, 0, b"next")]);
+        let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+        assert_eq!(ending, Ending::Complete);
+        assert_eq!(frames.len(), 2);
+        assert_eq!(frames[0].3, packet);
+
+        for (extra, fits) in [(0, true), (4, false)] {
+            let mut bytes = pcapng(false, &[(1, 6, 0)], &[]);
+            let start = bytes.len();
+            let mut epb = Vec::new();
+            for v in [0, 0, 1, MAX_SNAPLEN as u32, MAX_SNAPLEN as u32] {
+                epb.extend_from_slice(&v.to_le_bytes());
+            }
+            epb.extend_from_slice(&packet);
+            // Two opt_comments filling the options (an option is at most
+            // 65,535 bytes), then the end of options.
+            for comment in [65_532, MAX_OPTIONS - 12 - 65_532 + extra] {
+                epb.extend_from_slice(&1u16.to_le_bytes());
+                epb.extend_from_slice(&(comment as u16).to_le_bytes());
+                epb.resize(epb.len() + comment, b'c');
+            }
+            epb.extend_from_slice(&[0; 4]);
+            block(&mut bytes, false, EPB, &epb);
+            assert_eq!(bytes.len() - start, FILE_BUFFER_BYTES + extra);
+            let (frames, ending) = read_all(bytes, FILE_BUFFER_BYTES).unwrap();
+            if fits {
+                assert_eq!(ending, Ending::Complete);
+                assert_eq!(frames.len(), 1);
+                assert_eq!(frames[0].3, packet);
+            } else {
+                assert!(frames.is_empty());
+                assert!(
+                    matches!(ending, Ending::Incomplete { offset, ref why }
+                        if offset == start as u64 && why.contains("does not fit")),
+                    "{ending:?}"
+                );
+            }
+        }
     }
 
     fn interface(tsresol: u8, offset_secs: i64) -> Interface {
