@@ -190,7 +190,7 @@ impl PacketSource {
     /// On a stop, a live capture still delivers what the kernel already
     /// holds, so the last packets before a SIGTERM are not lost. Each time
     /// a live capture finds nothing to read, `on_idle` gets the capture time
-    /// every frame still to come is later than (see [`idle_time`]).
+    /// every frame still to come is later than (see `idle_time`).
     pub fn run(
         &mut self,
         stop: &AtomicBool,

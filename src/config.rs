@@ -274,7 +274,7 @@ pub struct Config {
 pub struct Mqtt {
     pub broker: Broker,
     /// Set for `mqtts://`.
-    pub tls: Option<crate::tls::Client>,
+    pub tls: Option<crate::publish::tls::Client>,
     /// USERNAME and the password from PASSWORD_FILE.
     pub credentials: Option<(String, Vec<u8>)>,
     /// The one topic for SIP envelopes.
@@ -619,7 +619,7 @@ fn mqtt(values: &Values, source: &Source, warnings: &mut Vec<String>) -> Result<
     let tls = if broker.tls {
         let [ca, cert, key] = tls_files.map(|k| values.text(k));
         Some(
-            crate::tls::client(&broker.host, ca, cert, key)
+            crate::publish::tls::client(&broker.host, ca, cert, key)
                 .map_err(|(key, reason)| values.error(key, reason))?,
         )
     } else {
@@ -889,7 +889,7 @@ fn parse_broker(text: &str) -> Result<Broker, String> {
         return Err("missing host".into());
     }
     let path = if path.is_empty() {
-        crate::websocket::DEFAULT_PATH
+        crate::publish::websocket::DEFAULT_PATH
     } else {
         path
     };

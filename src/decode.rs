@@ -1,7 +1,7 @@
 //! Decode stage: one captured frame to the transport payload it carries,
 //! and where it was observed.
 //!
-//! One loop ([`peel`]) peels layers, nested in any order, zero-copy over
+//! One loop (`peel`) peels layers, nested in any order, zero-copy over
 //! the captured bytes: the link header (Ethernet, Linux cooked SLL and
 //! SLL2, raw IP, BSD loopback), 802.1Q, 802.1ad and 0x9100 VLAN tags,
 //! unencrypted MACsec, MPLS label stacks and Ethernet pseudowires

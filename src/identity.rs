@@ -44,7 +44,7 @@ const GENERIC_HOSTNAMES: &[&str] = &[
 ];
 
 /// The default CLIENT_ID, at most `max_len` bytes: `sip-capture-<hostname>`;
-/// but when the hostname is one of [`GENERIC_HOSTNAMES`] (or empty),
+/// but when the hostname is one of `GENERIC_HOSTNAMES` (or empty),
 /// `sip-capture-<hardware id>` from [`hardware_id`] of `interface` (the
 /// capture interface, `None` when reading a file), so that appliances
 /// flashed from one image do not take each other's MQTT session. Only

@@ -59,10 +59,12 @@
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
 //!   runtime, several publishes in flight, optionally several envelopes per
 //!   publish (a JSON array), replay after a lost session, reconnect with
-//!   backoff and jitter, retained status with a Last Will; [`tls`] for
-//!   `mqtts://`, [`websocket`] for `ws://` and `wss://`; `heard` reads from
-//!   the broker's packets what minimq does not tell (Maximum Packet Size,
-//!   DISCONNECT reasons, MQTT 3.1.1).
+//!   backoff and jitter, retained status with a Last Will. Inside it:
+//!   [`publish::tls`] for `mqtts://`, [`publish::websocket`] for `ws://`
+//!   and `wss://` (MQTT over WebSocket, not to be confused with
+//!   [`split::websocket`], SIP over WebSocket in captured traffic), and
+//!   `heard`, which reads from the broker's packets what minimq does not
+//!   tell (Maximum Packet Size, DISCONNECT reasons, MQTT 3.1.1).
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
@@ -93,7 +95,6 @@ pub mod decode;
 pub mod defrag;
 pub mod envelope;
 pub mod filter;
-mod heard;
 pub mod identity;
 pub mod metrics;
 pub mod pcapfile;
@@ -106,5 +107,3 @@ pub mod sip;
 pub mod split;
 pub mod tcp;
 pub mod telemetry;
-pub mod tls;
-pub mod websocket;

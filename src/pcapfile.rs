@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// record it can hold, as pcap-parser needs a whole block in its buffer (it
 /// sets no bound of its own). It is the largest packet block libpcap reads
 /// (`MAX_BLOCKSIZE_FOR_SNAPLEN(MAXIMUM_SNAPLEN)`, libpcap 1.10 sf-pcapng.c):
-/// an Enhanced Packet Block's framing and fixed fields ([`EPB_OVERHEAD`]),
-/// the largest packet ([`MAX_SNAPLEN`]) and [`MAX_OPTIONS`] of options. A
+/// an Enhanced Packet Block's framing and fixed fields (`EPB_OVERHEAD`),
+/// the largest packet (`MAX_SNAPLEN`) and `MAX_OPTIONS` of options. A
 /// classic pcap record (16 bytes and the packet) is smaller. Every byte of
 /// it is resident while a file is read (each refill writes the whole free
 /// space), so it is not larger than that.

@@ -18,13 +18,17 @@
 //! What it does not do: subscribe, or accept anything from the broker. It
 //! publishes to TOPIC, and its own status and telemetry topics.
 
+mod heard;
+pub mod tls;
+pub mod websocket;
+
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
-use crate::heard::{Connack, Heard, Listener};
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
 use core::cell::Cell;
 use core::fmt;
+use heard::{Connack, Heard, Listener};
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
@@ -52,7 +56,7 @@ const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
 const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection counts as healthy once it has stayed up this long. Only a
-/// healthy connection starts the backoff again from [`BACKOFF_FIRST`] (and
+/// healthy connection starts the backoff again from `BACKOFF_FIRST` (and
 /// is followed, when lost, by an immediate reconnect): a broker that
 /// accepts and then drops the agent — another client with the same
 /// CLIENT_ID, a topic it refuses — is retried with a growing delay, so at
@@ -706,22 +710,19 @@ impl<'a> Publisher<'a> {
         let mut link: Link = match &self.settings.mqtt.tls {
             None => Box::new(stream),
             Some(tls) => {
-                let stream = timeout(CONNECT_TIMEOUT, crate::tls::connect(tls, stream))
+                let stream = timeout(CONNECT_TIMEOUT, tls::connect(tls, stream))
                     .await
                     .map_err(|_| "TLS handshake timed out".to_string())?
-                    .map_err(|e| crate::tls::describe(&e))?;
+                    .map_err(|e| tls::describe(&e))?;
                 Box::new(stream)
             }
         };
         if let Some(path) = websocket {
             let tls = self.settings.mqtt.tls.is_some();
             link = Box::new(
-                timeout(
-                    CONNECT_TIMEOUT,
-                    crate::websocket::connect(link, host, *port, path, tls),
-                )
-                .await
-                .map_err(|_| "WebSocket handshake timed out".to_string())??,
+                timeout(CONNECT_TIMEOUT, websocket::connect(link, host, *port, path, tls))
+                    .await
+                    .map_err(|_| "WebSocket handshake timed out".to_string())??,
             );
         }
         self.heard.set(Heard::default());
@@ -771,7 +772,7 @@ the broker appears not to support MQTT 5 (or refuses this client without saying 
             }
             // A broker that refuses the client certificate says so on the
             // first read after the TLS 1.3 handshake.
-            minimq::Error::Transport(io) => crate::tls::describe(&io),
+            minimq::Error::Transport(io) => tls::describe(&io),
             minimq::Error::Peer(PeerError::Rejected(reason)) => {
                 format!("broker refused the connection: {reason:?}")
             }
