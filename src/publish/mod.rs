@@ -19,6 +19,7 @@
 //! publishes to TOPIC, and its own status and telemetry topics.
 
 mod heard;
+mod link;
 pub mod tls;
 pub mod websocket;
 
@@ -28,7 +29,8 @@ use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
 use core::cell::Cell;
 use core::fmt;
-use heard::{Connack, Heard, Listener};
+use heard::{Connack, Heard};
+use link::{Coalescing, Link};
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
@@ -91,141 +93,6 @@ pub struct Settings {
 }
 
 type Conn<'a, 'buf> = Connection<'a, 'buf, Coalescing>;
-
-/// Bytes of outgoing MQTT packets gathered into one `send(2)`.
-const SEND_BATCH_BYTES: usize = 64 * 1024;
-/// Bytes taken from the socket in one `recv(2)`: about a thousand PUBACKs.
-const RECEIVE_BATCH_BYTES: usize = 4096;
-
-/// The broker connection, with outgoing packets coalesced.
-///
-/// minimq writes and flushes every packet; on a socket that is a system
-/// call (and a TCP segment) per message, which measured most of the agent's
-/// CPU time (see docs/performance.md). Here `flush` only marks the bytes
-/// ready, and they go out in one `send` when the buffer is full or when
-/// minimq waits to read and nothing has arrived — so while acknowledgements
-/// stream in, the publishes they make room for are gathered, and nothing
-/// stays in the buffer while the client waits for an answer.
-/// [`Coalescing::drain`] sends what is left before the connection is closed.
-///
-/// Reads are buffered too: minimq reads a packet's fixed header a byte at a
-/// time, which made three `recv` calls of every 4-byte PUBACK.
-struct Coalescing {
-    stream: Link,
-    /// Follows what the broker sends, for what minimq does not tell.
-    listener: Listener,
-    heard: Rc<Cell<Heard>>,
-    out: Vec<u8>,
-    sent: usize,
-    /// Received bytes not yet handed to minimq: `input[taken..filled]`.
-    input: Box<[u8]>,
-    taken: usize,
-    filled: usize,
-}
-
-/// The broker connection: plain TCP or TLS over it, boxed once a connection.
-type Link = Box<dyn Transport>;
-
-trait Transport: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin {}
-
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin> Transport for T {}
-
-impl Coalescing {
-    fn new(stream: Link, heard: Rc<Cell<Heard>>) -> Coalescing {
-        Coalescing {
-            stream,
-            listener: Listener::default(),
-            heard,
-            out: Vec::with_capacity(SEND_BATCH_BYTES),
-            sent: 0,
-            input: vec![0; RECEIVE_BATCH_BYTES].into_boxed_slice(),
-            taken: 0,
-            filled: 0,
-        }
-    }
-
-    /// Send every gathered byte. Progress is kept in `self`, so a cancelled
-    /// call resumes where it stopped.
-    async fn drain(&mut self) -> std::io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        while self.sent < self.out.len() {
-            match self.stream.write(&self.out[self.sent..]).await? {
-                0 => return Err(std::io::ErrorKind::WriteZero.into()),
-                n => self.sent += n,
-            }
-        }
-        if !self.out.is_empty() {
-            // TLS holds records until flushed; plain TCP flushes as a no-op.
-            self.stream.flush().await?;
-        }
-        self.out.clear();
-        self.sent = 0;
-        Ok(())
-    }
-
-    /// Take what can be read without waiting: `None` when nothing can.
-    async fn read_now(&mut self) -> Option<std::io::Result<usize>> {
-        use std::pin::Pin;
-        use std::task::Poll;
-        use tokio::io::AsyncRead;
-        std::future::poll_fn(|cx| {
-            let mut buf = tokio::io::ReadBuf::new(&mut self.input);
-            match Pin::new(&mut self.stream).poll_read(cx, &mut buf) {
-                Poll::Ready(result) => Poll::Ready(Some(result.map(|()| buf.filled().len()))),
-                Poll::Pending => Poll::Ready(None),
-            }
-        })
-        .await
-    }
-}
-
-impl embedded_io_async::ErrorType for Coalescing {
-    type Error = std::io::Error;
-}
-
-impl embedded_io_async::Write for Coalescing {
-    async fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.out.len() == self.out.capacity() {
-            self.drain().await?;
-        }
-        let n = buf.len().min(self.out.capacity() - self.out.len());
-        self.out.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-
-    async fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl embedded_io_async::Read for Coalescing {
-    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        use tokio::io::AsyncReadExt;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        if self.taken == self.filled {
-            let got = match self.read_now().await {
-                Some(result) => result?,
-                None => {
-                    // Nothing to read now: send what has gathered, then wait.
-                    self.drain().await?;
-                    self.stream.read(&mut self.input).await?
-                }
-            };
-            if got == 0 {
-                return Ok(0);
-            }
-            self.listener.feed(&self.input[..got]);
-            self.heard.set(self.listener.heard);
-            (self.taken, self.filled) = (0, got);
-        }
-        let n = buf.len().min(self.filled - self.taken);
-        buf[..n].copy_from_slice(&self.input[self.taken..self.taken + n]);
-        self.taken += n;
-        Ok(n)
-    }
-}
 
 /// Publish until the queue is closed and drained, or until `stop` has been
 /// set for [`DRAIN_GRACE`].
