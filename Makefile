@@ -55,7 +55,8 @@ rust: deps
 build: rust
 	$(CARGO) build --release
 
-## test: formatting, lints and every test (unit, captures, config, live);
+## test: formatting, lints and every test (unit, captures, config, live, and
+## the unit tests of the patched minimq in vendor/);
 ## then no process a test started may still be running (tests/leftovers.sh).
 test: rust
 	$(CARGO) fmt --check
@@ -65,6 +66,7 @@ test: rust
 	echo "SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test"; \
 	SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test; status=$$?; \
 	sh tests/leftovers.sh $$run || status=1; \
+	$(CARGO) test --manifest-path vendor/minimq/Cargo.toml --lib --target-dir target/minimq || status=1; \
 	exit $$status
 
 ## test-overflow: every test, the fuzz corpora replay (tests/fuzz_corpora.rs)

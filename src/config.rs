@@ -90,6 +90,7 @@ pub const KEYS: &[Key] = &[
     Key { name: "BATCH_MAX_MESSAGES", aliases: &[], default: "1", kind: Number { min: 1, max: 10_000 }, help: "envelopes per MQTT message, sent as a JSON array; 1 sends each alone (no array)" },
     Key { name: "BATCH_MAX_BYTES", aliases: &[], default: "65536", kind: Number { min: 1024, max: 1 << 24 }, help: "largest batch payload; an envelope larger than this goes alone, in an array of one" },
     Key { name: "BATCH_MAX_DELAY_MS", aliases: &[], default: "100", kind: Number { min: 0, max: 60_000 }, help: "how long a batch that is not full may wait for more envelopes" },
+    Key { name: "MAX_INFLIGHT_MESSAGES", aliases: &[], default: "64", kind: Number { min: 1, max: crate::publish::MAX_IN_FLIGHT as u32 }, help: "QoS 1 publishes awaiting their PUBACK at once; the broker's Receive Maximum lowers it (mosquitto's max_inflight_messages, 20 by default)" },
     Key { name: "METRICS_ADDR", aliases: &["metric-filter"], default: "", kind: Text, help: "serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9560, :9560 for every address); off when empty" },
     Key { name: "LOG_LEVEL", aliases: &[], default: "info", kind: Text, help: "error, warn (or warning), info or debug, in any case" },
     Key { name: "RUN_AS_USER", aliases: &[], default: "", kind: Text, help: "after opening the capture, run as this user (name or uid)" },
@@ -288,6 +289,10 @@ pub struct Mqtt {
     pub telemetry_interval: Option<std::time::Duration>,
     /// `None`: one envelope per MQTT message, as the original agent.
     pub batch: Option<Batch>,
+    /// MAX_INFLIGHT_MESSAGES: publishes awaiting their PUBACK at once, 1 to
+    /// [`crate::publish::MAX_IN_FLIGHT`], before the broker's Receive
+    /// Maximum (MQTT 5 §3.2.2.3.3) lowers it.
+    pub max_in_flight: usize,
 }
 
 /// Several envelopes in one MQTT message, as a JSON array: over a long
@@ -674,6 +679,7 @@ fn mqtt(values: &Values, source: &Source, warnings: &mut Vec<String>) -> Result<
         telemetry_topic,
         telemetry_interval: (interval > 0).then(|| std::time::Duration::from_secs(u64::from(interval))),
         batch: batch(values)?,
+        max_in_flight: values.number("MAX_INFLIGHT_MESSAGES")? as usize,
     })
 }
 

@@ -319,6 +319,8 @@ fn no_allocation_per_packet_after_warm_up() {
             telemetry_topic: "sip/alloc/telemetry".into(),
             telemetry_interval: None,
             batch: None,
+            // The widest window: the most publishes in flight.
+            max_in_flight: sip_capture::publish::MAX_IN_FLIGHT,
         },
         max_envelope: envelope_capacity(max_message),
     };

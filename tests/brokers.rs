@@ -318,6 +318,64 @@ fn envelopes_resent_on_a_resumed_session_are_counted() {
     assert_eq!(summary_value(stdout.as_bytes(), "republished"), 0, "{stdout}");
 }
 
+/// The in-flight window: while the broker's PUBACKs are withheld, exactly
+/// MAX_INFLIGHT_MESSAGES publishes reach the broker (64 by default, far
+/// above minimq 0.13.5's fixed 8), or the broker's Receive Maximum when
+/// lower (mosquitto's max_inflight_messages, 20 by default).
+#[test]
+fn the_in_flight_window_is_max_inflight_messages_or_the_brokers_receive_maximum() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let cases: [(&str, &[&str], usize); 4] = [
+        (
+            "max_inflight_messages 0\n",
+            &["--max-inflight-messages", "100"],
+            100,
+        ),
+        ("max_inflight_messages 0\n", &[], 64),
+        ("", &[], 20),
+        (
+            "max_inflight_messages 5\n",
+            &["--max-inflight-messages", "100"],
+            5,
+        ),
+    ];
+    for (conf, extra, window) in cases {
+        let broker = common::Broker::start_with(conf);
+        let sub = broker.subscribe("sip/window");
+        let proxy = Proxy::start(broker.port);
+        let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+        let (_child, _lines, target) = common::live_agent_on_udp(&url, "sip/window", extra);
+        // Let the online status be acknowledged, then withhold PUBACKs.
+        std::thread::sleep(Duration::from_millis(300));
+        proxy.hold.store(true, Ordering::SeqCst);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for n in 0..150 {
+            sender
+                .send_to(&common::options("window", n), target.local_addr().unwrap())
+                .unwrap();
+            // Within the capture buffer and the queue, however slow the machine.
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(Duration::from_millis(1000));
+        let arrived = sub.collect();
+        assert_eq!(
+            arrived.len(),
+            window,
+            "{conf:?} {extra:?}: publishes that reached the broker without a PUBACK back"
+        );
+        let calls: Vec<String> = arrived
+            .iter()
+            .map(|m| common::call_id(&serde_json::from_str(m).unwrap()))
+            .collect();
+        assert_eq!(
+            calls,
+            (0..window).map(|n| format!("window-{n}")).collect::<Vec<_>>()
+        );
+    }
+}
+
 /// Whether this process may make a mount namespace of its own (root, and
 /// `unshare` allowed); when not, the test says it skipped.
 fn can_unshare_mounts() -> bool {

@@ -141,6 +141,8 @@ fn bad_numbers() {
         ("--batch-max-messages", "BATCH_MAX_MESSAGES", "0"),
         ("--batch-max-bytes", "BATCH_MAX_BYTES", "100"),
         ("--batch-max-delay-ms", "BATCH_MAX_DELAY_MS", "soon"),
+        ("--max-inflight-messages", "MAX_INFLIGHT_MESSAGES", "129"),
+        ("--max-inflight-messages", "MAX_INFLIGHT_MESSAGES", "0"),
     ] {
         refused_with(&[flag, value], &[key, value, "whole number"]);
     }

@@ -2,7 +2,9 @@
 //!
 //! Runs on its own thread with a single-threaded tokio runtime driving
 //! minimq (0.13, async; docs/design.md says why this version). Up to
-//! [`MAX_IN_FLIGHT`] publishes are outstanding at once; an envelope stays
+//! MAX_INFLIGHT_MESSAGES publishes are outstanding at once (at most
+//! [`MAX_IN_FLIGHT`], fewer when the broker's Receive Maximum says so), in a
+//! transmit buffer of [`TX_BUFFER_BYTES`] or more; an envelope stays
 //! in the queue until the PUBACK of the publish that carried it arrives,
 //! and is then counted `acknowledged`. A publish carries one envelope, or
 //! with BATCH_MAX_MESSAGES > 1 a JSON array of several (one PUBACK settles
@@ -42,10 +44,23 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 
-/// Publishes awaiting their PUBACK at once. minimq 0.13 allows 8 (its
-/// `MAX_RETAINED` and `MAX_PENDING_RELEASE`, fixed at compile time) and
-/// takes the broker's Receive Maximum when lower (MQTT 5 §3.2.2.3.3).
-pub const MAX_IN_FLIGHT: usize = 8;
+/// The most publishes awaiting their PUBACK at once that MAX_INFLIGHT_MESSAGES
+/// may ask for: minimq's `MAX_RETAINED` (8 in minimq 0.13.5; 128 in the
+/// copy in vendor/minimq, which says why). minimq also takes the broker's
+/// Receive Maximum when lower (MQTT 5 §3.2.2.3.3).
+pub const MAX_IN_FLIGHT: usize = 128;
+/// minimq's transmit buffer, which holds every publish until its PUBACK:
+/// at least this, and at least [`TX_PAYLOADS`] of the largest payload. It
+/// bounds the bytes in flight as MAX_INFLIGHT_MESSAGES bounds the count; a
+/// publish that does not fit waits for acknowledgements. Pages become
+/// resident only as publishes reach them: about twice the bytes in flight
+/// (minimq moves the unacknowledged bytes back to the start once as many
+/// acknowledged ones lie before them).
+pub const TX_BUFFER_BYTES: usize = 512 * 1024;
+/// How many of the largest payloads (with their PUBLISH header) the transmit
+/// buffer holds at least: minimq guarantees room for a packet of up to half
+/// the free space (vendor/README.md), so two with one in flight.
+const TX_PAYLOADS: usize = 3;
 /// Receive buffer: the broker only sends small control packets.
 const RX_BYTES: usize = 1024;
 /// MQTT keepalive, seconds.
@@ -83,6 +98,13 @@ fn payload_capacity(settings: &Settings) -> usize {
         None => settings.max_envelope,
         Some(batch) => batch.max_bytes.max(settings.max_envelope + 2),
     }
+}
+
+/// Bytes of minimq's transmit buffer: [`TX_BUFFER_BYTES`], or more when
+/// the largest payload needs it.
+fn tx_buffer_bytes(settings: &Settings) -> usize {
+    TX_BUFFER_BYTES
+        .max(TX_PAYLOADS * (payload_capacity(settings) + PUBLISH_OVERHEAD + settings.mqtt.topic.len()))
 }
 
 /// What the publisher needs to know.
@@ -283,7 +305,7 @@ struct Sent {
     rejected: bool,
 }
 
-/// Room for the in-flight window plus refused payloads interleaved.
+/// Room for the largest in-flight window plus refused payloads interleaved.
 const IN_FLIGHT_ENTRIES: usize = 4 * MAX_IN_FLIGHT;
 
 const ONLINE: &[u8] = b"online";
@@ -352,11 +374,8 @@ impl<'a> Publisher<'a> {
 
     async fn run(mut self) -> Result<(), String> {
         let mut rx = vec![0u8; RX_BYTES];
-        // Room for every in-flight payload plus minimq's encode workspace,
-        // mapped so that only what in-flight messages use becomes resident
-        // (about 0.8 MiB by default; small envelopes use a fraction).
-        let mut tx =
-            crate::buffers::Region::new((MAX_IN_FLIGHT + 1) * (payload_capacity(self.settings) + 512));
+        // Mapped, so that only what in-flight publishes reach becomes resident.
+        let mut tx = crate::buffers::Region::new(tx_buffer_bytes(self.settings));
         let mut config = ConfigBuilder::new(Buffers::new(&mut rx, &mut tx[..]));
         if let Some((user, password)) = &self.settings.mqtt.credentials {
             config = config
@@ -797,7 +816,9 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        self.awaiting < MAX_IN_FLIGHT && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
+        self.awaiting < self.settings.mqtt.max_in_flight
+            && !self.in_flight.is_full()
+            && conn.can_publish(QoS::AtLeastOnce)
     }
 
     /// Hand queued envelopes to minimq while it has room. Each freed slot
@@ -831,6 +852,13 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 }
                 Err(minimq::PubError::Session(minimq::Error::NotReady))
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::InflightExhausted))) =>
+                {
+                    return Ok(());
+                }
+                // The transmit buffer is taken by publishes in flight: their
+                // PUBACKs make room (tx_buffer_bytes holds any payload alone).
+                Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::BufferTooSmall)))
+                    if !conn.session().is_publish_quiescent() =>
                 {
                     return Ok(());
                 }

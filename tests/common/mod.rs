@@ -42,6 +42,11 @@ pub struct Broker {
 
 impl Broker {
     pub fn start() -> Broker {
+        Broker::start_with("")
+    }
+
+    /// [`Broker::start`] with `conf` (mosquitto.conf lines) added.
+    pub fn start_with(conf_lines: &str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("mosquitto.conf");
         // Another process may take the free port first: then try another.
@@ -50,7 +55,7 @@ impl Broker {
             std::fs::write(
                 &conf,
                 format!(
-                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n"
+                    "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\npersistence false\n{conf_lines}"
                 ),
             )
             .unwrap();

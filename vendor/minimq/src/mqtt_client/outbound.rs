@@ -9,9 +9,10 @@ use super::{Io, OpKind};
 
 /// Serializer workspace for a fixed header and a four-byte acknowledgement body.
 pub(super) const CONTROL_PACKET_WORKSPACE: usize = MAX_FIXED_HEADER_SIZE + 4;
-pub(super) const MAX_RETAINED: usize = 8;
+/// Publishes awaiting acknowledgement at once (the largest Receive Maximum used).
+pub(super) const MAX_RETAINED: usize = 128;
 pub(super) const MAX_PENDING_CONTROL: usize = 8;
-pub(super) const MAX_PENDING_RELEASE: usize = 8;
+pub(super) const MAX_PENDING_RELEASE: usize = MAX_RETAINED;
 
 #[derive(Debug, Copy, Clone, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -39,6 +40,8 @@ pub(super) struct PendingRelease {
 struct RetainedPacket {
     kind: OpKind,
     packet_id: u16,
+    /// Where the packet starts in `Outbound::buf`.
+    offset: usize,
     len: usize,
     state: SendState,
 }
@@ -96,9 +99,22 @@ pub(super) enum OutboundStep {
     Retained(RetainedStep),
 }
 
+/// Retained packets are kept in order in `buf[head..head + used]`. An
+/// acknowledgement of the oldest (the usual case) only advances `head`; the
+/// live bytes move back to the start of `buf` once the acknowledged bytes
+/// before them are as many as the live ones, or when the room after them
+/// has become less than half of the room in all (see `make_room`). So each
+/// byte is moved about once, however many packets are in flight, where
+/// removing every acknowledged packet in place moved all later ones.
+///
+/// The send states of `retained` always read `Sent* Flush* Write*` in order:
+/// packets are appended as `Write`, written oldest first, and replay marks
+/// them all `Write` again. `next_step` and `complete_flush` rely on it.
 #[derive(Debug)]
 pub(super) struct Outbound<'a> {
     buf: &'a mut [u8],
+    head: usize,
+    used: usize,
     connect_workspace: usize,
     pending_control: Vec<PendingControl, MAX_PENDING_CONTROL>,
     retained: Vec<RetainedPacket, MAX_RETAINED>,
@@ -109,6 +125,8 @@ impl<'a> Outbound<'a> {
     pub(super) fn new(buf: &'a mut [u8]) -> Self {
         Self {
             buf,
+            head: 0,
+            used: 0,
             connect_workspace: 0,
             pending_control: Vec::new(),
             retained: Vec::new(),
@@ -120,6 +138,8 @@ impl<'a> Outbound<'a> {
         self.pending_control.clear();
         self.retained.clear();
         self.pending_release.clear();
+        self.head = 0;
+        self.used = 0;
     }
 
     fn has_pending_state(&self) -> bool {
@@ -137,7 +157,36 @@ impl<'a> Outbound<'a> {
     }
 
     pub(super) fn retained_bytes(&self) -> usize {
-        self.retained.iter().map(|entry| entry.len).sum()
+        self.used
+    }
+
+    fn tail(&self) -> usize {
+        self.head + self.used
+    }
+
+    /// Move the retained bytes to the start of `buf`.
+    fn compact(&mut self) {
+        if self.head == 0 {
+            return;
+        }
+        let (head, tail) = (self.head, self.tail());
+        self.buf.copy_within(head..tail, 0);
+        for entry in &mut self.retained {
+            entry.offset -= head;
+        }
+        self.head = 0;
+    }
+
+    /// Compact when the acknowledged bytes before the retained ones are as
+    /// many as those (so each byte moves about once), or when the room after
+    /// them is less than half of all the room (so a packet of up to half the
+    /// free room always fits after them).
+    fn make_room(&mut self) {
+        let capacity = self.retained_capacity();
+        let free = capacity.saturating_sub(self.used);
+        if self.head >= self.used || capacity.saturating_sub(self.tail()) < free / 2 {
+            self.compact();
+        }
     }
 
     pub(super) fn capacity(&self) -> usize {
@@ -173,7 +222,8 @@ impl<'a> Outbound<'a> {
     }
 
     pub(super) fn scratch_space(&mut self) -> &mut [u8] {
-        let used = self.retained_bytes();
+        self.compact();
+        let used = self.used;
         &mut self.buf[used..]
     }
 
@@ -186,6 +236,7 @@ impl<'a> Outbound<'a> {
         if self.retained_bytes() > capacity {
             return Err(ResourceError::BufferTooSmall);
         }
+        self.compact();
         self.connect_workspace = len;
         Ok(())
     }
@@ -213,14 +264,20 @@ impl<'a> Outbound<'a> {
         else {
             return false;
         };
-        let offset = self.retained[..position]
-            .iter()
-            .map(|entry| entry.len)
-            .sum::<usize>();
-        let len = self.retained[position].len;
-        let used = self.retained_bytes();
-        self.buf.copy_within(offset + len..used, offset);
-        self.retained.remove(position);
+        let RetainedPacket { offset, len, .. } = self.retained.remove(position);
+        if position == 0 {
+            self.head += len;
+        } else {
+            let tail = self.tail();
+            self.buf.copy_within(offset + len..tail, offset);
+            for entry in &mut self.retained[position..] {
+                entry.offset -= len;
+            }
+        }
+        self.used -= len;
+        if self.used == 0 {
+            self.head = 0;
+        }
         true
     }
 
@@ -263,15 +320,13 @@ impl<'a> Outbound<'a> {
     }
 
     fn mark_publish_dup(&mut self) {
-        let mut offset = 0;
         for entry in &self.retained {
             if matches!(
                 entry.kind,
                 OpKind::PublishAtLeastOnce | OpKind::PublishExactlyOnce
             ) {
-                mark_publish_duplicate(&mut self.buf[offset]);
+                mark_publish_duplicate(&mut self.buf[entry.offset]);
             }
-            offset += entry.len;
         }
     }
 
@@ -280,9 +335,10 @@ impl<'a> Outbound<'a> {
         header: &PublishHeader<'_>,
         payload: P,
     ) -> Result<usize, PubError<P::Error, E>> {
-        let start = self.retained_bytes();
+        self.make_room();
+        let start = self.tail();
         // Adaptive payloads must see the retained budget, including encoder workspace.
-        let end = self.retained_capacity();
+        let end = self.retained_capacity().max(start);
         let (offset, packet) =
             MqttSerializer::encode_publish_with_offset(&mut self.buf[start..end], header, payload)?;
         let len = packet.len();
@@ -295,7 +351,8 @@ impl<'a> Outbound<'a> {
     where
         T: serde::Serialize + ControlPacket,
     {
-        let start = self.retained_bytes();
+        self.make_room();
+        let start = self.tail();
         let (offset, packet) = MqttSerializer::encode_with_offset(&mut self.buf[start..], packet)?;
         let len = packet.len();
         self.pack_encoded(offset, len)
@@ -317,10 +374,12 @@ impl<'a> Outbound<'a> {
             .push(RetainedPacket {
                 kind,
                 packet_id,
+                offset: self.tail(),
                 len,
                 state: SendState::Write { written: 0 },
             })
             .map_err(|_| ProtocolError::InflightMetadataExhausted)?;
+        self.used += len;
         Ok(())
     }
 
@@ -331,11 +390,20 @@ impl<'a> Outbound<'a> {
                 p.state = SendState::Sent;
             }
         }
-        for p in &mut self.retained {
-            if p.state == SendState::Flush {
-                p.state = SendState::Sent;
+        let first_write = self.first_write();
+        for p in self.retained[..first_write].iter_mut().rev() {
+            if p.state != SendState::Flush {
+                break;
             }
+            p.state = SendState::Sent;
         }
+    }
+
+    /// The oldest retained packet not yet written whole (`retained.len()`
+    /// when none), found by bisection: the states read `Sent* Flush* Write*`.
+    fn first_write(&self) -> usize {
+        self.retained
+            .partition_point(|entry| !matches!(entry.state, SendState::Write { .. }))
     }
 
     pub(super) fn next_step(&self) -> Option<OutboundStep> {
@@ -358,17 +426,17 @@ impl<'a> Outbound<'a> {
                     }));
                 }
             }
-            let mut offset = 0;
-            for entry in &self.retained {
-                if let Some(written) = entry.state.write_offset(in_progress) {
-                    return Some(OutboundStep::Retained(RetainedStep {
-                        packet_id: entry.packet_id,
-                        offset,
-                        len: entry.len,
-                        written,
-                    }));
-                }
-                offset += entry.len;
+            // Packets are written oldest first, so only the oldest one not
+            // yet written whole can be part written.
+            if let Some(entry) = self.retained.get(self.first_write())
+                && let Some(written) = entry.state.write_offset(in_progress)
+            {
+                return Some(OutboundStep::Retained(RetainedStep {
+                    packet_id: entry.packet_id,
+                    offset: entry.offset,
+                    len: entry.len,
+                    written,
+                }));
             }
         }
         None
@@ -389,9 +457,11 @@ impl<'a> Outbound<'a> {
         written: usize,
         len: usize,
     ) -> bool {
+        // The packet being written is among the newest.
         if let Some(entry) = self
             .retained
             .iter_mut()
+            .rev()
             .find(|entry| entry.packet_id == packet_id)
         {
             entry.state.set_written(written, len);
@@ -445,7 +515,7 @@ impl<'a> Outbound<'a> {
     }
 
     fn pack_encoded(&mut self, offset: usize, len: usize) -> Result<(), ResourceError> {
-        let start = self.retained_bytes();
+        let start = self.tail();
         if len > self.retained_capacity().saturating_sub(start) {
             return Err(ResourceError::BufferTooSmall);
         }
@@ -577,6 +647,130 @@ mod tests {
         types::TopicFilter,
         wire::Utf8String,
     };
+
+    /// A QoS 1 PUBLISH of `payload_len` bytes with packet identifier `id`,
+    /// encoded and retained as the session does it.
+    fn retain_publish(outbound: &mut Outbound<'_>, id: u16, payload_len: usize) -> usize {
+        let payload = [id as u8; 64];
+        let header = PublishHeader {
+            topic: Utf8String("t"),
+            packet_id: Some(id),
+            properties: Properties::from_slice(&[]),
+            retain: crate::Retain::NotRetained,
+            qos: crate::QoS::AtLeastOnce,
+            dup: false,
+        };
+        let len = outbound
+            .encode_publish::<_, ()>(&header, &payload[..payload_len])
+            .unwrap();
+        outbound
+            .retain_packet(OpKind::PublishAtLeastOnce, id, len)
+            .unwrap();
+        len
+    }
+
+    /// Every retained packet is still the PUBLISH it was, at its offset.
+    fn assert_intact(outbound: &Outbound<'_>, ids: &[u16]) {
+        assert_eq!(
+            outbound.retained.iter().map(|e| e.packet_id).collect::<std::vec::Vec<_>>(),
+            ids
+        );
+        let mut expected_offset = outbound.head;
+        for entry in &outbound.retained {
+            assert_eq!(entry.offset, expected_offset);
+            let bytes = outbound.retained_packet(entry.offset, entry.len);
+            assert_eq!(bytes[0], 0x32);
+            let id = u16::from_be_bytes([bytes[5], bytes[6]]);
+            assert_eq!(id, entry.packet_id);
+            assert!(bytes[8..].iter().all(|&b| b == id as u8));
+            expected_offset += entry.len;
+        }
+        assert_eq!(expected_offset, outbound.tail());
+        assert!(outbound.tail() <= outbound.retained_capacity());
+    }
+
+    #[test]
+    fn acknowledging_the_oldest_moves_no_bytes_until_half_the_room_is_gone() {
+        let mut storage = [0u8; 1024];
+        let mut outbound = Outbound::new(&mut storage);
+        let mut ids = std::vec::Vec::new();
+        for id in 1..=8 {
+            retain_publish(&mut outbound, id, 40);
+            ids.push(id);
+        }
+        assert_intact(&outbound, &ids);
+        // A window that slides: acknowledge the oldest, publish a new one.
+        let mut compactions = 0;
+        for id in 9..=400u16 {
+            assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, ids.remove(0)));
+            let head = outbound.head;
+            retain_publish(&mut outbound, id, 40);
+            if outbound.head < head {
+                compactions += 1;
+            }
+            ids.push(id);
+            assert_intact(&outbound, &ids);
+        }
+        // 392 packets of 49 bytes went through a 1 KiB buffer holding 8 of
+        // them: the live bytes moved about once per 8 packets, not 7 packets'
+        // worth per acknowledgement.
+        assert!(compactions <= 392 / 7, "{compactions} compactions");
+    }
+
+    #[test]
+    fn acknowledging_out_of_order_keeps_the_others_intact() {
+        let mut storage = [0u8; 1024];
+        let mut outbound = Outbound::new(&mut storage);
+        for id in 1..=6 {
+            retain_publish(&mut outbound, id, 10 * id as usize);
+        }
+        assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, 1));
+        assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, 4));
+        assert_intact(&outbound, &[2, 3, 5, 6]);
+        assert!(!outbound.ack_packet(OpKind::PublishAtLeastOnce, 4));
+        assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, 6));
+        assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, 2));
+        retain_publish(&mut outbound, 7, 64);
+        assert_intact(&outbound, &[3, 5, 7]);
+        for id in [3, 5, 7] {
+            assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, id));
+        }
+        assert_eq!((outbound.head, outbound.used), (0, 0));
+    }
+
+    #[test]
+    fn packets_are_written_oldest_first_from_where_they_lie() {
+        let mut storage = [0u8; 1024];
+        let mut outbound = Outbound::new(&mut storage);
+        for id in 1..=3 {
+            retain_publish(&mut outbound, id, 20);
+        }
+        assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, 1));
+        for id in [2, 3] {
+            let Some(OutboundStep::Retained(step)) = outbound.next_step() else {
+                panic!("no retained step");
+            };
+            assert_eq!(step.packet_id, id);
+            assert_eq!(step.offset, outbound.retained[0].offset + (id as usize - 2) * step.len);
+            // Part written: the same packet comes next, from where it stopped.
+            outbound.set_retained_written(id, 5, step.len);
+            let Some(OutboundStep::Retained(again)) = outbound.next_step() else {
+                panic!("no retained step");
+            };
+            assert_eq!((again.packet_id, again.written), (id, 5));
+            outbound.set_retained_written(id, step.len, step.len);
+        }
+        assert!(outbound.next_step().is_none());
+        outbound.complete_flush();
+        assert!(outbound.retained.iter().all(|e| e.state == super::SendState::Sent));
+        // A reconnect replays them all, oldest first, marked duplicate.
+        outbound.arm_replay();
+        let Some(OutboundStep::Retained(step)) = outbound.next_step() else {
+            panic!("no retained step");
+        };
+        assert_eq!(step.packet_id, 2);
+        assert_eq!(outbound.retained_packet(step.offset, step.len)[0], 0x3a);
+    }
 
     #[test]
     fn encoded_packet_is_packed_after_retained_prefix() {

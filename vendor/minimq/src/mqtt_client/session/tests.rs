@@ -421,7 +421,7 @@ fn can_publish_gates_qos1_2_on_send_quota() {
 fn can_publish_qos1_false_when_retained_slots_full() {
     let mut session = session();
     let conn = live_connection(&mut session, MockConnection::default());
-    for packet_id in 1u16..=8 {
+    for packet_id in 1..=super::super::outbound::MAX_RETAINED as u16 {
         conn.session
             .data
             .outbound
