@@ -1,7 +1,7 @@
 //! What the broker said that minimq keeps to itself.
 //!
-//! minimq 0.13 reads the Maximum Packet Size of the CONNACK but does not
-//! expose it, drops the reason code of a broker's DISCONNECT, and takes an
+//! minimq 0.13 reads the Maximum Packet Size and Receive Maximum of the
+//! CONNACK but does not expose them, drops the reason code of a broker's DISCONNECT, and takes an
 //! MQTT 3.1.1 CONNACK for a malformed packet. The publisher's transport
 //! hands every byte it receives to a [`Listener`] as well, which follows
 //! the packet framing (MQTT 5 §2.1: a fixed header byte, the Remaining
@@ -17,8 +17,10 @@ const BODY_BYTES: usize = 256;
 
 const CONNACK: u8 = 2;
 const DISCONNECT: u8 = 14;
-/// MQTT 5 §3.2.2.3.6, Maximum Packet Size.
+/// MQTT 5 §3.2.2.3.6, Maximum Packet Size (Four Byte Integer).
 const MAXIMUM_PACKET_SIZE: u8 = 0x27;
+/// MQTT 5 §3.2.2.3.3, Receive Maximum (Two Byte Integer).
+const RECEIVE_MAXIMUM: u8 = 0x21;
 
 /// What the broker said on one connection.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -34,10 +36,12 @@ pub struct Heard {
 /// The broker's answer to CONNECT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Connack {
-    /// MQTT 5 (§3.2): its reason code and Maximum Packet Size, if given.
+    /// MQTT 5 (§3.2): its reason code, and its Maximum Packet Size and
+    /// Receive Maximum if given.
     V5 {
         reason: u8,
         max_packet_size: Option<u32>,
+        receive_maximum: Option<u16>,
     },
     /// An MQTT 3.1.1 CONNACK (§3.2 of that standard: always two bytes),
     /// with its return code; 1 is "unacceptable protocol version".
@@ -127,7 +131,9 @@ impl Listener {
                     [_, return_code] => Connack::V3 { return_code },
                     [_, reason, ref properties @ ..] => Connack::V5 {
                         reason,
-                        max_packet_size: max_packet_size(properties),
+                        max_packet_size: property(properties, MAXIMUM_PACKET_SIZE),
+                        receive_maximum: property(properties, RECEIVE_MAXIMUM)
+                            .and_then(|v| u16::try_from(v).ok()),
                     },
                     _ => return,
                 });
@@ -138,9 +144,10 @@ impl Listener {
     }
 }
 
-/// The Maximum Packet Size among CONNACK properties (MQTT 5 §2.2.2: their
-/// length as a Variable Byte Integer, then identifier and value each).
-fn max_packet_size(properties: &[u8]) -> Option<u32> {
+/// The value of integer property `wanted` among CONNACK properties (MQTT 5
+/// §2.2.2: their length as a Variable Byte Integer, then identifier and
+/// value each).
+fn property(properties: &[u8], wanted: u8) -> Option<u32> {
     let (length, mut at) = variable_byte_integer(properties)?;
     let end = properties.len().min(at.checked_add(length)?);
     while at < end {
@@ -179,8 +186,12 @@ fn max_packet_size(properties: &[u8]) -> Option<u32> {
             _ => return None,
         };
         let value = properties.get(at..at + size)?;
-        if id == MAXIMUM_PACKET_SIZE {
-            return Some(u32::from_be_bytes([value[0], value[1], value[2], value[3]]));
+        if id == wanted {
+            return match *value {
+                [a, b] => Some(u32::from(u16::from_be_bytes([a, b]))),
+                [a, b, c, d] => Some(u32::from_be_bytes([a, b, c, d])),
+                _ => None,
+            };
         }
         at += size;
     }
@@ -225,7 +236,8 @@ mod tests {
                 heard.connack,
                 Some(Connack::V5 {
                     reason: 0,
-                    max_packet_size: Some(2048)
+                    max_packet_size: Some(2048),
+                    receive_maximum: Some(20)
                 })
             );
             assert_eq!(heard.packets, 3);
@@ -244,10 +256,15 @@ mod tests {
             taken_over.connack,
             Some(Connack::V5 {
                 reason: 0,
-                max_packet_size: None
+                max_packet_size: None,
+                receive_maximum: None
             })
         );
         assert_eq!(heard(&[0xe0, 0x00], 1).disconnect, Some(0));
+    }
+
+    fn max_packet_size(properties: &[u8]) -> Option<u32> {
+        property(properties, MAXIMUM_PACKET_SIZE)
     }
 
     #[test]

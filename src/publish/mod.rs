@@ -90,6 +90,12 @@ const LOG_CAUSES: usize = 8;
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle publisher looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(250);
+/// The longest a window with room waits to be refilled in a group
+/// ([`Publisher::refill_due`]).
+const REFILL_DELAY: Duration = Duration::from_millis(1);
+/// The smallest group of publishes a window is refilled with
+/// ([`Publisher::refill_due`]): windows of 64 and more refill by quarters.
+const REFILL_GROUP_MIN: usize = 16;
 
 /// The largest payload: one envelope, or a batch (whose array brackets an
 /// envelope larger than BATCH_MAX_BYTES sent alone).
@@ -171,6 +177,12 @@ struct Publisher<'a> {
     in_flight: heapless::Deque<Sent, IN_FLIGHT_ENTRIES>,
     /// The entries of `in_flight` awaiting a PUBACK (with an `op`).
     awaiting: usize,
+    /// The in-flight window on this connection: MAX_INFLIGHT_MESSAGES, or
+    /// the broker's Receive Maximum when lower.
+    window: usize,
+    /// Since when the window has had room but stayed above its refill
+    /// mark (see [`Publisher::refill_due`]).
+    refill_since: Option<Instant>,
     /// The next payload, copied out of the queue for minimq to encode.
     scratch: Vec<u8>,
     /// With batching: since when a batch that is not full has waited.
@@ -351,6 +363,8 @@ impl<'a> Publisher<'a> {
             stop,
             in_flight: heapless::Deque::new(),
             awaiting: 0,
+            window: settings.mqtt.max_in_flight,
+            refill_since: None,
             scratch: vec![0; payload_capacity(settings)],
             batch_since: None,
             give_up_at: None,
@@ -438,6 +452,14 @@ impl<'a> Publisher<'a> {
                 }) => (max as usize).saturating_sub(PUBLISH_OVERHEAD + self.settings.mqtt.topic.len()),
                 _ => usize::MAX,
             };
+            self.window = match self.heard.get().connack {
+                Some(Connack::V5 {
+                    receive_maximum: Some(most),
+                    ..
+                }) => self.settings.mqtt.max_in_flight.min(usize::from(most)),
+                _ => self.settings.mqtt.max_in_flight,
+            };
+            self.refill_since = None;
             let mut standing = Standing {
                 since: Instant::now(),
                 healthy: false,
@@ -816,18 +838,38 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        self.awaiting < self.settings.mqtt.max_in_flight
-            && !self.in_flight.is_full()
-            && conn.can_publish(QoS::AtLeastOnce)
+        self.awaiting < self.window && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
     }
 
-    /// Hand queued envelopes to minimq while it has room. Each freed slot
-    /// is refilled at once, not in groups: a broker with Nagle's algorithm
-    /// on (mosquitto's default) holds its later PUBACKs until our next
-    /// segment acknowledges its first, so waiting for several would stall
-    /// the window for a delayed-ACK timeout (about 40 ms; measured, see
-    /// docs/performance.md).
+    /// Whether to refill the window now. While no more than three quarters
+    /// of it is taken, at once. Above that, only once a quarter has come
+    /// free, or [`REFILL_DELAY`] after the first slot did: refilling each
+    /// slot as its PUBACK arrives made a `send` of about two messages per
+    /// PUBACK segment, a wake-up of the broker for each, and most of the
+    /// CPU of both (docs/performance.md, "The in-flight window"). The delay
+    /// bounds the wait when a broker with Nagle's algorithm on (mosquitto's
+    /// default) holds its later PUBACKs until our next segment acknowledges
+    /// its first, which without a send of ours comes with the delayed ACK
+    /// (40 ms). Windows whose quarter is under [`REFILL_GROUP_MIN`] (such
+    /// as a stock mosquitto's 20) refill each slot at once: there the
+    /// groups cost more throughput than they saved (measured).
+    fn refill_due(&mut self) -> bool {
+        let group = self.window / 4;
+        if group < REFILL_GROUP_MIN || self.awaiting + group <= self.window {
+            self.refill_since = None;
+            return true;
+        }
+        let since = *self.refill_since.get_or_insert_with(Instant::now);
+        since.elapsed() >= REFILL_DELAY
+    }
+
+    /// Hand queued envelopes to minimq while it has room, from when a
+    /// refill is due (see [`Publisher::refill_due`]) until the window is full.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
+        if !self.has_room(conn) || !self.refill_due() {
+            return Ok(());
+        }
+        self.refill_since = None;
         while self.has_room(conn) && self.batch_due() {
             let (envelopes, len) = self.fill_payload();
             if envelopes == 0 {
@@ -917,7 +959,10 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// When the serve loop must look again without being woken: for the
     /// stop flag, or when a waiting batch becomes due.
     fn next_wake(&self) -> Instant {
-        let check = Instant::now() + STOP_CHECK;
+        let check = match self.refill_since {
+            Some(since) => since + REFILL_DELAY,
+            None => Instant::now() + STOP_CHECK,
+        };
         match (self.batch_since, self.settings.mqtt.batch) {
             (Some(since), Some(batch)) => check.min(since + batch.max_delay),
             _ => check,
