@@ -183,6 +183,9 @@ struct Publisher<'a> {
     /// Since when the window has had room but stayed above its refill
     /// mark (see [`Publisher::refill_due`]).
     refill_since: Option<Instant>,
+    /// minimq's transmit buffer had no room for the next payload on this
+    /// turn of the serve loop: wait for the broker, not for the queue.
+    tx_full: bool,
     /// The next payload, copied out of the queue for minimq to encode.
     scratch: Vec<u8>,
     /// With batching: since when a batch that is not full has waited.
@@ -365,6 +368,7 @@ impl<'a> Publisher<'a> {
             awaiting: 0,
             window: settings.mqtt.max_in_flight,
             refill_since: None,
+            tx_full: false,
             scratch: vec![0; payload_capacity(settings)],
             batch_since: None,
             give_up_at: None,
@@ -838,7 +842,10 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     }
 
     fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        self.awaiting < self.window && !self.in_flight.is_full() && conn.can_publish(QoS::AtLeastOnce)
+        self.awaiting < self.window
+            && !self.tx_full
+            && !self.in_flight.is_full()
+            && conn.can_publish(QoS::AtLeastOnce)
     }
 
     /// Whether to refill the window now. While no more than three quarters
@@ -866,6 +873,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// Hand queued envelopes to minimq while it has room, from when a
     /// refill is due (see [`Publisher::refill_due`]) until the window is full.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
+        self.tx_full = false;
         if !self.has_room(conn) || !self.refill_due() {
             return Ok(());
         }
@@ -902,6 +910,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::BufferTooSmall)))
                     if !conn.session().is_publish_quiescent() =>
                 {
+                    self.tx_full = true;
                     return Ok(());
                 }
                 Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::PacketTooLarge)))
