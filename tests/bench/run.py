@@ -348,9 +348,11 @@ def live_run(trace, messages, frames, rate, extra=()):
             if "connected to broker" in open(log).read():
                 break
             time.sleep(0.05)
-        broker_cpu = cpu_s(broker)
+        broker_cpu, sub_cpu = cpu_s(broker), cpu_s(sub.proc.pid)
         speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+        replay_cpu = os.times()
         replay = run(["tcpreplay", "-q", "-i", REPLAY_END, *speed, trace], capture_output=True, text=True).stdout
+        replay_cpu = sum(os.times()[2:4]) - sum(replay_cpu[2:4])
         # Until the subscriber has everything or nothing arrives for 2 s.
         arrived, last_change = -1, time.monotonic()
         while time.monotonic() - last_change < 2:
@@ -362,6 +364,7 @@ def live_run(trace, messages, frames, rate, extra=()):
         _, status, usage = os.wait4(agent.pid, 0)
         agent_out.close()
         broker_cpu = cpu_s(broker) - broker_cpu
+        sub_cpu = cpu_s(sub.proc.pid) - sub_cpu
         done.set()
         reader.join()
         delivered = len(support.envelopes(sub.collect()))
@@ -381,6 +384,10 @@ def live_run(trace, messages, frames, rate, extra=()):
         "delivered_ratio": round(delivered / messages, 4),
         "agent_cpu_us_per_msg": round(cpu * 1e6 / max(delivered, 1), 2),
         "broker_cpu_us_per_msg": round(broker_cpu * 1e6 / max(delivered, 1), 2),
+        # The rest of the machine's budget: the QoS 1 subscriber
+        # (mosquitto_sub) and tcpreplay, whose CPU the agent's competes with.
+        "subscriber_cpu_us_per_msg": round(sub_cpu * 1e6 / max(delivered, 1), 2),
+        "replay_cpu_s": round(replay_cpu, 2),
         "peak_rss_kib": int(fields["peak_rss_kib"]),
         "pcap_dropped": int(fields["pcap_dropped"]),
         "dropped_queue_full": int(fields["dropped_queue_full"]),
@@ -439,7 +446,7 @@ def live_headline(results, stage):
 
 
 def print_live(stage):
-    print("\nlive capture (veth, tcpreplay): delivered/sent, agent and broker CPU µs per delivered message,"
+    print("\nlive capture (veth, tcpreplay): delivered/sent, agent, broker and subscriber CPU µs per delivered message,"
           " peak RSS KiB, kernel drops, store-full drops")
     for name, modes in stage.items():
         for mode, m in modes.items():
@@ -447,7 +454,8 @@ def print_live(stage):
             for r in m["runs"]:
                 print(f"    {str(r['offered_msgs_per_s']):>6} msg/s (replayed {r['replayed_msgs_per_s']} msg/s):"
                       f" {r['delivered']}/{r['sent']} = {r['delivered_ratio']:.4f}, agent {r['agent_cpu_us_per_msg']} µs,"
-                      f" broker {r['broker_cpu_us_per_msg']} µs, RSS {r['peak_rss_kib']},"
+                      f" broker {r['broker_cpu_us_per_msg']} µs, subscriber {r.get('subscriber_cpu_us_per_msg')} µs,"
+                      f" tcpreplay {r.get('replay_cpu_s')} s, RSS {r['peak_rss_kib']},"
                       f" pcap_dropped {r['pcap_dropped']}, queue_full {r['dropped_queue_full']}")
 
 

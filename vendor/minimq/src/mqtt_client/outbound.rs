@@ -13,6 +13,7 @@ pub(super) const CONTROL_PACKET_WORKSPACE: usize = MAX_FIXED_HEADER_SIZE + 4;
 pub(super) const MAX_RETAINED: usize = 128;
 pub(super) const MAX_PENDING_CONTROL: usize = 8;
 pub(super) const MAX_PENDING_RELEASE: usize = MAX_RETAINED;
+const RETAINED_ID_WORDS: usize = (u16::MAX as usize + 1) / 64;
 
 #[derive(Debug, Copy, Clone, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -115,6 +116,10 @@ pub(super) struct Outbound<'a> {
     buf: &'a mut [u8],
     head: usize,
     used: usize,
+    /// One bit per packet identifier, set while a retained packet has it:
+    /// `has_retained` is asked for every new identifier and every
+    /// completion check, and a scan of `retained` grew with the window.
+    retained_ids: [u64; RETAINED_ID_WORDS],
     connect_workspace: usize,
     pending_control: Vec<PendingControl, MAX_PENDING_CONTROL>,
     retained: Vec<RetainedPacket, MAX_RETAINED>,
@@ -127,6 +132,7 @@ impl<'a> Outbound<'a> {
             buf,
             head: 0,
             used: 0,
+            retained_ids: [0; RETAINED_ID_WORDS],
             connect_workspace: 0,
             pending_control: Vec::new(),
             retained: Vec::new(),
@@ -140,6 +146,16 @@ impl<'a> Outbound<'a> {
         self.pending_release.clear();
         self.head = 0;
         self.used = 0;
+        self.retained_ids = [0; RETAINED_ID_WORDS];
+    }
+
+    fn mark_retained_id(&mut self, packet_id: u16, retained: bool) {
+        let (word, bit) = (usize::from(packet_id) / 64, packet_id % 64);
+        if retained {
+            self.retained_ids[word] |= 1 << bit;
+        } else {
+            self.retained_ids[word] &= !(1 << bit);
+        }
     }
 
     fn has_pending_state(&self) -> bool {
@@ -265,6 +281,7 @@ impl<'a> Outbound<'a> {
             return false;
         };
         let RetainedPacket { offset, len, .. } = self.retained.remove(position);
+        self.mark_retained_id(packet_id, false);
         if position == 0 {
             self.head += len;
         } else {
@@ -282,9 +299,7 @@ impl<'a> Outbound<'a> {
     }
 
     pub(super) fn has_retained(&self, packet_id: u16) -> bool {
-        self.retained
-            .iter()
-            .any(|entry| entry.packet_id == packet_id)
+        self.retained_ids[usize::from(packet_id) / 64] & (1 << (packet_id % 64)) != 0
     }
 
     pub(super) fn queue_release(
@@ -379,6 +394,7 @@ impl<'a> Outbound<'a> {
                 state: SendState::Write { written: 0 },
             })
             .map_err(|_| ProtocolError::InflightMetadataExhausted)?;
+        self.mark_retained_id(packet_id, true);
         self.used += len;
         Ok(())
     }
@@ -686,6 +702,9 @@ mod tests {
             expected_offset += entry.len;
         }
         assert_eq!(expected_offset, outbound.tail());
+        assert!(ids.iter().all(|&id| outbound.has_retained(id)));
+        let marked: u32 = outbound.retained_ids.iter().map(|w| w.count_ones()).sum();
+        assert_eq!(marked as usize, ids.len());
         assert!(outbound.tail() <= outbound.retained_capacity());
     }
 
