@@ -1,6 +1,7 @@
 //! Capture files: classic pcap and pcapng, read with pcap-parser through a
-//! buffer of [`FILE_BUFFER_BYTES`], every packet with its own interface's
-//! link type and timestamp resolution.
+//! buffer of [`FILE_BUFFER_START_BYTES`], made [`FILE_BUFFER_BYTES`] once
+//! if a record needs it, every packet with its own interface's link type
+//! and timestamp resolution.
 //!
 //! A pcapng file may describe interfaces of different link types, snap
 //! lengths and timestamp resolutions (mergecap's output from captures of
@@ -25,16 +26,24 @@ use pcap_parser::{Block, InterfaceDescriptionBlock, PcapBlockOwned, PcapError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The reader's buffer, allocated once per file: 393,248 bytes, the largest
-/// record it can hold, as pcap-parser needs a whole block in its buffer (it
-/// sets no bound of its own). It is the largest packet block libpcap reads
+/// The reader's largest buffer: 393,248 bytes, the largest record it can
+/// hold, as pcap-parser needs a whole block in its buffer (it sets no
+/// bound of its own). It is the largest packet block libpcap reads
 /// (`MAX_BLOCKSIZE_FOR_SNAPLEN(MAXIMUM_SNAPLEN)`, libpcap 1.10 sf-pcapng.c):
 /// an Enhanced Packet Block's framing and fixed fields (`EPB_OVERHEAD`),
 /// the largest packet (`MAX_SNAPLEN`) and `MAX_OPTIONS` of options. A
 /// classic pcap record (16 bytes and the packet) is smaller. Every byte of
-/// it is resident while a file is read (each refill writes the whole free
-/// space), so it is not larger than that.
+/// it is resident once made (pcap-parser's buffer writes zeros over all of
+/// it, and each refill writes the whole free space), so it is not larger
+/// than that, and made only for a file with a record that needs it.
 pub const FILE_BUFFER_BYTES: usize = EPB_OVERHEAD + MAX_SNAPLEN + MAX_OPTIONS;
+
+/// The reader's buffer as a file starts, in bytes: twice the largest frame
+/// of a 64 KiB-MTU link (loopback, the sipp traces), so that such files
+/// never need [`FILE_BUFFER_BYTES`], whose extra 260 KiB would be resident
+/// for the whole read (docs/performance.md "Peak memory"). A record that
+/// does not fit makes the buffer FILE_BUFFER_BYTES, once per file.
+pub const FILE_BUFFER_START_BYTES: usize = 128 * 1024;
 
 /// The largest packet libpcap writes or reads, in bytes (`MAXIMUM_SNAPLEN`,
 /// libpcap's pcap-int.h); it refuses a record with more.
@@ -91,6 +100,9 @@ enum Format {
 /// An open capture file.
 pub struct CaptureFile {
     reader: Box<dyn PcapReaderIterator + Send>,
+    /// The buffer's size now, and the most it may become.
+    buffer: usize,
+    max_buffer: usize,
     format: Format,
     /// The current pcapng section's interfaces, by interface id.
     interfaces: Vec<Interface>,
@@ -103,7 +115,10 @@ impl CaptureFile {
         CaptureFile::with_buffer(input, FILE_BUFFER_BYTES)
     }
 
-    fn with_buffer(input: impl Read + Send + 'static, buffer: usize) -> Result<CaptureFile, String> {
+    /// A reader whose buffer starts at FILE_BUFFER_START_BYTES (or
+    /// `max_buffer`, if less) and may become `max_buffer`.
+    fn with_buffer(input: impl Read + Send + 'static, max_buffer: usize) -> Result<CaptureFile, String> {
+        let buffer = FILE_BUFFER_START_BYTES.min(max_buffer);
         let reader = pcap_parser::create_reader(buffer, input).map_err(|e| match e {
             PcapError::Eof => "the file is empty".to_string(),
             PcapError::ReadError => "cannot read it".to_string(),
@@ -122,6 +137,8 @@ impl CaptureFile {
         };
         Ok(CaptureFile {
             reader,
+            buffer,
+            max_buffer,
             format,
             interfaces: Vec::new(),
         })
@@ -156,6 +173,10 @@ impl CaptureFile {
                 Err(PcapError::Eof) => return Ok(Ending::Complete),
                 Err(PcapError::Incomplete(_)) => {
                     if starved {
+                        if self.grow() {
+                            starved = false;
+                            continue;
+                        }
                         return Ok(self.too_large());
                     }
                     let (before, offset) = (self.reader.data().len(), self.reader.consumed());
@@ -166,14 +187,17 @@ impl CaptureFile {
                     continue;
                 }
                 Err(e) => {
+                    // pcap-parser's error borrows the reader: the message first.
                     let why = match e {
-                        PcapError::UnexpectedEof => "the file ends inside this record".to_string(),
-                        PcapError::BufferTooSmall => format!(
-                            "the record does not fit in {FILE_BUFFER_BYTES} bytes (a damaged length?)"
-                        ),
-                        e => format!("a damaged record ({e})"),
+                        PcapError::BufferTooSmall => None,
+                        PcapError::UnexpectedEof => Some("the file ends inside this record".to_string()),
+                        e => Some(format!("a damaged record ({e})")),
                     };
-                    return Ok(self.incomplete(why));
+                    match why {
+                        Some(why) => return Ok(self.incomplete(why)),
+                        None if self.grow() => continue,
+                        None => return Ok(self.too_large()),
+                    }
                 }
             };
             starved = false;
@@ -249,6 +273,16 @@ impl CaptureFile {
             }
             self.reader.consume(size);
         }
+    }
+
+    /// Make the buffer its largest, for a record that does not fit; false
+    /// if it already is.
+    fn grow(&mut self) -> bool {
+        if self.buffer == self.max_buffer {
+            return false;
+        }
+        self.buffer = self.max_buffer;
+        self.reader.grow(self.max_buffer)
     }
 
     /// Stopped at the record that starts `consumed` bytes into the file.
