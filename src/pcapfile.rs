@@ -38,12 +38,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// than that, and made only for a file with a record that needs it.
 pub const FILE_BUFFER_BYTES: usize = EPB_OVERHEAD + MAX_SNAPLEN + MAX_OPTIONS;
 
-/// The reader's buffer as a file starts, in bytes: twice the largest frame
-/// of a 64 KiB-MTU link (loopback, the sipp traces), so that such files
-/// never need [`FILE_BUFFER_BYTES`], whose extra 260 KiB would be resident
-/// for the whole read (docs/performance.md "Peak memory"). A record that
-/// does not fit makes the buffer FILE_BUFFER_BYTES, once per file.
-pub const FILE_BUFFER_START_BYTES: usize = 128 * 1024;
+/// The reader's buffer as a file starts, in bytes: one record of the
+/// largest frame of a 64 KiB-MTU link (65,535 bytes: loopback, the sipp
+/// traces) with its framing and up to 4 KiB of pcapng options, so that such
+/// files never need [`FILE_BUFFER_BYTES`], whose extra 316 KiB would be
+/// resident for the whole read (docs/performance.md "Peak memory"). A
+/// record that does not fit makes the buffer FILE_BUFFER_BYTES, once per
+/// file.
+pub const FILE_BUFFER_START_BYTES: usize = 65_536 + 4096;
 
 /// The largest packet libpcap writes or reads, in bytes (`MAXIMUM_SNAPLEN`,
 /// libpcap's pcap-int.h); it refuses a record with more.
@@ -754,6 +756,51 @@ mod tests {
     /// of MAX_SNAPLEN bytes, and a pcapng block of MAX_SNAPLEN bytes of
     /// packet and MAX_OPTIONS of options (comments); a block 4 bytes
     /// larger does not, and reading stops there.
+    #[test]
+    fn frames_of_a_64_kib_link_keep_the_starting_buffer() {
+        // The largest loopback frame, in a classic record and in an EPB
+        // whose options fill it to exactly FILE_BUFFER_START_BYTES: read
+        // without making the buffer its largest. A larger record makes it
+        // so, and is read.
+        let frame = vec![0x5a; 65_535];
+        let mut bytes = pcapng(false, &[(1, 6, 0)], &[]);
+        let mut epb = Vec::new();
+        for v in [0u32, 0, 1, 65_535, 65_535] {
+            epb.extend_from_slice(&v.to_le_bytes());
+        }
+        epb.extend_from_slice(&frame);
+        epb.push(0);
+        epb.extend_from_slice(&1u16.to_le_bytes());
+        epb.extend_from_slice(&4056u16.to_le_bytes());
+        epb.resize(epb.len() + 4056, b'c');
+        epb.extend_from_slice(&[0; 4]);
+        let start = bytes.len();
+        block(&mut bytes, false, EPB, &epb);
+        assert_eq!(bytes.len() - start, FILE_BUFFER_START_BYTES);
+        let classic = pcap(false, false, 1, &[(1, 0, &frame), (2, 0, &frame)]);
+        for bytes in [classic, bytes] {
+            let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), FILE_BUFFER_BYTES).unwrap();
+            let mut frames = 0;
+            let ending = file.read(&AtomicBool::new(false), |f| {
+                assert_eq!(f.data, &frame[..]);
+                frames += 1;
+            });
+            assert_eq!(ending, Ok(Ending::Complete));
+            assert!(frames > 0);
+            assert_eq!(file.buffer, FILE_BUFFER_START_BYTES);
+        }
+        let larger = vec![0x5a; 100_000];
+        let bytes = pcap(false, false, 1, &[(1, 0, &larger)]);
+        let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), FILE_BUFFER_BYTES).unwrap();
+        let mut frames = 0;
+        let ending = file.read(&AtomicBool::new(false), |f| {
+            assert_eq!(f.data.len(), 100_000);
+            frames += 1;
+        });
+        assert_eq!((ending, frames), (Ok(Ending::Complete), 1));
+        assert_eq!(file.buffer, FILE_BUFFER_BYTES);
+    }
+
     #[test]
     fn the_largest_records_fit_the_buffer() {
         let packet = vec![0x5a; MAX_SNAPLEN];

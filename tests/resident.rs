@@ -60,7 +60,7 @@ Call-ID: r@resident\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
         .unwrap();
     let grown = anonymous_kib() - before;
     assert_eq!(messages, 1000);
-    // 232 KiB here (glibc, debug build): the file buffer (128 KiB), the
+    // 168 KiB here (glibc, debug build): the file buffer (68 KiB), the
     // reassembly tables' indexes. With every TCP and SCTP buffer's state
     // and the largest file buffer made at start-up, 788 KiB.
     assert!(grown < 320, "{grown} KiB of anonymous memory made resident");
