@@ -10,6 +10,7 @@
 //! identical messages (a retransmission seen twice, the same packet seen on
 //! two taps) get identical ids and consumers can de-duplicate.
 
+use crate::buffers::Region;
 use crate::decode::{Context, Transport};
 use base64::Engine;
 use core::fmt::Write as _;
@@ -58,7 +59,11 @@ pub struct Oversize;
 /// escapes character by character, which measured a quarter of the whole
 /// per-message cost (docs/performance.md).
 pub struct EnvelopeWriter {
-    buf: Box<[u8]>,
+    /// Sized for the largest message (base64 of MAX_MESSAGE_BYTES, about
+    /// 86 KiB by default); a [`Region`], so only the pages the envelopes
+    /// written so far reached are resident, a few KiB for usual SIP
+    /// messages.
+    buf: Region,
     max_message: usize,
 }
 
@@ -66,7 +71,7 @@ impl EnvelopeWriter {
     /// A writer for messages of up to `max_message` bytes.
     pub fn new(max_message: usize) -> EnvelopeWriter {
         EnvelopeWriter {
-            buf: vec![0; envelope_capacity(max_message)].into_boxed_slice(),
+            buf: Region::new(envelope_capacity(max_message)),
             max_message,
         }
     }

@@ -1,6 +1,7 @@
 //! Capture files: classic pcap and pcapng, read with pcap-parser through a
-//! buffer of [`FILE_BUFFER_BYTES`], every packet with its own interface's
-//! link type and timestamp resolution.
+//! buffer of [`FILE_BUFFER_START_BYTES`], made [`FILE_BUFFER_BYTES`] once
+//! if a record needs it, every packet with its own interface's link type
+//! and timestamp resolution.
 //!
 //! A pcapng file may describe interfaces of different link types, snap
 //! lengths and timestamp resolutions (mergecap's output from captures of
@@ -25,16 +26,26 @@ use pcap_parser::{Block, InterfaceDescriptionBlock, PcapBlockOwned, PcapError};
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// The reader's buffer, allocated once per file: 393,248 bytes, the largest
-/// record it can hold, as pcap-parser needs a whole block in its buffer (it
-/// sets no bound of its own). It is the largest packet block libpcap reads
+/// The reader's largest buffer: 393,248 bytes, the largest record it can
+/// hold, as pcap-parser needs a whole block in its buffer (it sets no
+/// bound of its own). It is the largest packet block libpcap reads
 /// (`MAX_BLOCKSIZE_FOR_SNAPLEN(MAXIMUM_SNAPLEN)`, libpcap 1.10 sf-pcapng.c):
 /// an Enhanced Packet Block's framing and fixed fields (`EPB_OVERHEAD`),
 /// the largest packet (`MAX_SNAPLEN`) and `MAX_OPTIONS` of options. A
 /// classic pcap record (16 bytes and the packet) is smaller. Every byte of
-/// it is resident while a file is read (each refill writes the whole free
-/// space), so it is not larger than that.
+/// it is resident once made (pcap-parser's buffer writes zeros over all of
+/// it, and each refill writes the whole free space), so it is not larger
+/// than that, and made only for a file with a record that needs it.
 pub const FILE_BUFFER_BYTES: usize = EPB_OVERHEAD + MAX_SNAPLEN + MAX_OPTIONS;
+
+/// The reader's buffer as a file starts, in bytes: one record of the
+/// largest frame of a 64 KiB-MTU link (65,535 bytes: loopback, the sipp
+/// traces) with its framing and up to 4 KiB of pcapng options, so that such
+/// files never need [`FILE_BUFFER_BYTES`], whose extra 316 KiB would be
+/// resident for the whole read (docs/performance.md "Peak memory"). A
+/// record that does not fit makes the buffer FILE_BUFFER_BYTES, once per
+/// file.
+pub const FILE_BUFFER_START_BYTES: usize = 65_536 + 4096;
 
 /// The largest packet libpcap writes or reads, in bytes (`MAXIMUM_SNAPLEN`,
 /// libpcap's pcap-int.h); it refuses a record with more.
@@ -91,6 +102,9 @@ enum Format {
 /// An open capture file.
 pub struct CaptureFile {
     reader: Box<dyn PcapReaderIterator + Send>,
+    /// The buffer's size now, and the most it may become.
+    buffer: usize,
+    max_buffer: usize,
     format: Format,
     /// The current pcapng section's interfaces, by interface id.
     interfaces: Vec<Interface>,
@@ -103,7 +117,10 @@ impl CaptureFile {
         CaptureFile::with_buffer(input, FILE_BUFFER_BYTES)
     }
 
-    fn with_buffer(input: impl Read + Send + 'static, buffer: usize) -> Result<CaptureFile, String> {
+    /// A reader whose buffer starts at FILE_BUFFER_START_BYTES (or
+    /// `max_buffer`, if less) and may become `max_buffer`.
+    fn with_buffer(input: impl Read + Send + 'static, max_buffer: usize) -> Result<CaptureFile, String> {
+        let buffer = FILE_BUFFER_START_BYTES.min(max_buffer);
         let reader = pcap_parser::create_reader(buffer, input).map_err(|e| match e {
             PcapError::Eof => "the file is empty".to_string(),
             PcapError::ReadError => "cannot read it".to_string(),
@@ -122,6 +139,8 @@ impl CaptureFile {
         };
         Ok(CaptureFile {
             reader,
+            buffer,
+            max_buffer,
             format,
             interfaces: Vec::new(),
         })
@@ -156,6 +175,10 @@ impl CaptureFile {
                 Err(PcapError::Eof) => return Ok(Ending::Complete),
                 Err(PcapError::Incomplete(_)) => {
                     if starved {
+                        if self.grow() {
+                            starved = false;
+                            continue;
+                        }
                         return Ok(self.too_large());
                     }
                     let (before, offset) = (self.reader.data().len(), self.reader.consumed());
@@ -166,14 +189,17 @@ impl CaptureFile {
                     continue;
                 }
                 Err(e) => {
+                    // pcap-parser's error borrows the reader: the message first.
                     let why = match e {
-                        PcapError::UnexpectedEof => "the file ends inside this record".to_string(),
-                        PcapError::BufferTooSmall => format!(
-                            "the record does not fit in {FILE_BUFFER_BYTES} bytes (a damaged length?)"
-                        ),
-                        e => format!("a damaged record ({e})"),
+                        PcapError::BufferTooSmall => None,
+                        PcapError::UnexpectedEof => Some("the file ends inside this record".to_string()),
+                        e => Some(format!("a damaged record ({e})")),
                     };
-                    return Ok(self.incomplete(why));
+                    match why {
+                        Some(why) => return Ok(self.incomplete(why)),
+                        None if self.grow() => continue,
+                        None => return Ok(self.too_large()),
+                    }
                 }
             };
             starved = false;
@@ -249,6 +275,16 @@ impl CaptureFile {
             }
             self.reader.consume(size);
         }
+    }
+
+    /// Make the buffer its largest, for a record that does not fit; false
+    /// if it already is.
+    fn grow(&mut self) -> bool {
+        if self.buffer == self.max_buffer {
+            return false;
+        }
+        self.buffer = self.max_buffer;
+        self.reader.grow(self.max_buffer)
     }
 
     /// Stopped at the record that starts `consumed` bytes into the file.
@@ -720,6 +756,51 @@ mod tests {
     /// of MAX_SNAPLEN bytes, and a pcapng block of MAX_SNAPLEN bytes of
     /// packet and MAX_OPTIONS of options (comments); a block 4 bytes
     /// larger does not, and reading stops there.
+    #[test]
+    fn frames_of_a_64_kib_link_keep_the_starting_buffer() {
+        // The largest loopback frame, in a classic record and in an EPB
+        // whose options fill it to exactly FILE_BUFFER_START_BYTES: read
+        // without making the buffer its largest. A larger record makes it
+        // so, and is read.
+        let frame = vec![0x5a; 65_535];
+        let mut bytes = pcapng(false, &[(1, 6, 0)], &[]);
+        let mut epb = Vec::new();
+        for v in [0u32, 0, 1, 65_535, 65_535] {
+            epb.extend_from_slice(&v.to_le_bytes());
+        }
+        epb.extend_from_slice(&frame);
+        epb.push(0);
+        epb.extend_from_slice(&1u16.to_le_bytes());
+        epb.extend_from_slice(&4056u16.to_le_bytes());
+        epb.resize(epb.len() + 4056, b'c');
+        epb.extend_from_slice(&[0; 4]);
+        let start = bytes.len();
+        block(&mut bytes, false, EPB, &epb);
+        assert_eq!(bytes.len() - start, FILE_BUFFER_START_BYTES);
+        let classic = pcap(false, false, 1, &[(1, 0, &frame), (2, 0, &frame)]);
+        for bytes in [classic, bytes] {
+            let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), FILE_BUFFER_BYTES).unwrap();
+            let mut frames = 0;
+            let ending = file.read(&AtomicBool::new(false), |f| {
+                assert_eq!(f.data, &frame[..]);
+                frames += 1;
+            });
+            assert_eq!(ending, Ok(Ending::Complete));
+            assert!(frames > 0);
+            assert_eq!(file.buffer, FILE_BUFFER_START_BYTES);
+        }
+        let larger = vec![0x5a; 100_000];
+        let bytes = pcap(false, false, 1, &[(1, 0, &larger)]);
+        let mut file = CaptureFile::with_buffer(std::io::Cursor::new(bytes), FILE_BUFFER_BYTES).unwrap();
+        let mut frames = 0;
+        let ending = file.read(&AtomicBool::new(false), |f| {
+            assert_eq!(f.data.len(), 100_000);
+            frames += 1;
+        });
+        assert_eq!((ending, frames), (Ok(Ending::Complete), 1));
+        assert_eq!(file.buffer, FILE_BUFFER_BYTES);
+    }
+
     #[test]
     fn the_largest_records_fit_the_buffer() {
         let packet = vec![0x5a; MAX_SNAPLEN];

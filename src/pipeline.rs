@@ -5,6 +5,7 @@
 //! broker. Data flows one way. [`Pipeline::handle_frame`] is the whole
 //! per-packet path; it allocates nothing.
 
+use crate::buffers::Region;
 use crate::capture::{self, Frame};
 use crate::config::{Config, ReassemblyLimits, Source};
 use crate::counters::Counters;
@@ -32,8 +33,9 @@ pub struct Extractor<'c> {
     tunnels: UdpTunnels,
     /// A fragment found inside a reassembled datagram, copied out of the
     /// reassembly slot it came from before it goes back into reassembly;
-    /// one slot's size.
-    inner_fragment: Box<[u8]>,
+    /// one slot's size; a [`Region`], resident only once a tunnel carries
+    /// fragments.
+    inner_fragment: Region,
     counters: &'c Counters,
 }
 
@@ -51,7 +53,7 @@ impl<'c> Extractor<'c> {
             limits.frag_timeout_ms,
         );
         Extractor {
-            inner_fragment: vec![0; defrag.datagram_capacity()].into_boxed_slice(),
+            inner_fragment: Region::new(defrag.datagram_capacity()),
             defrag,
             tcp: TcpReassembler::new(limits, max_message),
             sctp: SctpReassembler::new(limits, max_message),

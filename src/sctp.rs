@@ -44,7 +44,7 @@
 //! buffer is reused when needed; at the end of the capture they are
 //! counted, `sctp_chunks_expired`).
 
-use crate::buffers::Buffers;
+use crate::buffers::{Buffers, Region};
 use crate::config::ReassemblyLimits;
 use crate::counters::Counters;
 use crate::decode::{Context, DataChunk, MessageId, Sctp, Transport};
@@ -182,8 +182,9 @@ pub struct SctpReassembler {
     max_associations: usize,
     slots: Vec<Slot>,
     buffers: Buffers,
-    /// Where fragments that arrived out of order are put in order.
-    assembly: Box<[u8]>,
+    /// Where fragments that arrived out of order are put in order: a
+    /// [`Region`], resident only once a capture has such fragments.
+    assembly: Region,
     /// Counts uses, for least-recently-used eviction.
     clock: u64,
     /// The largest user message handed on, in bytes.
@@ -202,9 +203,12 @@ impl SctpReassembler {
             // Twice the entries: removals never force the map to grow.
             index: HashMap::with_capacity(2 * max_associations),
             max_associations,
-            slots: (0..limits.sctp_buffers).map(|_| FREE).collect(),
+            // Reserved, not written: a slot is about 2 KiB (its fragment
+            // list), made on the buffer's first use, so a capture without
+            // fragmented SCTP never makes them resident (68 KiB by default).
+            slots: Vec::with_capacity(limits.sctp_buffers),
             buffers: Buffers::new(limits.sctp_buffers, each),
-            assembly: vec![0; each].into_boxed_slice(),
+            assembly: Region::new(each),
             clock: 0,
             max_message,
         }
@@ -395,6 +399,12 @@ impl SctpReassembler {
     fn take_slot(&mut self, counters: &Counters) -> Option<usize> {
         if let Some(s) = self.slots.iter().position(|s| s.association == NIL) {
             return Some(s);
+        }
+        // A buffer never used yet: its slot is made now, within the
+        // capacity reserved at start-up (no allocation).
+        if self.slots.len() < self.slots.capacity() {
+            self.slots.push(FREE);
+            return Some(self.slots.len() - 1);
         }
         let (s, _) = self.slots.iter().enumerate().min_by_key(|(_, s)| s.used)?;
         self.drop_slot(s, &counters.sctp_chunks_evicted);

@@ -194,7 +194,10 @@ impl TcpReassembler {
             index: HashMap::with_capacity(2 * max_flows),
             free_flows: Vec::with_capacity(max_flows),
             buffers: Buffers::new(buffers, limits.tcp_buffer_bytes),
-            ahead: (0..buffers).map(|_| Ahead::default()).collect(),
+            // Reserved, not written: an `Ahead` is about 2 KiB, made when
+            // its buffer is first taken (`take_buffer`), so only the
+            // buffers traffic has used are resident (140 KiB for all 64).
+            ahead: Vec::with_capacity(buffers),
             free_buffers: (0..buffers as u32).rev().collect(),
             front: [NIL; 2],
             back: [NIL; 2],
@@ -693,7 +696,14 @@ impl TcpReassembler {
         let flow = &mut self.flows[i as usize];
         if flow.buffer == NIL {
             match self.free_buffers.pop() {
-                Some(b) => flow.buffer = b,
+                Some(b) => {
+                    // Buffers are first taken in order (0 first), so a
+                    // buffer never used yet is the next `Ahead` to make.
+                    if self.ahead.len() == b as usize {
+                        self.ahead.push(Ahead::default());
+                    }
+                    flow.buffer = b
+                }
                 None => return false,
             }
         }

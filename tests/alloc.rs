@@ -26,6 +26,8 @@ struct CountingAllocator;
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
     static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+    /// The largest zeroed block asked for while counting, in bytes.
+    static LARGEST_ZEROED: Cell<usize> = const { Cell::new(0) };
 }
 
 fn note_allocation() {
@@ -44,6 +46,11 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         note_allocation();
+        let _ = COUNTING.try_with(|on| {
+            if on.get() {
+                let _ = LARGEST_ZEROED.try_with(|n| n.set(n.get().max(layout.size())));
+            }
+        });
         unsafe { System.alloc_zeroed(layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
@@ -291,6 +298,36 @@ fn the_allocator_counts() {
     COUNTING.with(|on| on.set(false));
     drop(v);
     assert_eq!(ALLOCATIONS.with(Cell::get), 1);
+}
+
+/// The start-up buffers traffic may never touch (WebSocket inflate
+/// contexts, the envelope's room for the largest message, SCTP and tunnel
+/// reassembly scratch) are anonymous mappings, not zeroed heap blocks: musl's
+/// allocator (the static builds) writes zeros over a zeroed block, making
+/// it resident from start-up (docs/performance.md "Peak memory").
+#[test]
+fn start_up_zeroes_no_large_heap_block() {
+    let counters = Counters::default();
+    let queue = Queue::new(1 << 20);
+    let filter = Filter::compile("", 1 << 20).unwrap();
+    LARGEST_ZEROED.with(|n| n.set(0));
+    COUNTING.with(|on| on.set(true));
+    let pipeline = Pipeline::new(
+        filter,
+        &ReassemblyLimits::defaults(),
+        65_535,
+        &UdpTunnels::default(),
+        &queue,
+        WhenFull::Drop,
+        &counters,
+    );
+    COUNTING.with(|on| on.set(false));
+    drop(pipeline);
+    let largest = LARGEST_ZEROED.with(Cell::get);
+    assert!(
+        largest <= 4096,
+        "a zeroed heap block of {largest} bytes at start-up"
+    );
 }
 
 #[test]

@@ -105,6 +105,15 @@ case $triple in
     # MIPS position-independent code (abicalls, GOT) is much larger.
     rustflags="$rustflags -C relocation-model=static" ;;
 esac
+# With TLS, its code apart from the code every capture runs, so that it
+# stays out of resident memory with an mqtt:// broker (tls-apart.ld:
+# 1,120 KiB of code resident at peak instead of up to 1,260 on x86_64,
+# docs/performance.md "The TLS build within 6 MiB"). Measured on x86_64
+# only, so only there; the boards ship without TLS.
+case ",${features// /,}," in
+  *,tls,*) [ "$triple" != x86_64-unknown-linux-musl ] \
+    || rustflags="$rustflags -C link-arg=-Wl,-T,$root/board/scripts/tls-apart.ld" ;;
+esac
 # std without its default "backtrace" feature (no symbolizer: a panic
 # still prints its message, without a backtrace), and sized for size.
 std_features=optimize_for_size

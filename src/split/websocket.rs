@@ -43,6 +43,7 @@
 //! permessage-deflate (a frame with RSV2 or RSV3 set is a bad frame). TLS
 //! (`wss://`) cannot be read at all.
 
+use crate::buffers::Region;
 use crate::counters::Counters;
 use crate::split::is_well_known_start;
 use miniz_oxide::inflate::TINFLStatus;
@@ -163,10 +164,13 @@ fn unmask(key: Option<[u8; 4]>, payload: &[u8], out: &mut [u8]) {
     }
 }
 
-/// The buffers every WebSocket stream shares, allocated at start-up.
+/// The buffers every WebSocket stream shares, allocated at start-up. The
+/// byte buffers are [`Region`]s: a capture without SIP over WebSocket never
+/// makes them resident (with musl, `vec![0; n]` would, about 420 KiB:
+/// docs/performance.md "Peak memory").
 pub struct Shared {
     /// A message's payloads, unmasked and joined: MAX_MESSAGE_BYTES.
-    message: Box<[u8]>,
+    message: Region,
     inflate: Inflate,
 }
 
@@ -174,10 +178,10 @@ struct Inflate {
     decompressor: Box<DecompressorOxide>,
     /// A sender's window, then the inflated message: 32 KiB and
     /// MAX_MESSAGE_BYTES.
-    work: Box<[u8]>,
+    work: Region,
     /// WS_INFLATE_CONTEXTS windows of 32 KiB; each holds its known bytes
     /// at its end.
-    windows: Box<[u8]>,
+    windows: Region,
     known: Box<[u16]>,
     free: Vec<u16>,
 }
@@ -193,11 +197,11 @@ impl Shared {
     /// given to the framer is cut to this).
     pub fn new(max_message: usize) -> Shared {
         Shared {
-            message: vec![0; max_message].into_boxed_slice(),
+            message: Region::new(max_message),
             inflate: Inflate {
                 decompressor: Box::default(),
-                work: vec![0; WINDOW + max_message].into_boxed_slice(),
-                windows: vec![0; WS_INFLATE_CONTEXTS * WINDOW].into_boxed_slice(),
+                work: Region::new(WINDOW + max_message),
+                windows: Region::new(WS_INFLATE_CONTEXTS * WINDOW),
                 known: vec![0; WS_INFLATE_CONTEXTS].into_boxed_slice(),
                 free: (0..WS_INFLATE_CONTEXTS as u16).rev().collect(),
             },
