@@ -187,7 +187,8 @@ struct Publisher<'a> {
     /// turn of the serve loop: wait for the broker, not for the queue.
     tx_full: bool,
     /// The next payload, copied out of the queue for minimq to encode.
-    scratch: Vec<u8>,
+    /// Mapped: only as much as the largest payload so far is resident.
+    scratch: crate::buffers::Region,
     /// With batching: since when a batch that is not full has waited.
     batch_since: Option<Instant>,
     /// Set when a stop request was first seen.
@@ -369,7 +370,7 @@ impl<'a> Publisher<'a> {
             window: settings.mqtt.max_in_flight,
             refill_since: None,
             tx_full: false,
-            scratch: vec![0; payload_capacity(settings)],
+            scratch: crate::buffers::Region::new(payload_capacity(settings)),
             batch_since: None,
             give_up_at: None,
             started: Instant::now(),
