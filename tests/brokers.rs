@@ -278,6 +278,22 @@ impl Proxy {
     }
 }
 
+/// The agent capturing UDP on `lo` and publishing `topic` to `broker`
+/// through a [`Proxy`] that withholds the broker's packets from the moment
+/// the agent's online status has been acknowledged.
+fn agent_with_pubacks_withheld(
+    broker: &common::Broker,
+    topic: &str,
+    extra: &[&str],
+) -> (Proxy, KillOnDrop, Lines, std::net::UdpSocket) {
+    let proxy = Proxy::start(broker.port);
+    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
+    let (child, lines, target) = common::live_agent_on_udp(&url, topic, extra);
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.hold.store(true, Ordering::SeqCst);
+    (proxy, child, lines, target)
+}
+
 /// The connection breaks while five publishes wait for their PUBACK; the
 /// reconnect resumes the session and minimq sends them again: they are
 /// counted as `resent_on_resume`, and the subscriber sees exactly those
@@ -289,12 +305,7 @@ fn envelopes_resent_on_a_resumed_session_are_counted() {
     }
     let broker = common::Broker::start();
     let sub = broker.subscribe("sip/resumed");
-    let proxy = Proxy::start(broker.port);
-    let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-    let (mut child, mut lines, target) = common::live_agent_on_udp(&url, "sip/resumed", &[]);
-    // Let the online status be acknowledged, then withhold PUBACKs.
-    std::thread::sleep(Duration::from_millis(300));
-    proxy.hold.store(true, Ordering::SeqCst);
+    let (proxy, mut child, mut lines, target) = agent_with_pubacks_withheld(&broker, "sip/resumed", &[]);
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for n in 0..5 {
         sender
@@ -344,12 +355,7 @@ fn the_in_flight_window_is_max_inflight_messages_or_the_brokers_receive_maximum(
     for (conf, extra, window) in cases {
         let broker = common::Broker::start_with(conf);
         let sub = broker.subscribe("sip/window");
-        let proxy = Proxy::start(broker.port);
-        let url = format!("mqtt://127.0.0.1:{}", proxy.port);
-        let (_child, _lines, target) = common::live_agent_on_udp(&url, "sip/window", extra);
-        // Let the online status be acknowledged, then withhold PUBACKs.
-        std::thread::sleep(Duration::from_millis(300));
-        proxy.hold.store(true, Ordering::SeqCst);
+        let (_proxy, _child, _lines, target) = agent_with_pubacks_withheld(&broker, "sip/window", extra);
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         for n in 0..150 {
             sender

@@ -16,13 +16,12 @@ import os
 import socket
 import struct
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, os.path.dirname(__file__))
 import support  # noqa: E402
-from run import children_named, cpu_s  # noqa: E402
+from run import children_named, cpu_s, read_in_background  # noqa: E402
 
 TOPIC = b"bench/sip"
 
@@ -44,10 +43,7 @@ def ceiling(window, messages):
     with support.mosquitto("max_inflight_messages 0\n") as port:
         broker = children_named("mosquitto")[0]
         sub = support.Subscriber(port, "bench/sip")
-        sub.start()
-        done = threading.Event()
-        reader = threading.Thread(target=lambda: [sub._receive(0.2) for _ in iter(done.is_set, True)])
-        reader.start()
+        stop_reading = read_in_background(sub)
         s = socket.create_connection(("127.0.0.1", port))
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         connect = struct.pack(">H", 4) + b"MQTT" + bytes([4, 2]) + struct.pack(">H", 60) + struct.pack(">H", 4) + b"ceil"
@@ -73,8 +69,7 @@ def ceiling(window, messages):
         deadline = time.monotonic() + 30
         while len(sub.messages) < messages and time.monotonic() < deadline:
             time.sleep(0.1)
-        done.set()
-        reader.join()
+        stop_reading()
         s.close()
         print(f"window {window:5d}: {messages / wall:8.0f} msg/s, broker {broker_cpu * 1e6 / messages:5.1f} µs/msg,"
               f" publisher {mine * 1e6 / messages:5.1f} µs/msg, subscriber got {len(sub.messages)}/{messages}", flush=True)

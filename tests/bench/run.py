@@ -328,17 +328,27 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def read_in_background(sub):
+    """Start subscriber `sub` and a thread that keeps reading what it prints,
+    so that it never waits on us; returns the function that stops the thread."""
+    sub.start()
+    done = threading.Event()
+    reader = threading.Thread(target=lambda: [sub._receive(0.2) for _ in iter(done.is_set, True)])
+    reader.start()
+
+    def stop():
+        done.set()
+        reader.join()
+    return stop
+
+
 def live_run(trace, messages, frames, rate, extra=()):
     """One live run: the agent on CAPTURE_END, tcpreplay of TRACE into
     REPLAY_END at `rate` messages a second (None: top speed)."""
     with support.mosquitto("max_inflight_messages 0\n") as port, tempfile.TemporaryDirectory() as tmp:
         broker = children_named("mosquitto")[0]
         sub = support.Subscriber(port, "bench/sip")
-        sub.start()
-        # Read while the replay runs, so that the subscriber never waits on us.
-        done = threading.Event()
-        reader = threading.Thread(target=lambda: [sub._receive(0.2) for _ in iter(done.is_set, True)])
-        reader.start()
+        stop_reading = read_in_background(sub)
         log = os.path.join(tmp, "agent.log")
         agent_out = open(log, "w")
         agent = subprocess.Popen([AGENT, "--config", "/dev/null", "--interface", CAPTURE_END,
@@ -365,8 +375,7 @@ def live_run(trace, messages, frames, rate, extra=()):
         agent_out.close()
         broker_cpu = cpu_s(broker) - broker_cpu
         sub_cpu = cpu_s(sub.proc.pid) - sub_cpu
-        done.set()
-        reader.join()
+        stop_reading()
         delivered = len(support.envelopes(sub.collect()))
         summary = [line for line in open(log) if "summary:" in line][-1]
     fields = dict(f.split("=", 1) for f in summary.split("summary:")[1].split())
