@@ -382,6 +382,51 @@ fn the_in_flight_window_is_max_inflight_messages_or_the_brokers_receive_maximum(
     }
 }
 
+/// A resumed session whose whole window was in flight: minimq sends those
+/// publishes again and must count them against the broker's Receive
+/// Maximum (MQTT 5 §4.9), or mosquitto (Receive Maximum 20 by default)
+/// drops the connection for exceeding it. Everything arrives, after one
+/// reconnect.
+#[test]
+fn a_resumed_full_window_keeps_to_the_receive_maximum() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let broker = common::Broker::start();
+    let sub = broker.subscribe("sip/full");
+    let (proxy, mut child, mut lines, target) = agent_with_pubacks_withheld(&broker, "sip/full", &[]);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..60 {
+        sender
+            .send_to(&common::options("full", n), target.local_addr().unwrap())
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    proxy.cut();
+    proxy.hold.store(false, Ordering::SeqCst);
+    lines.wait_for("resumed the session", Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(1500));
+    let stdout = common::stop_agent(&mut child, &mut lines);
+    let arrived = sub.collect();
+    let calls: std::collections::BTreeSet<String> = arrived
+        .iter()
+        .map(|m| common::call_id(&serde_json::from_str(m).unwrap()))
+        .collect();
+    assert_eq!(calls.len(), 60, "every message arrived\n{stdout}");
+    assert_eq!(
+        arrived.len(),
+        80,
+        "the 20 in flight twice, the rest once\n{stdout}"
+    );
+    assert_eq!(
+        summary_value(stdout.as_bytes(), "resent_on_resume"),
+        20,
+        "{stdout}"
+    );
+    assert_eq!(summary_value(stdout.as_bytes(), "reconnects"), 1, "{stdout}");
+}
+
 /// Whether this process may make a mount namespace of its own (root, and
 /// `unshare` allowed); when not, the test says it skipped.
 fn can_unshare_mounts() -> bool {

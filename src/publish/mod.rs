@@ -875,7 +875,12 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// refill is due (see [`Publisher::refill_due`]) until the window is full.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
         self.tx_full = false;
-        if !self.has_room(conn) || !self.refill_due() {
+        if !self.has_room(conn) {
+            // A full window waits for PUBACKs, not for the refill delay.
+            self.refill_since = None;
+            return Ok(());
+        }
+        if !self.refill_due() {
             return Ok(());
         }
         self.refill_since = None;
@@ -908,7 +913,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 }
                 // The transmit buffer is taken by publishes in flight: their
                 // PUBACKs make room (tx_buffer_bytes holds any payload alone).
-                Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::BufferTooSmall)))
+                // minimq says so as a payload error when the PUBLISH header
+                // fits but the payload does not, as BufferTooSmall when not
+                // even the header does.
+                Err(minimq::PubError::Payload(()))
+                | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::BufferTooSmall)))
                     if !conn.session().is_publish_quiescent() =>
                 {
                     self.tx_full = true;
@@ -921,7 +930,8 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                     // it: send the same envelopes in smaller batches.
                     self.split = Some(envelopes / 2);
                 }
-                Err(minimq::PubError::Session(minimq::Error::Resource(e))) => {
+                Err(e @ minimq::PubError::Payload(()))
+                | Err(e @ minimq::PubError::Session(minimq::Error::Resource(_))) => {
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
                     self.queue.mark_sent(envelopes);
@@ -934,8 +944,6 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                     log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
                 Err(minimq::PubError::Session(e)) => return Err(e),
-                // The payload is bytes: copying it cannot fail.
-                Err(minimq::PubError::Payload(())) => return Ok(()),
             }
         }
         Ok(())

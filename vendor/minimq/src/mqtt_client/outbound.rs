@@ -876,4 +876,150 @@ mod tests {
         assert!(outbound.ack_packet(OpKind::Subscribe, 7));
         assert!(!outbound.has_retained(7));
     }
+
+
+    /// A byte payload that does not fit after the retained packets is a
+    /// payload error once the PUBLISH header fits (sip-capture's publisher
+    /// waits for PUBACKs on it, as on BufferTooSmall).
+    #[test]
+    fn a_payload_that_does_not_fit_is_a_payload_error() {
+        let mut storage = [0u8; 1024];
+        let mut outbound = Outbound::new(&mut storage);
+        for id in 1..=8 {
+            retain_publish(&mut outbound, id, 64);
+        }
+        let header = PublishHeader {
+            topic: Utf8String("t"),
+            packet_id: Some(99),
+            properties: Properties::from_slice(&[]),
+            retain: crate::Retain::NotRetained,
+            qos: crate::QoS::AtLeastOnce,
+            dup: false,
+        };
+        let payload = [0u8; 600];
+        let r = outbound.encode_publish::<_, ()>(&header, &payload[..]);
+        assert!(matches!(r, Err(PubError::Payload(()))), "got {r:?}");
+    }
+
+    #[derive(Clone, Copy, PartialEq, Debug)]
+    enum M { W(usize), F, S }
+
+    struct Entry { id: u16, bytes: std::vec::Vec<u8>, wire: std::vec::Vec<u8>, st: M }
+
+    fn check(o: &Outbound<'_>, model: &[Entry]) {
+        assert_eq!(o.retained.len(), model.len());
+        let mut off = o.head;
+        for (e, m) in o.retained.iter().zip(model) {
+            assert_eq!(e.packet_id, m.id);
+            assert_eq!(e.offset, off, "offset");
+            assert_eq!(o.retained_packet(e.offset, e.len), &m.bytes[..], "bytes of {}", m.id);
+            let st = match e.state { super::SendState::Write { written } => M::W(written), super::SendState::Flush => M::F, super::SendState::Sent => M::S };
+            assert_eq!(st, m.st, "state of {}", m.id);
+            off += e.len;
+        }
+        assert_eq!(off, o.tail());
+        assert!(o.tail() <= o.retained_capacity());
+        let marked: u32 = o.retained_ids.iter().map(|w| w.count_ones()).sum();
+        assert_eq!(marked as usize, model.len());
+        for m in model { assert!(o.has_retained(m.id)); }
+        // Sent* Flush* Write*
+        let rank = |s: M| match s { M::S => 0, M::F => 1, M::W(_) => 2 };
+        for w in model.windows(2) { assert!(rank(w[0].st) <= rank(w[1].st), "order"); }
+    }
+
+    /// Random publishes, acknowledgements (mostly of the oldest), partial
+    /// writes, flushes, replays, QoS 0 scratch use and reconnects against a
+    /// model: every retained packet keeps its bytes at its offset, goes on
+    /// the wire whole and in order, and a refused publish was larger than
+    /// half the free room (contributed by a review of this patch).
+    #[test]
+    fn sliding_buffer_against_a_model() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..100u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let size = rng.gen_range(200..2000);
+            let mut storage = std::vec![0u8; size];
+            let mut o = Outbound::new(&mut storage);
+            let mut model: std::vec::Vec<Entry> = std::vec::Vec::new();
+            let mut next_id: u16 = 1;
+            let mut payload = [0u8; 400];
+            for _step in 0..3000 {
+                match rng.gen_range(0..100) {
+                    0..=34 => {
+                        if o.retained.is_full() { continue; }
+                        let hi = rng.gen_range(1..400); let plen = rng.gen_range(0..hi);
+                        rng.fill(&mut payload[..plen]);
+                        let id = next_id; next_id = next_id.wrapping_add(1).max(1);
+                        if o.has_retained(id) { continue; }
+                        let header = PublishHeader {
+                            topic: Utf8String("topic"), packet_id: Some(id),
+                            properties: Properties::from_slice(&[]),
+                            retain: crate::Retain::NotRetained, qos: crate::QoS::AtLeastOnce, dup: false,
+                        };
+                        let free = o.retained_capacity() - o.used;
+                        let used_before = o.used;
+                        match o.encode_publish::<_, ()>(&header, &payload[..plen]) {
+                            Ok(len) => {
+                                o.retain_packet(OpKind::PublishAtLeastOnce, id, len).unwrap();
+                                let e = *o.retained.last().unwrap();
+                                model.push(Entry { id, bytes: o.retained_packet(e.offset, e.len).to_vec(), wire: std::vec::Vec::new(), st: M::W(0) });
+                            }
+                            Err(_) => {
+                                // packet needs ~ plen + 5 + 7 + 2 + 1 + workspace 5
+                                assert!(plen + 20 > free / 2, "seed {seed}: {plen} refused with free {free} used {used_before}");
+                            }
+                        }
+                    }
+                    35..=59 => {
+                        if model.is_empty() { continue; }
+                        // ack only packets fully on the wire
+                        let i = if rng.gen_bool(0.8) { 0 } else { rng.gen_range(0..model.len()) };
+                        if matches!(model[i].st, M::W(_)) { continue; }
+                        assert!(o.ack_packet(OpKind::PublishAtLeastOnce, model[i].id));
+                        model.remove(i);
+                    }
+                    60..=84 => {
+                        if let Some(OutboundStep::Retained(step)) = o.next_step() {
+                            let i = model.iter().position(|m| matches!(m.st, M::W(_))).unwrap();
+                            assert_eq!(model[i].id, step.packet_id);
+                            assert_eq!(M::W(step.written), model[i].st);
+                            let n = rng.gen_range(1..=step.len - step.written);
+                            let bytes = o.retained_packet(step.offset, step.len)[step.written..step.written + n].to_vec();
+                            model[i].wire.extend_from_slice(&bytes);
+                            o.set_retained_written(step.packet_id, step.written + n, step.len);
+                            if step.written + n == step.len {
+                                model[i].st = M::F;
+                                assert_eq!(model[i].wire, model[i].bytes);
+                            } else { model[i].st = M::W(step.written + n); }
+                        } else {
+                            assert!(model.iter().all(|m| !matches!(m.st, M::W(_))));
+                        }
+                    }
+                    85..=89 => {
+                        o.complete_flush();
+                        for m in &mut model { if m.st == M::F { m.st = M::S; } }
+                    }
+                    90..=92 => {
+                        o.arm_replay();
+                        for m in &mut model { m.st = M::W(0); m.wire.clear(); m.bytes[0] |= 0x08; }
+                    }
+                    93..=96 => {
+                        // QoS 0 scratch: scribble
+                        for b in o.scratch_space() { *b = 0xEE; }
+                    }
+                    _ => {
+                        // reconnect: replay, CONNECT in scratch, workspace
+                        o.arm_replay();
+                        for m in &mut model { m.st = M::W(0); m.wire.clear(); m.bytes[0] |= 0x08; }
+                        let ws = rng.gen_range(0..size / 4);
+                        let s = o.scratch_space();
+                        let n = ws.min(s.len());
+                        for b in &mut s[..n] { *b = 0xCC; }
+                        let _ = o.set_connect_workspace(ws);
+                    }
+                }
+                check(&o, &model);
+            }
+        }
+    }
 }
