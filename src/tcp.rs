@@ -697,10 +697,10 @@ impl TcpReassembler {
         if flow.buffer == NIL {
             match self.free_buffers.pop() {
                 Some(b) => {
-                    // Buffers are first taken in order (0 first), so a
-                    // buffer never used yet is the next `Ahead` to make.
-                    if self.ahead.len() == b as usize {
-                        self.ahead.push(Ahead::default());
+                    // A buffer never used yet: its `Ahead` is made now,
+                    // within the capacity reserved at start-up.
+                    if self.ahead.len() <= b as usize {
+                        self.ahead.resize_with(b as usize + 1, Ahead::default);
                     }
                     flow.buffer = b
                 }

@@ -276,6 +276,14 @@ impl Proxy {
             let _ = client.shutdown(std::net::Shutdown::Both);
         }
     }
+
+    /// Cut the connections, pass everything from now on, and wait until
+    /// the agent says it resumed its session.
+    fn reconnect(&self, lines: &mut Lines) {
+        self.cut();
+        self.hold.store(false, Ordering::SeqCst);
+        lines.wait_for("resumed the session", Duration::from_secs(5));
+    }
 }
 
 /// The agent capturing UDP on `lo` and publishing `topic` to `broker`
@@ -306,16 +314,9 @@ fn envelopes_resent_on_a_resumed_session_are_counted() {
     let broker = common::Broker::start();
     let sub = broker.subscribe("sip/resumed");
     let (proxy, mut child, mut lines, target) = agent_with_pubacks_withheld(&broker, "sip/resumed", &[]);
-    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for n in 0..5 {
-        sender
-            .send_to(&common::options("resumed", n), target.local_addr().unwrap())
-            .unwrap();
-    }
+    common::send_options(&target, "resumed", 5);
     std::thread::sleep(Duration::from_millis(500));
-    proxy.cut();
-    proxy.hold.store(false, Ordering::SeqCst);
-    lines.wait_for("resumed the session", Duration::from_secs(5));
+    proxy.reconnect(&mut lines);
     std::thread::sleep(Duration::from_millis(300));
     let stdout = common::stop_agent(&mut child, &mut lines);
     let arrived = sub.collect();
@@ -356,14 +357,7 @@ fn the_in_flight_window_is_max_inflight_messages_or_the_brokers_receive_maximum(
         let broker = common::Broker::start_with(conf);
         let sub = broker.subscribe("sip/window");
         let (_proxy, _child, _lines, target) = agent_with_pubacks_withheld(&broker, "sip/window", extra);
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for n in 0..150 {
-            sender
-                .send_to(&common::options("window", n), target.local_addr().unwrap())
-                .unwrap();
-            // Within the capture buffer and the queue, however slow the machine.
-            std::thread::sleep(Duration::from_micros(200));
-        }
+        common::send_options(&target, "window", 150);
         std::thread::sleep(Duration::from_millis(1000));
         let arrived = sub.collect();
         assert_eq!(
@@ -395,17 +389,9 @@ fn a_resumed_full_window_keeps_to_the_receive_maximum() {
     let broker = common::Broker::start();
     let sub = broker.subscribe("sip/full");
     let (proxy, mut child, mut lines, target) = agent_with_pubacks_withheld(&broker, "sip/full", &[]);
-    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    for n in 0..60 {
-        sender
-            .send_to(&common::options("full", n), target.local_addr().unwrap())
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    common::send_options(&target, "full", 60);
     std::thread::sleep(Duration::from_millis(500));
-    proxy.cut();
-    proxy.hold.store(false, Ordering::SeqCst);
-    lines.wait_for("resumed the session", Duration::from_secs(5));
+    proxy.reconnect(&mut lines);
     std::thread::sleep(Duration::from_millis(1500));
     let stdout = common::stop_agent(&mut child, &mut lines);
     let arrived = sub.collect();

@@ -291,6 +291,19 @@ CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
     .into_bytes()
 }
 
+/// `count` OPTIONS requests ([`options`] with `call_id`) to the port
+/// `target` is bound to, 200 µs apart, so that a slow machine's capture
+/// buffer keeps up.
+pub fn send_options(target: &UdpSocket, call_id: &str, count: usize) {
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for n in 0..count {
+        sender
+            .send_to(&options(call_id, n), target.local_addr().unwrap())
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
 /// The Call-ID of an envelope's message.
 pub fn call_id(envelope: &serde_json::Value) -> String {
     let sip = String::from_utf8(sip_of(envelope)).unwrap();
