@@ -59,7 +59,8 @@ pub const MAX_IN_FLIGHT: usize = 128;
 pub const TX_BUFFER_BYTES: usize = 512 * 1024;
 /// How many of the largest payloads (with their PUBLISH header) the transmit
 /// buffer holds at least: minimq guarantees room for a packet of up to half
-/// the free space (vendor/README.md), so two with one in flight.
+/// the free space (vendor/README.md), so with one of them in flight the next
+/// still fits.
 const TX_PAYLOADS: usize = 3;
 /// Receive buffer: the broker only sends small control packets.
 const RX_BYTES: usize = 1024;
@@ -868,7 +869,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
             return true;
         }
         let since = *self.refill_since.get_or_insert_with(Instant::now);
-        since.elapsed() >= REFILL_DELAY
+        let due = since.elapsed() >= REFILL_DELAY;
+        if due {
+            self.refill_since = None;
+        }
+        due
     }
 
     /// Hand queued envelopes to minimq while it has room, from when a
@@ -883,7 +888,6 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         if !self.refill_due() {
             return Ok(());
         }
-        self.refill_since = None;
         while self.has_room(conn) && self.batch_due() {
             let (envelopes, len) = self.fill_payload();
             if envelopes == 0 {
