@@ -57,14 +57,16 @@
 //!   acknowledges it; when full, a live capture drops and counts new
 //!   envelopes, so capture never waits on the broker.
 //! - [`publish`]: MQTT v5 QoS 1 with minimq on a single-threaded tokio
-//!   runtime, several publishes in flight, optionally several envelopes per
-//!   publish (a JSON array), replay after a lost session, reconnect with
-//!   backoff and jitter, retained status with a Last Will. Inside it:
+//!   runtime, up to MAX_INFLIGHT_MESSAGES publishes in flight (through the
+//!   patched minimq in vendor/), optionally several envelopes per publish
+//!   (a JSON array), replay after a lost session, reconnect with backoff and
+//!   jitter (`retry`), retained status with a Last Will. Inside it:
 //!   [`publish::tls`] for `mqtts://`, [`publish::websocket`] for `ws://`
 //!   and `wss://` (MQTT over WebSocket, not to be confused with
 //!   [`split::websocket`], SIP over WebSocket in captured traffic), and
 //!   `heard`, which reads from the broker's packets what minimq does not
-//!   tell (Maximum Packet Size, DISCONNECT reasons, MQTT 3.1.1).
+//!   tell (Maximum Packet Size, Receive Maximum, DISCONNECT reasons, MQTT
+//!   3.1.1), and `link`, the socket under minimq with writes coalesced.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]

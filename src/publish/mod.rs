@@ -22,6 +22,7 @@
 
 mod heard;
 mod link;
+mod retry;
 pub mod tls;
 pub mod websocket;
 
@@ -30,13 +31,13 @@ use crate::counters::Counters;
 use crate::queue::Queue;
 use crate::telemetry::{REPORT_CAPACITY, Report};
 use core::cell::Cell;
-use core::fmt;
 use heard::{Connack, Heard};
 use link::{Coalescing, Link};
 use minimq::{
     Buffers, ConfigBuilder, ConnectEvent, Connection, Op, PeerError, Publication, QoS, ResourceError,
     Session, Will,
 };
+use retry::{Backoff, Throttle};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +51,7 @@ use tokio::time::{Instant, sleep, sleep_until, timeout};
 /// Receive Maximum when lower (MQTT 5 §3.2.2.3.3).
 pub const MAX_IN_FLIGHT: usize = 128;
 /// minimq's transmit buffer, which holds every publish until its PUBACK:
-/// at least this, and at least [`TX_PAYLOADS`] of the largest payload. It
+/// at least this, and at least `TX_PAYLOADS` (3) of the largest payload. It
 /// bounds the bytes in flight as MAX_INFLIGHT_MESSAGES bounds the count; a
 /// publish that does not fit waits for acknowledgements. Pages become
 /// resident only as publishes reach them: about twice the bytes in flight
@@ -70,9 +71,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TCP connect to one of several addresses of the broker may
 /// take before the next address is tried.
 const ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
-/// Reconnect delays grow from this to [`BACKOFF_MAX`], doubling per try.
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A connection counts as healthy once it has stayed up this long. Only a
 /// healthy connection starts the backoff again from `BACKOFF_FIRST` (and
 /// is followed, when lost, by an immediate reconnect): a broker that
@@ -80,12 +78,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// CLIENT_ID, a topic it refuses — is retried with a growing delay, so at
 /// most about four connections a minute once the backoff is at its maximum.
 pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
-/// Log lines about one cause: the first is logged, repeats within this
-/// interval are counted and left out, and the first repeat after it is
-/// logged with that count.
-const LOG_REPEAT_INTERVAL: Duration = Duration::from_secs(60);
-/// Causes the log throttle remembers; the least recent is forgotten beyond.
-const LOG_CAUSES: usize = 8;
 /// After a stop request, how long unsent and unacknowledged envelopes may
 /// still be delivered before the agent exits anyway.
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
@@ -217,96 +209,6 @@ struct Publisher<'a> {
     split: Option<usize>,
     /// Connections in a row the broker closed before they turned healthy.
     short_closes: u32,
-}
-
-/// Reconnect delays: exponential from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`],
-/// each jittered between half and all of it so that sensors restarted
-/// together do not reconnect in lockstep. The jitter is a small xorshift
-/// generator seeded from the clock and the process id: it only has to
-/// differ between sensors.
-struct Backoff {
-    next: Duration,
-    state: u64,
-}
-
-impl Backoff {
-    fn new() -> Backoff {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        Backoff {
-            next: BACKOFF_FIRST,
-            state: u64::from(nanos) << 32 | u64::from(std::process::id()) | 1,
-        }
-    }
-
-    /// The delay before the next attempt; the one after is twice as long.
-    fn wait(&mut self) -> Duration {
-        self.state ^= self.state << 13;
-        self.state ^= self.state >> 7;
-        self.state ^= self.state << 17;
-        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
-        let wait = self.next.mul_f64(0.5 + 0.5 * unit);
-        self.next = (self.next * 2).min(BACKOFF_MAX);
-        wait
-    }
-
-    fn reset(&mut self) {
-        self.next = BACKOFF_FIRST;
-    }
-}
-
-/// Rate-limited warnings, per cause: the first line about a cause is
-/// logged; repeats within [`LOG_REPEAT_INTERVAL`] of it are counted and
-/// left out; the first repeat after the interval is logged with how many
-/// were left out, and starts a new interval. So one cause writes at most
-/// one line a minute however often it happens.
-struct Throttle {
-    causes: Vec<Cause>,
-}
-
-struct Cause {
-    key: String,
-    since: Instant,
-    left_out: u64,
-}
-
-impl Throttle {
-    fn new() -> Throttle {
-        Throttle {
-            causes: Vec::with_capacity(LOG_CAUSES),
-        }
-    }
-
-    /// Log `line` unless a line about `cause` was logged less than
-    /// [`LOG_REPEAT_INTERVAL`] ago.
-    fn log(&mut self, level: log::Level, cause: &str, line: impl fmt::Display) {
-        let now = Instant::now();
-        let Some(known) = self.causes.iter_mut().find(|c| c.key == cause) else {
-            if self.causes.len() == LOG_CAUSES {
-                self.causes.remove(0);
-            }
-            self.causes.push(Cause {
-                key: cause.to_string(),
-                since: now,
-                left_out: 0,
-            });
-            return log::log!(level, "{line}");
-        };
-        if now < known.since + LOG_REPEAT_INTERVAL {
-            known.left_out += 1;
-            return;
-        }
-        match std::mem::take(&mut known.left_out) {
-            0 => log::log!(level, "{line}"),
-            n => log::log!(
-                level,
-                "{line} ({n} more like it in the last {} s)",
-                (now - known.since).as_secs()
-            ),
-        }
-        known.since = now;
-    }
 }
 
 /// A payload handed to minimq and how many envelopes it carries. `op` is
