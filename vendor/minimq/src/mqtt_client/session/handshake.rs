@@ -196,6 +196,13 @@ impl<'buf> Session<'buf> {
             return Err(Error::Peer(err));
         }
 
+        // The publishes sent again on a resumed session are publishes on
+        // this connection: they take from the quota (MQTT 5 §4.9).
+        if resumed {
+            let resent = u16::try_from(self.data.outbound.retained_len()).unwrap_or(u16::MAX);
+            send_quota = send_quota.saturating_sub(resent);
+        }
+
         self.runtime.session_resumed = resumed;
         self.runtime.keepalive_interval = keepalive_interval;
         self.runtime.send_quota = send_quota;

@@ -417,6 +417,30 @@ fn can_publish_gates_qos1_2_on_send_quota() {
     assert!(conn.can_publish(QoS::AtMostOnce));
 }
 
+/// MQTT 5 §4.9: the publishes sent again on a resumed session are
+/// publishes on the new connection, so they take from the send quota the
+/// broker's Receive Maximum starts it at.
+#[test]
+fn a_resumed_session_counts_its_resent_publishes_against_the_receive_maximum() {
+    let mut session = session();
+    // CONNACK: no session present, Receive Maximum 4.
+    let mut io = MockConnection::default();
+    io.push_rx(&[0x20, 0x06, 0x00, 0x00, 0x03, 0x21, 0x00, 0x04]);
+    let mut conn = block_on(session.connect(io)).unwrap();
+    for _ in 0..3 {
+        let publication = Publication::bytes("t", b"x").qos(QoS::AtLeastOnce);
+        assert!(block_on(conn.publish(publication)).unwrap().is_some());
+    }
+    drop(conn);
+    // CONNACK: session present, Receive Maximum 4 again.
+    let mut io = MockConnection::default();
+    io.push_rx(&[0x20, 0x06, 0x01, 0x00, 0x03, 0x21, 0x00, 0x04]);
+    let conn = block_on(session.connect(io)).unwrap();
+    assert!(matches!(conn.connect_event(), ConnectEvent::Reconnected));
+    assert_eq!(conn.session.runtime.send_quota, 1);
+    assert_eq!(conn.session.runtime.max_send_quota, 4);
+}
+
 #[test]
 fn can_publish_qos1_false_when_retained_slots_full() {
     let mut session = session();
