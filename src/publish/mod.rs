@@ -179,6 +179,9 @@ struct Publisher<'a> {
     /// minimq's transmit buffer had no room for the next payload on this
     /// turn of the serve loop: wait for the broker, not for the queue.
     tx_full: bool,
+    /// The next payload, copied out of the queue for minimq to encode.
+    /// Mapped: only as much as the largest payload so far is resident.
+    scratch: crate::buffers::Region,
     /// With batching: since when a batch that is not full has waited.
     batch_since: Option<Instant>,
     /// Set when a stop request was first seen.
@@ -219,59 +222,6 @@ struct Sent {
     order: u64,
     /// Its PUBACK carried a failure reason.
     rejected: bool,
-}
-
-/// The next payload, written by minimq's encoder straight from the queue
-/// into its transmit buffer: the oldest unsent envelope, or with batching a
-/// JSON array of the oldest ones within `max_messages` and `max_bytes` (an
-/// envelope larger than that goes alone). It sets `envelopes` to how many
-/// it holds; when they do not fit the room minimq offers, it fails (a
-/// payload error) with `envelopes` saying how many would have gone.
-struct Payload<'p> {
-    queue: &'p Queue,
-    array: bool,
-    max_messages: usize,
-    max_bytes: usize,
-    envelopes: &'p mut usize,
-}
-
-impl minimq::ToPayload for Payload<'_> {
-    type Error = ();
-
-    fn serialize(self, out: &mut [u8]) -> Result<usize, ()> {
-        let array = usize::from(self.array);
-        let (mut len, mut taken, mut fits) = (array, 0, true);
-        self.queue.peek_unsent(|first, second| {
-            let comma = usize::from(taken > 0);
-            let end = len + comma + first.len() + second.len();
-            // The closing bracket counts too.
-            if taken == self.max_messages || (taken > 0 && end + array > self.max_bytes) {
-                return false;
-            }
-            taken += 1;
-            let Some(room) = out.get_mut(len..end + array) else {
-                fits = false;
-                return false;
-            };
-            if comma == 1 {
-                room[0] = b',';
-            }
-            room[comma..comma + first.len()].copy_from_slice(first);
-            room[comma + first.len()..end - len].copy_from_slice(second);
-            len = end;
-            true
-        });
-        *self.envelopes = taken;
-        if !fits || taken == 0 {
-            return Err(());
-        }
-        if self.array {
-            out[0] = b'[';
-            out[len] = b']';
-            len += 1;
-        }
-        Ok(len)
-    }
 }
 
 /// Room for the largest in-flight window plus refused payloads interleaved.
@@ -323,6 +273,7 @@ impl<'a> Publisher<'a> {
             window: settings.mqtt.max_in_flight,
             refill_since: None,
             tx_full: false,
+            scratch: crate::buffers::Region::new(payload_capacity(settings)),
             batch_since: None,
             give_up_at: None,
             started: Instant::now(),
@@ -840,17 +791,13 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
             return Ok(());
         }
         while self.has_room(conn) && self.batch_due() {
-            // Set by the payload as minimq encodes it: the envelopes it
-            // holds, or would hold when they did not fit.
-            let mut envelopes = 0;
-            let payload = self.next_payload(&mut envelopes);
-            let publication = Publication::new(&self.settings.mqtt.topic, payload).qos(QoS::AtLeastOnce);
-            let published = conn.publish(publication).await;
-            // minimq refused before asking for the payload only when not
-            // even a PUBLISH header fitted its empty buffer, which
-            // tx_buffer_bytes rules out: settle the oldest envelope then.
-            let envelopes = envelopes.max(1);
-            match published {
+            let (envelopes, len) = self.fill_payload();
+            if envelopes == 0 {
+                return Ok(());
+            }
+            let publication =
+                Publication::bytes(&self.settings.mqtt.topic, &self.scratch[..len]).qos(QoS::AtLeastOnce);
+            match conn.publish(publication).await {
                 Ok(op) => {
                     self.split = None;
                     self.queue.mark_sent(envelopes);
@@ -900,7 +847,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                         order: self.sent,
                         rejected: true,
                     });
-                    log::warn!("payload of {envelopes} envelopes refused: {e}");
+                    log::warn!("payload of {len} bytes ({envelopes} envelopes) refused: {e}");
                 }
                 Err(minimq::PubError::Session(e)) => return Err(e),
             }
@@ -913,14 +860,14 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// partial one has waited BATCH_MAX_DELAY_MS, or when the agent is
     /// finishing.
     fn batch_due(&mut self) -> bool {
+        let Some(batch) = self.settings.mqtt.batch else {
+            return true;
+        };
         let (envelopes, bytes) = self.queue.unsent();
         if envelopes == 0 {
             self.batch_since = None;
             return false;
         }
-        let Some(batch) = self.settings.mqtt.batch else {
-            return true;
-        };
         // Each envelope adds a comma or the closing bracket.
         let full = envelopes >= batch.max_messages
             || 1 + bytes + envelopes >= batch.max_bytes.min(self.payload_limit);
@@ -946,9 +893,12 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         }
     }
 
-    /// The next payload (see [`Payload`]), within BATCH_MAX_MESSAGES,
-    /// BATCH_MAX_BYTES and the broker's Maximum Packet Size.
-    fn next_payload<'p>(&'p self, envelopes: &'p mut usize) -> Payload<'p> {
+    /// Copy the next payload out of the queue into `scratch`: the oldest
+    /// unsent envelope, or with batching a JSON array of the oldest ones
+    /// within BATCH_MAX_MESSAGES, BATCH_MAX_BYTES and the broker's Maximum
+    /// Packet Size (an envelope larger than that goes alone). Returns the
+    /// envelopes taken and the length.
+    fn fill_payload(&mut self) -> (usize, usize) {
         let batch = self.settings.mqtt.batch;
         let (max_messages, max_bytes) = batch.map_or((1, usize::MAX), |b| {
             (
@@ -956,13 +906,36 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 b.max_bytes.min(self.payload_limit),
             )
         });
-        Payload {
-            queue: self.queue,
-            array: batch.is_some(),
-            max_messages,
-            max_bytes,
-            envelopes,
+        let array = batch.is_some();
+        let out = &mut self.scratch;
+        let mut len = 0;
+        if array {
+            out[0] = b'[';
+            len = 1;
         }
+        let mut taken = 0;
+        self.queue.peek_unsent(|first, second| {
+            let comma = usize::from(taken > 0);
+            let end = len + comma + first.len() + second.len();
+            let limit = if taken == 0 { out.len() } else { max_bytes };
+            // Leave room for the closing bracket.
+            if taken == max_messages || end + usize::from(array) > limit {
+                return false;
+            }
+            if comma == 1 {
+                out[len] = b',';
+            }
+            let at = len + comma;
+            out[at..at + first.len()].copy_from_slice(first);
+            out[at + first.len()..end].copy_from_slice(second);
+            (len, taken) = (end, taken + 1);
+            true
+        });
+        if array && taken > 0 {
+            out[len] = b']';
+            len += 1;
+        }
+        (taken, len)
     }
 
     /// Settle the oldest payloads whose PUBACK arrived, in order, removing
