@@ -39,7 +39,21 @@ pub struct Extractor<'c> {
     counters: &'c Counters,
 }
 
+/// MAX_MESSAGE_BYTES's default (src/config.rs).
+const DEFAULT_MAX_MESSAGE: usize = 65_535;
+
 impl<'c> Extractor<'c> {
+    /// The extractor with the default limits, MAX_MESSAGE_BYTES and no
+    /// tunnel ports, as `filter-test` reads a capture without a config.
+    pub fn with_defaults(counters: &'c Counters) -> Extractor<'c> {
+        Extractor::new(
+            &ReassemblyLimits::defaults(),
+            DEFAULT_MAX_MESSAGE,
+            &UdpTunnels::default(),
+            counters,
+        )
+    }
+
     /// `tunnels`: the UDP ports peeled as tunnels (TUNNEL_UDP_PORTS).
     pub fn new(
         limits: &ReassemblyLimits,
@@ -350,12 +364,7 @@ pub fn filter_test(
     let mut source =
         capture::open(&crate::config::Source::File(file.to_path_buf()), None, 0, 0).map_err(RunError)?;
     let counters = Counters::default();
-    let mut extractor = Extractor::new(
-        &ReassemblyLimits::defaults(),
-        65_535,
-        &UdpTunnels::default(),
-        &counters,
-    );
+    let mut extractor = Extractor::with_defaults(&counters);
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
     let never = AtomicBool::new(false);

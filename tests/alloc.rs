@@ -503,12 +503,7 @@ fn no_allocation_per_packet_reading_files() {
             0,
         )
         .unwrap();
-        let mut extractor = Extractor::new(
-            &ReassemblyLimits::defaults(),
-            65_535,
-            &UdpTunnels::default(),
-            &counters,
-        );
+        let mut extractor = Extractor::with_defaults(&counters);
         let (mut seen, mut messages) = (0, 0u64);
         ALLOCATIONS.with(|n| n.set(0));
         source

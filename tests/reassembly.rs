@@ -8,7 +8,7 @@ use core::net::SocketAddr;
 use serde_json::Value;
 use sip_capture::config::ReassemblyLimits;
 use sip_capture::counters::Counters;
-use sip_capture::decode::{Context, Segment, TcpHeader, UdpTunnels};
+use sip_capture::decode::{Context, Segment, TcpHeader};
 use sip_capture::envelope::{Origin, Timestamp};
 use sip_capture::split::Framer;
 use sip_capture::split::websocket::Shared;
@@ -463,7 +463,6 @@ fn tcp_holes_that_never_fill() {
 #[test]
 fn the_same_frames_on_two_interfaces_are_never_joined() {
     use sip_capture::capture::Frame;
-    use sip_capture::config::ReassemblyLimits;
     use sip_capture::envelope::Timestamp;
     use sip_capture::pipeline::Extractor;
     use std::sync::atomic::Ordering::Relaxed;
@@ -475,12 +474,7 @@ fn the_same_frames_on_two_interfaces_are_never_joined() {
         let mut capture = pcap::Capture::from_file(pcap(name)).unwrap();
         let linktype = capture.get_datalink().0;
         let counters = Counters::default();
-        let mut extractor = Extractor::new(
-            &ReassemblyLimits::defaults(),
-            65_535,
-            &UdpTunnels::default(),
-            &counters,
-        );
+        let mut extractor = Extractor::with_defaults(&counters);
         let mut published = Vec::new();
         while let Ok(packet) = capture.next_packet() {
             let time = Timestamp {

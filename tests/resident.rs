@@ -9,9 +9,8 @@
 mod common;
 
 use sip_capture::capture;
-use sip_capture::config::{ReassemblyLimits, Source};
+use sip_capture::config::Source;
 use sip_capture::counters::Counters;
-use sip_capture::decode::UdpTunnels;
 use sip_capture::pipeline::Extractor;
 use std::sync::atomic::AtomicBool;
 
@@ -42,12 +41,7 @@ Call-ID: r@resident\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
 
     let before = anonymous_kib();
     let counters = Counters::default();
-    let mut extractor = Extractor::new(
-        &ReassemblyLimits::defaults(),
-        65_535,
-        &UdpTunnels::default(),
-        &counters,
-    );
+    let mut extractor = Extractor::with_defaults(&counters);
     let mut source = capture::open(&Source::File(path), None, 0, 0).unwrap();
     let mut messages = 0;
     source
