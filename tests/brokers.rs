@@ -412,10 +412,10 @@ fn the_in_flight_window_is_max_inflight_messages_or_the_brokers_receive_maximum(
 
 /// A resumed session whose whole window was in flight: minimq sends those
 /// publishes again, and the agent sends nothing new on top of them until
-/// PUBACKs come (MQTT 5 §4.9; mosquitto itself enforces the Receive Maximum
-/// only for QoS 2, but a broker that acknowledges once a message is stored
-/// may drop the connection for it). Everything arrives, after one
-/// reconnect.
+/// PUBACKs come (MQTT 5 §4.9; mosquitto acknowledges a QoS 1 publish at
+/// once and so never sees the excess, but a broker that acknowledges once
+/// a message is stored may drop the connection for it). Everything
+/// arrives, after one reconnect.
 #[test]
 fn a_resumed_full_window_keeps_to_the_receive_maximum() {
     if !common::can_capture_on_lo() {
