@@ -47,6 +47,15 @@ struct RetainedPacket {
     state: SendState,
 }
 
+impl RetainedPacket {
+    fn is_publish(&self) -> bool {
+        matches!(
+            self.kind,
+            OpKind::PublishAtLeastOnce | OpKind::PublishExactlyOnce
+        )
+    }
+}
+
 #[derive(Debug, Copy, Clone, PartialEq, Eq)]
 enum SendState {
     Write { written: usize },
@@ -213,6 +222,11 @@ impl<'a> Outbound<'a> {
         self.retained.len()
     }
 
+    /// The retained packets that are PUBLISHes (not SUBSCRIBE or UNSUBSCRIBE).
+    pub(super) fn retained_publishes(&self) -> usize {
+        self.retained.iter().filter(|entry| entry.is_publish()).count()
+    }
+
     pub(super) fn pending_control_len(&self) -> usize {
         self.pending_control.len()
     }
@@ -336,10 +350,7 @@ impl<'a> Outbound<'a> {
 
     fn mark_publish_dup(&mut self) {
         for entry in &self.retained {
-            if matches!(
-                entry.kind,
-                OpKind::PublishAtLeastOnce | OpKind::PublishExactlyOnce
-            ) {
+            if entry.is_publish() {
                 mark_publish_duplicate(&mut self.buf[entry.offset]);
             }
         }

@@ -199,7 +199,7 @@ impl<'buf> Session<'buf> {
         // The publishes sent again on a resumed session are publishes on
         // this connection: they take from the quota (MQTT 5 §4.9).
         if resumed {
-            let resent = u16::try_from(self.data.outbound.retained_len()).unwrap_or(u16::MAX);
+            let resent = u16::try_from(self.data.outbound.retained_publishes()).unwrap_or(u16::MAX);
             send_quota = send_quota.saturating_sub(resent);
         }
 
