@@ -342,22 +342,25 @@ def read_in_background(sub):
     return stop
 
 
-def live_run(trace, messages, frames, rate, extra=()):
+def live_run(trace, messages, frames, rate, extra=(), agent=AGENT, watch=None):
     """One live run: the agent on CAPTURE_END, tcpreplay of TRACE into
-    REPLAY_END at `rate` messages a second (None: top speed)."""
+    REPLAY_END at `rate` messages a second (None: top speed). `watch`, when
+    given, is called with the agent's pid once it has connected and returns
+    what stops the watching once the agent has exited (profile_live.py)."""
     with support.mosquitto("max_inflight_messages 0\n") as port, tempfile.TemporaryDirectory() as tmp:
         broker = children_named("mosquitto")[0]
         sub = support.Subscriber(port, "bench/sip")
         stop_reading = read_in_background(sub)
         log = os.path.join(tmp, "agent.log")
         agent_out = open(log, "w")
-        agent = subprocess.Popen([AGENT, "--config", "/dev/null", "--interface", CAPTURE_END,
+        agent = subprocess.Popen([agent, "--config", "/dev/null", "--interface", CAPTURE_END,
                                   "--broker", f"mqtt://127.0.0.1:{port}", "--topic", "bench/sip",
                                   "--log-level", "info", *extra], stdout=agent_out, stderr=agent_out)
         for _ in range(100):
             if "connected to broker" in open(log).read():
                 break
             time.sleep(0.05)
+        stop_watching = watch(agent.pid) if watch else None
         broker_cpu, sub_cpu = cpu_s(broker), cpu_s(sub.proc.pid)
         speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
         replay_cpu = os.times()
@@ -372,6 +375,8 @@ def live_run(trace, messages, frames, rate, extra=()):
                 arrived, last_change = now, time.monotonic()
         agent.terminate()
         _, status, usage = os.wait4(agent.pid, 0)
+        if stop_watching:
+            stop_watching()
         agent_out.close()
         broker_cpu = cpu_s(broker) - broker_cpu
         sub_cpu = cpu_s(sub.proc.pid) - sub_cpu
