@@ -25,9 +25,31 @@ use tokio::sync::Notify;
 /// Each record is a 4-byte length followed by the envelope bytes.
 const LEN_PREFIX: usize = 4;
 
+/// A payload's worth of unsent envelopes: `envelopes` of them, or enough
+/// that their bytes, with one byte each for a JSON array's commas and one
+/// for its opening bracket, reach `bytes`. One envelope for a publisher
+/// that does not batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PayloadSize {
+    pub envelopes: usize,
+    pub bytes: usize,
+}
+
+impl PayloadSize {
+    /// One envelope, whatever its size.
+    pub const ONE: PayloadSize = PayloadSize {
+        envelopes: 1,
+        bytes: usize::MAX,
+    };
+}
+
 pub struct Queue {
     ring: Mutex<Ring>,
-    /// Wakes the publisher when an envelope arrives or the queue closes.
+    /// Wakes the publisher when the unsent envelopes become a payload, or
+    /// the first of them arrives (it starts a partial batch's timer), or
+    /// the queue closes. Waking it for each envelope of a batch it will not
+    /// send yet cost a system call and a context switch each
+    /// (docs/performance.md).
     ready: Notify,
     /// Wakes a waiting pusher when an envelope leaves.
     room: Condvar,
@@ -50,6 +72,8 @@ struct Ring {
     /// their bytes. The next to send follows them.
     sent: usize,
     sent_bytes: usize,
+    /// What the publisher sends at once: see [`Queue::set_payload_size`].
+    payload: PayloadSize,
 }
 
 impl Queue {
@@ -63,6 +87,7 @@ impl Queue {
                 records: 0,
                 sent: 0,
                 sent_bytes: 0,
+                payload: PayloadSize::ONE,
             }),
             ready: Notify::new(),
             room: Condvar::new(),
@@ -73,8 +98,11 @@ impl Queue {
 
     /// Append a copy of `envelope`; `false` when it does not fit.
     pub fn push(&self, envelope: &[u8]) -> bool {
-        let pushed = self.lock().push(envelope);
-        if pushed {
+        let mut ring = self.lock();
+        let pushed = ring.push(envelope);
+        let wake = pushed && ring.wakes_publisher();
+        drop(ring);
+        if wake {
             self.ready.notify_one();
         }
         pushed
@@ -101,8 +129,11 @@ impl Queue {
                 .0;
         }
         self.pusher_waiting.store(false, Ordering::Release);
+        let wake = ring.wakes_publisher();
         drop(ring);
-        self.ready.notify_one();
+        if wake {
+            self.ready.notify_one();
+        }
         true
     }
 
@@ -127,11 +158,18 @@ impl Queue {
         taken
     }
 
-    /// Envelopes not yet sent: how many, and their bytes (without prefixes).
-    pub fn unsent(&self) -> (usize, usize) {
+    /// Envelopes not yet sent: how many, and whether they make a payload
+    /// (see [`Queue::set_payload_size`]).
+    pub fn unsent(&self) -> (usize, bool) {
         let ring = self.lock();
-        let count = ring.records - ring.sent;
-        (count, ring.used - ring.sent_bytes - count * LEN_PREFIX)
+        (ring.records - ring.sent, ring.unsent_make_payload())
+    }
+
+    /// What the publisher sends at once. A push wakes it only when the
+    /// unsent envelopes reach that, or when the push is the first unsent
+    /// one (for a partial batch, the publisher's own timer does the rest).
+    pub fn set_payload_size(&self, payload: PayloadSize) {
+        self.lock().payload = payload;
     }
 
     /// The oldest `count` unsent envelopes were sent.
@@ -216,6 +254,17 @@ impl Ring {
         self.used += LEN_PREFIX + envelope.len();
         self.records += 1;
         true
+    }
+
+    /// Whether the push just made should wake the publisher.
+    fn wakes_publisher(&self) -> bool {
+        self.records - self.sent == 1 || self.unsent_make_payload()
+    }
+
+    fn unsent_make_payload(&self) -> bool {
+        let envelopes = self.records - self.sent;
+        let bytes = self.used - self.sent_bytes - envelopes * LEN_PREFIX;
+        envelopes >= self.payload.envelopes || 1 + bytes + envelopes >= self.payload.bytes
     }
 
     /// The length of the record at offset `at`.
@@ -318,7 +367,7 @@ mod tests {
         for n in 1..=3u8 {
             assert!(queue.push(&[n; 6]));
         }
-        assert_eq!(queue.unsent(), (3, 18));
+        assert_eq!(queue.unsent(), (3, true));
         let mut seen = Vec::new();
         let taken = queue.peek_unsent(|first, second| {
             seen.push([first, second].concat());
@@ -337,9 +386,56 @@ mod tests {
         );
         assert_eq!(parts, [(6, 0), (6, 0), (2, 4)]);
         queue.mark_sent(2);
-        assert_eq!(queue.unsent(), (1, 6));
+        assert_eq!(queue.unsent(), (1, true));
         queue.acknowledge_oldest(5);
         assert_eq!(queue.depth(), (1, 10));
+    }
+
+    /// Whether a wake-up of the publisher is pending, taking it.
+    fn woken(queue: &Queue) -> bool {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            tokio::time::timeout(Duration::from_millis(1), queue.ready())
+                .await
+                .is_ok()
+        })
+    }
+
+    /// A batch wakes the publisher twice: when its first envelope comes
+    /// (to start its timer) and once it makes a payload, by count or by
+    /// bytes; not for each envelope in between.
+    #[test]
+    fn pushes_wake_the_publisher_for_the_first_envelope_and_a_whole_payload() {
+        let queue = Queue::new(1024);
+        assert!(queue.push(&[0; 6]));
+        assert!(woken(&queue), "unbatched: every envelope is a payload");
+        assert!(queue.push(&[0; 6]));
+        assert!(woken(&queue));
+        queue.mark_sent(2);
+
+        queue.set_payload_size(PayloadSize {
+            envelopes: 3,
+            bytes: 1000,
+        });
+        let pushes: Vec<_> = (0..4).map(|_| (queue.push(&[0; 6]), woken(&queue))).collect();
+        assert_eq!(pushes, [(true, true), (true, false), (true, true), (true, true)]);
+        assert_eq!(queue.unsent(), (4, true));
+        queue.mark_sent(4);
+
+        // Bytes: `[`, two envelopes of 6 and a separator each: 15.
+        queue.set_payload_size(PayloadSize {
+            envelopes: 100,
+            bytes: 15,
+        });
+        assert!(queue.push(&[0; 6]) && woken(&queue));
+        assert_eq!(queue.unsent(), (1, false));
+        assert!(queue.push(&[0; 5]) && !woken(&queue));
+        assert_eq!(queue.unsent(), (2, false));
+        assert!(queue.push(&[0; 1]) && woken(&queue));
+        assert_eq!(queue.unsent(), (3, true));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub mod websocket;
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
-use crate::queue::Queue;
+use crate::queue::{PayloadSize, Queue};
 use crate::telemetry::{REPORT_CAPACITY, Report};
 use core::cell::Cell;
 use heard::{Connack, Heard};
@@ -360,6 +360,12 @@ impl<'a> Publisher<'a> {
                 }) => (max as usize).saturating_sub(PUBLISH_OVERHEAD + self.settings.mqtt.topic.len()),
                 _ => usize::MAX,
             };
+            if let Some(batch) = self.settings.mqtt.batch {
+                self.queue.set_payload_size(PayloadSize {
+                    envelopes: batch.max_messages,
+                    bytes: batch.max_bytes.min(self.payload_limit),
+                });
+            }
             self.window = match self.heard.get().connack {
                 Some(Connack::V5 {
                     receive_maximum: Some(most),
@@ -730,7 +736,9 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
             }
             let polled = tokio::select! {
                 polled = conn.poll() => polled.map(|_| ()),
-                () = self.queue.ready(), if room => Ok(()),
+                // A window waiting to refill is woken by PUBACKs or its
+                // delay, never by the queue: a push cannot make it due.
+                () = self.queue.ready(), if room && self.refill_since.is_none() => Ok(()),
                 () = &mut wake => Ok(()),
             };
             match polled {
@@ -863,14 +871,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         let Some(batch) = self.settings.mqtt.batch else {
             return true;
         };
-        let (envelopes, bytes) = self.queue.unsent();
+        let (envelopes, full) = self.queue.unsent();
         if envelopes == 0 {
             self.batch_since = None;
             return false;
         }
-        // Each envelope adds a comma or the closing bracket.
-        let full = envelopes >= batch.max_messages
-            || 1 + bytes + envelopes >= batch.max_bytes.min(self.payload_limit);
         let finishing = self.queue.is_closed() || self.give_up_at.is_some();
         let since = *self.batch_since.get_or_insert_with(Instant::now);
         let due = full || finishing || since.elapsed() >= batch.max_delay;
