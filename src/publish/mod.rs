@@ -54,14 +54,13 @@ pub const MAX_IN_FLIGHT: usize = 128;
 /// at least this, and at least `TX_PAYLOADS` (3) of the largest payload. It
 /// bounds the bytes in flight as MAX_INFLIGHT_MESSAGES bounds the count; a
 /// publish that does not fit waits for acknowledgements. Pages become
-/// resident only as publishes reach them: about twice the bytes in flight
-/// (minimq moves the unacknowledged bytes back to the start once as many
-/// acknowledged ones lie before them).
+/// resident only as publishes reach them (minimq's copy keeps packets in a
+/// ring, vendor/README.md, so in a busy run all of it).
 pub const TX_BUFFER_BYTES: usize = 512 * 1024;
 /// How many of the largest payloads (with their PUBLISH header) the transmit
-/// buffer holds at least: minimq guarantees room for a packet of up to half
-/// the free space (vendor/README.md), so with one of them in flight the next
-/// still fits.
+/// buffer holds at least: minimq's ring offers a packet at least half the
+/// free space while it has not wrapped (vendor/README.md), so with one of
+/// them in flight the next still fits.
 const TX_PAYLOADS: usize = 3;
 /// Receive buffer: the broker only sends small control packets.
 const RX_BYTES: usize = 1024;
@@ -191,6 +190,9 @@ struct Publisher<'a> {
     report: Vec<u8>,
     /// What the broker said on the current connection.
     heard: Rc<Cell<Heard>>,
+    /// Nothing can be sent until PUBACKs come: the link acknowledges what
+    /// it reads at once (see [`Coalescing`]).
+    blocked: Rc<Cell<bool>>,
     /// The address of the current or last connection.
     peer: Option<SocketAddr>,
     throttle: Throttle,
@@ -283,6 +285,7 @@ impl<'a> Publisher<'a> {
                 .map(|every| Instant::now() + every),
             report: vec![0; REPORT_CAPACITY],
             heard: Rc::default(),
+            blocked: Rc::default(),
             peer: None,
             throttle: Throttle::new(),
             sent: 0,
@@ -529,6 +532,7 @@ impl<'a> Publisher<'a> {
             });
         };
         let _ = stream.set_nodelay(true);
+        let socket = rustix::io::dup(&stream).ok();
         let mut link: Link = match &self.settings.mqtt.tls {
             None => Box::new(stream),
             Some(tls) => {
@@ -548,9 +552,15 @@ impl<'a> Publisher<'a> {
             );
         }
         self.heard.set(Heard::default());
+        self.blocked.set(false);
         timeout(
             CONNECT_TIMEOUT,
-            session.connect(Coalescing::new(link, self.heard.clone())),
+            session.connect(Coalescing::new(
+                link,
+                socket,
+                self.heard.clone(),
+                self.blocked.clone(),
+            )),
         )
         .await
         .map_err(|_| "MQTT CONNECT timed out".to_string())?
@@ -730,6 +740,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 return Ended::Done;
             }
             let room = self.has_room(conn);
+            self.blocked.set(!room);
             let next_wake = self.next_wake();
             if wake.is_elapsed() || next_wake < wake.deadline() {
                 wake.as_mut().reset(next_wake);

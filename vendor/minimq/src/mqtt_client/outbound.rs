@@ -1,6 +1,6 @@
 use crate::packets::{PingReq, PubAck, PubComp, PubRec, PubRel, PublishHeader};
 use crate::publication::ToPayload;
-use crate::ser::{Error as SerError, MAX_FIXED_HEADER_SIZE, MqttSerializer};
+use crate::ser::{MAX_FIXED_HEADER_SIZE, MqttSerializer};
 use crate::wire::{ControlPacket, mark_publish_duplicate};
 use crate::{Error, ProtocolError, PubError, ReasonCode, ResourceError, error, trace};
 use heapless::Vec;
@@ -109,13 +109,15 @@ pub(super) enum OutboundStep {
     Retained(RetainedStep),
 }
 
-/// Retained packets are kept in order in `buf[head..head + used]`. An
-/// acknowledgement of the oldest (the usual case) only advances `head`; the
-/// live bytes move back to the start of `buf` once the acknowledged bytes
-/// before them are as many as the live ones, or when the room after them
-/// has become less than half of the room in all (see `make_room`). So each
-/// byte is moved about once, however many packets are in flight, where
-/// removing every acknowledged packet in place moved all later ones.
+/// Retained packets stay where they were encoded until acknowledged: the
+/// buffer is a ring of whole packets (a bip buffer). A new packet goes after
+/// the newest one, or, when the room before the oldest is larger, at the
+/// start of the buffer, after which the packets wrap around until the ones
+/// at the end are all acknowledged (`free_region`). An acknowledgement,
+/// in order or not, only forgets its packet. So no byte moves while
+/// publishing, however many packets are in flight; minimq 0.13.5 moved every
+/// later packet down on each acknowledgement. Only `compact`, for the
+/// CONNECT and QoS 0 scratch space, moves the live bytes to the start.
 ///
 /// The send states of `retained` always read `Sent* Flush* Write*` in order:
 /// packets are appended as `Write`, written oldest first, and replay marks
@@ -123,8 +125,10 @@ pub(super) enum OutboundStep {
 #[derive(Debug)]
 pub(super) struct Outbound<'a> {
     buf: &'a mut [u8],
-    head: usize,
+    /// Bytes of the retained packets (the room between them not counted).
     used: usize,
+    /// Where the packet encoded last lies, until `retain_packet` takes it.
+    encoded_at: Option<usize>,
     /// One bit per packet identifier, set while a retained packet has it:
     /// `has_retained` is asked for every new identifier and every
     /// completion check, and a scan of `retained` grew with the window.
@@ -139,8 +143,8 @@ impl<'a> Outbound<'a> {
     pub(super) fn new(buf: &'a mut [u8]) -> Self {
         Self {
             buf,
-            head: 0,
             used: 0,
+            encoded_at: None,
             retained_ids: [0; RETAINED_ID_WORDS],
             connect_workspace: 0,
             pending_control: Vec::new(),
@@ -153,8 +157,8 @@ impl<'a> Outbound<'a> {
         self.pending_control.clear();
         self.retained.clear();
         self.pending_release.clear();
-        self.head = 0;
         self.used = 0;
+        self.encoded_at = None;
         self.retained_ids = [0; RETAINED_ID_WORDS];
     }
 
@@ -185,32 +189,63 @@ impl<'a> Outbound<'a> {
         self.used
     }
 
+    /// Where the oldest retained packet starts (0 when none).
+    fn head(&self) -> usize {
+        self.retained.first().map_or(0, |e| e.offset)
+    }
+
+    /// Where the newest retained packet ends (0 when none).
     fn tail(&self) -> usize {
-        self.head + self.used
+        self.retained.last().map_or(0, |e| e.offset + e.len)
     }
 
-    /// Move the retained bytes to the start of `buf`.
-    fn compact(&mut self) {
-        if self.head == 0 {
-            return;
+    /// The newest packets lie before the oldest: the ring has wrapped.
+    fn wrapped(&self) -> bool {
+        match (self.retained.first(), self.retained.last()) {
+            (Some(oldest), Some(newest)) => newest.offset < oldest.offset,
+            _ => false,
         }
-        let (head, tail) = (self.head, self.tail());
-        self.buf.copy_within(head..tail, 0);
-        for entry in &mut self.retained {
-            entry.offset -= head;
-        }
-        self.head = 0;
     }
 
-    /// Compact when the acknowledged bytes before the retained ones are as
-    /// many as those (so each byte moves about once), or when the room after
-    /// them is less than half of all the room (so a packet of up to half the
-    /// free room always fits after them).
-    fn make_room(&mut self) {
+    /// The room a new packet is encoded into: after the newest packet, up
+    /// to the oldest when the ring has wrapped, else up to the end of the
+    /// buffer or, when the room before the oldest is larger, that room. The
+    /// larger of the two is at least half of all the room when the ring has
+    /// not wrapped, which it has not with one packet in flight.
+    fn free_region(&self) -> core::ops::Range<usize> {
         let capacity = self.retained_capacity();
-        let free = capacity.saturating_sub(self.used);
-        if self.head >= self.used || capacity.saturating_sub(self.tail()) < free / 2 {
-            self.compact();
+        if self.retained.is_empty() {
+            return 0..capacity;
+        }
+        let (head, tail) = (self.head(), self.tail());
+        if self.wrapped() {
+            tail..head.max(tail)
+        } else if capacity.saturating_sub(tail) >= head {
+            tail..capacity.max(tail)
+        } else {
+            0..head
+        }
+    }
+
+    /// Move the retained bytes to the start of `buf`, oldest first and with
+    /// no room between them: rotate the oldest to the start, then close the
+    /// gaps, each packet moving down only.
+    fn compact(&mut self) {
+        let head = self.head();
+        if head > 0 {
+            let capacity = self.retained_capacity();
+            self.buf[..capacity].rotate_left(head);
+            for entry in &mut self.retained {
+                entry.offset = (entry.offset + capacity - head) % capacity;
+            }
+        }
+        let mut at = 0;
+        for entry in &mut self.retained {
+            if entry.offset != at {
+                self.buf.copy_within(entry.offset..entry.offset + entry.len, at);
+                entry.offset = at;
+            }
+            at += entry.len;
         }
     }
 
@@ -245,10 +280,7 @@ impl<'a> Outbound<'a> {
 
     pub(super) fn can_retain(&self) -> bool {
         self.retained.len() < self.retained.capacity()
-            && self
-                .retained_capacity()
-                .saturating_sub(self.retained_bytes())
-                >= MAX_FIXED_HEADER_SIZE
+            && self.free_region().len() >= MAX_FIXED_HEADER_SIZE
     }
 
     pub(super) fn scratch_space(&mut self) -> &mut [u8] {
@@ -294,21 +326,9 @@ impl<'a> Outbound<'a> {
         else {
             return false;
         };
-        let RetainedPacket { offset, len, .. } = self.retained.remove(position);
+        let RetainedPacket { len, .. } = self.retained.remove(position);
         self.mark_retained_id(packet_id, false);
-        if position == 0 {
-            self.head += len;
-        } else {
-            let tail = self.tail();
-            self.buf.copy_within(offset + len..tail, offset);
-            for entry in &mut self.retained[position..] {
-                entry.offset -= len;
-            }
-        }
         self.used -= len;
-        if self.used == 0 {
-            self.head = 0;
-        }
         true
     }
 
@@ -361,15 +381,14 @@ impl<'a> Outbound<'a> {
         header: &PublishHeader<'_>,
         payload: P,
     ) -> Result<usize, PubError<P::Error, E>> {
-        self.make_room();
-        let start = self.tail();
+        let region = self.free_region();
         // Adaptive payloads must see the retained budget, including encoder workspace.
-        let end = self.retained_capacity().max(start);
         let (offset, packet) =
-            MqttSerializer::encode_publish_with_offset(&mut self.buf[start..end], header, payload)?;
+            MqttSerializer::encode_publish_with_offset(&mut self.buf[region.clone()], header, payload)?;
         let len = packet.len();
-        self.pack_encoded(offset, len)
-            .map_err(|err| PubError::Session(Error::Resource(err)))?;
+        // The packet stays where the encoder put it, after the room it kept
+        // for the longest fixed header: at most 3 bytes unused.
+        self.encoded_at = Some(region.start + offset);
         Ok(len)
     }
 
@@ -377,12 +396,10 @@ impl<'a> Outbound<'a> {
     where
         T: serde::Serialize + ControlPacket,
     {
-        self.make_room();
-        let start = self.tail();
-        let (offset, packet) = MqttSerializer::encode_with_offset(&mut self.buf[start..], packet)?;
+        let region = self.free_region();
+        let (offset, packet) = MqttSerializer::encode_with_offset(&mut self.buf[region.clone()], packet)?;
         let len = packet.len();
-        self.pack_encoded(offset, len)
-            .map_err(|_| SerError::InsufficientMemory)?;
+        self.encoded_at = Some(region.start + offset);
         Ok(len)
     }
 
@@ -396,11 +413,15 @@ impl<'a> Outbound<'a> {
         packet_id: u16,
         len: usize,
     ) -> Result<(), ProtocolError> {
+        let offset = self
+            .encoded_at
+            .take()
+            .unwrap_or_else(|| self.free_region().start);
         self.retained
             .push(RetainedPacket {
                 kind,
                 packet_id,
-                offset: self.tail(),
+                offset,
                 len,
                 state: SendState::Write { written: 0 },
             })
@@ -539,16 +560,6 @@ impl<'a> Outbound<'a> {
         for entry in &mut self.pending_release {
             entry.state = SendState::Write { written: 0 };
         }
-    }
-
-    fn pack_encoded(&mut self, offset: usize, len: usize) -> Result<(), ResourceError> {
-        let start = self.tail();
-        if len > self.retained_capacity().saturating_sub(start) {
-            return Err(ResourceError::BufferTooSmall);
-        }
-        self.buf
-            .copy_within(start + offset..start + offset + len, start);
-        Ok(())
     }
 
     fn retained_capacity(&self) -> usize {
@@ -696,55 +707,76 @@ mod tests {
         len
     }
 
+    /// The retained packets lie in the ring in order, oldest first, apart
+    /// from each other and within the retained capacity.
+    fn assert_apart(outbound: &Outbound<'_>) {
+        let capacity = outbound.retained_capacity();
+        let mut wrapped = false;
+        for pair in outbound.retained.windows(2) {
+            let (older, newer) = (pair[0], pair[1]);
+            if newer.offset < older.offset {
+                assert!(!wrapped, "the ring wraps once");
+                wrapped = true;
+                assert!(newer.offset + newer.len <= outbound.head());
+            } else {
+                assert!(older.offset + older.len <= newer.offset, "{older:?} overlaps {newer:?}");
+            }
+        }
+        if wrapped {
+            assert!(outbound.tail() <= outbound.head(), "the newest run reaches the oldest");
+        }
+        for entry in &outbound.retained {
+            assert!(entry.offset + entry.len <= capacity);
+        }
+        let used: usize = outbound.retained.iter().map(|e| e.len).sum();
+        assert_eq!(used, outbound.used);
+    }
+
     /// Every retained packet is still the PUBLISH it was, at its offset.
     fn assert_intact(outbound: &Outbound<'_>, ids: &[u16]) {
         assert_eq!(
             outbound.retained.iter().map(|e| e.packet_id).collect::<std::vec::Vec<_>>(),
             ids
         );
-        let mut expected_offset = outbound.head;
+        assert_apart(outbound);
         for entry in &outbound.retained {
-            assert_eq!(entry.offset, expected_offset);
             let bytes = outbound.retained_packet(entry.offset, entry.len);
             assert_eq!(bytes[0], 0x32);
             let id = u16::from_be_bytes([bytes[5], bytes[6]]);
             assert_eq!(id, entry.packet_id);
             assert!(bytes[8..].iter().all(|&b| b == id as u8));
-            expected_offset += entry.len;
         }
-        assert_eq!(expected_offset, outbound.tail());
         assert!(ids.iter().all(|&id| outbound.has_retained(id)));
         let marked: u32 = outbound.retained_ids.iter().map(|w| w.count_ones()).sum();
         assert_eq!(marked as usize, ids.len());
-        assert!(outbound.tail() <= outbound.retained_capacity());
     }
 
     #[test]
-    fn acknowledging_the_oldest_moves_no_bytes_until_half_the_room_is_gone() {
+    fn a_sliding_window_moves_no_bytes() {
         let mut storage = [0u8; 1024];
         let mut outbound = Outbound::new(&mut storage);
         let mut ids = std::vec::Vec::new();
-        for id in 1..=8 {
+        for id in 1..=16 {
             retain_publish(&mut outbound, id, 40);
             ids.push(id);
         }
         assert_intact(&outbound, &ids);
         // A window that slides: acknowledge the oldest, publish a new one.
-        let mut compactions = 0;
-        for id in 9..=400u16 {
+        // 392 packets of 49 bytes go through a 1 KiB buffer holding 16 of
+        // them: each stays where it was encoded, and the ring wraps.
+        let mut wraps = 0;
+        for id in 17..=400u16 {
+            let offsets: std::vec::Vec<usize> = outbound.retained.iter().map(|e| e.offset).collect();
             assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, ids.remove(0)));
-            let head = outbound.head;
+            let newest = outbound.retained.last().unwrap().offset;
             retain_publish(&mut outbound, id, 40);
-            if outbound.head < head {
-                compactions += 1;
-            }
             ids.push(id);
             assert_intact(&outbound, &ids);
+            let now: std::vec::Vec<usize> = outbound.retained.iter().map(|e| e.offset).collect();
+            assert_eq!(now[..now.len() - 1], offsets[1..], "a packet moved");
+            wraps += usize::from(now[now.len() - 1] < newest);
         }
-        // 392 packets of 49 bytes went through a 1 KiB buffer holding 8 of
-        // them: the live bytes moved about once per 8 packets, not 7 packets'
-        // worth per acknowledgement.
-        assert!(compactions <= 392 / 7, "{compactions} compactions");
+        assert!(wraps >= 384 / 21, "{wraps} wraps");
     }
 
     #[test]
@@ -765,7 +797,8 @@ mod tests {
         for id in [3, 5, 7] {
             assert!(outbound.ack_packet(OpKind::PublishAtLeastOnce, id));
         }
-        assert_eq!((outbound.head, outbound.used), (0, 0));
+        assert_eq!((outbound.head(), outbound.used), (0, 0));
+        assert_eq!(outbound.free_region(), 0..1024);
     }
 
     #[test]
@@ -781,7 +814,8 @@ mod tests {
                 panic!("no retained step");
             };
             assert_eq!(step.packet_id, id);
-            assert_eq!(step.offset, outbound.retained[0].offset + (id as usize - 2) * step.len);
+            let entry = outbound.retained.iter().find(|e| e.packet_id == id).unwrap();
+            assert_eq!((step.offset, step.len), (entry.offset, entry.len));
             // Part written: the same packet comes next, from where it stopped.
             outbound.set_retained_written(id, 5, step.len);
             let Some(OutboundStep::Retained(again)) = outbound.next_step() else {
@@ -803,7 +837,7 @@ mod tests {
     }
 
     #[test]
-    fn encoded_packet_is_packed_after_retained_prefix() {
+    fn encoded_packet_is_retained_where_it_was_encoded() {
         let mut storage = [0u8; 64];
         let mut outbound = Outbound::new(&mut storage);
 
@@ -816,8 +850,11 @@ mod tests {
                 topics: &[TopicFilter::new("ABC")],
             })
             .unwrap();
+        outbound.retain_packet(OpKind::Subscribe, 16, len).unwrap();
 
-        assert_eq!(&outbound.retained_packet(10, len)[..2], &[0x82, 0x09]);
+        let entry = outbound.retained[1];
+        assert!(entry.offset >= 10);
+        assert_eq!(&outbound.retained_packet(entry.offset, len)[..2], &[0x82, 0x09]);
     }
 
     #[test]
@@ -919,17 +956,13 @@ mod tests {
 
     fn check(o: &Outbound<'_>, model: &[Entry]) {
         assert_eq!(o.retained.len(), model.len());
-        let mut off = o.head;
+        assert_apart(o);
         for (e, m) in o.retained.iter().zip(model) {
             assert_eq!(e.packet_id, m.id);
-            assert_eq!(e.offset, off, "offset");
             assert_eq!(o.retained_packet(e.offset, e.len), &m.bytes[..], "bytes of {}", m.id);
             let st = match e.state { super::SendState::Write { written } => M::W(written), super::SendState::Flush => M::F, super::SendState::Sent => M::S };
             assert_eq!(st, m.st, "state of {}", m.id);
-            off += e.len;
         }
-        assert_eq!(off, o.tail());
-        assert!(o.tail() <= o.retained_capacity());
         let marked: u32 = o.retained_ids.iter().map(|w| w.count_ones()).sum();
         assert_eq!(marked as usize, model.len());
         for m in model { assert!(o.has_retained(m.id)); }
@@ -969,6 +1002,7 @@ mod tests {
                         };
                         let free = o.retained_capacity() - o.used;
                         let used_before = o.used;
+                        let (region, alone) = (o.free_region().len(), o.retained.len() <= 1);
                         match o.encode_publish::<_, ()>(&header, &payload[..plen]) {
                             Ok(len) => {
                                 o.retain_packet(OpKind::PublishAtLeastOnce, id, len).unwrap();
@@ -976,8 +1010,12 @@ mod tests {
                                 model.push(Entry { id, bytes: o.retained_packet(e.offset, e.len).to_vec(), wire: std::vec::Vec::new(), st: M::W(0) });
                             }
                             Err(_) => {
-                                // packet needs ~ plen + 5 + 7 + 2 + 1 + workspace 5
-                                assert!(plen + 20 > free / 2, "seed {seed}: {plen} refused with free {free} used {used_before}");
+                                // packet needs ~ plen + 5 + 7 + 2 + 1 + workspace 5;
+                                // refused only when the room offered was short,
+                                // and with at most one packet in flight only when
+                                // it was over half of all the room.
+                                assert!(plen + 20 > region, "seed {seed}: {plen} refused with {region} offered");
+                                assert!(!alone || plen + 20 > free / 2, "seed {seed}: {plen} refused with free {free} used {used_before}");
                             }
                         }
                     }
