@@ -25,6 +25,7 @@ mod link;
 mod retry;
 pub mod tls;
 pub mod websocket;
+mod window;
 
 use crate::config::{Broker, Mqtt};
 use crate::counters::Counters;
@@ -44,6 +45,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
+use window::{Sent, Window};
 
 /// The most publishes awaiting their PUBACK at once that MAX_INFLIGHT_MESSAGES
 /// may ask for: minimq's `MAX_RETAINED` (8 in minimq 0.13.5; 128 in the
@@ -82,12 +84,6 @@ pub const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 pub const DRAIN_GRACE: Duration = Duration::from_secs(5);
 /// How often an idle publisher looks at the stop flag.
 const STOP_CHECK: Duration = Duration::from_millis(250);
-/// The longest a window with room waits to be refilled in a group
-/// ([`Publisher::refill_due`]).
-const REFILL_DELAY: Duration = Duration::from_millis(1);
-/// The smallest group of publishes a window is refilled with
-/// ([`Publisher::refill_due`]): windows of 64 and more refill by quarters.
-const REFILL_GROUP_MIN: usize = 16;
 
 /// The largest payload: one envelope, or a batch (whose array brackets an
 /// envelope larger than BATCH_MAX_BYTES sent alone).
@@ -164,25 +160,11 @@ struct Publisher<'a> {
     queue: &'a Queue,
     counters: &'a Counters,
     stop: &'a AtomicBool,
-    /// Envelopes sent and not yet acknowledged, oldest first; the same
-    /// envelopes, in the same order, as the store's sent ones.
-    in_flight: heapless::Deque<Sent, IN_FLIGHT_ENTRIES>,
-    /// The entries of `in_flight` awaiting a PUBACK (with an `op`).
-    awaiting: usize,
-    /// The in-flight window on this connection: MAX_INFLIGHT_MESSAGES, or
-    /// the broker's Receive Maximum when lower.
-    window: usize,
-    /// Since when the window has had room but stayed above its refill
-    /// mark (see [`Publisher::refill_due`]).
-    refill_since: Option<Instant>,
-    /// minimq's transmit buffer had no room for the next payload on this
-    /// turn of the serve loop: wait for the broker, not for the queue.
-    tx_full: bool,
+    /// The payloads sent and not yet settled.
+    window: Window,
     /// The next payload, copied out of the queue for minimq to encode.
     /// Mapped: only as much as the largest payload so far is resident.
     scratch: crate::buffers::Region,
-    /// With batching: since when a batch that is not full has waited.
-    batch_since: Option<Instant>,
     /// Set when a stop request was first seen.
     give_up_at: Option<Instant>,
     started: Instant,
@@ -212,22 +194,6 @@ struct Publisher<'a> {
     /// Connections in a row the broker closed before they turned healthy.
     short_closes: u32,
 }
-
-/// A payload handed to minimq and how many envelopes it carries. `op` is
-/// `None` when minimq refused it for good (too large for the broker or the
-/// buffer): it counts as settled once the payloads before it are.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    op: Option<Op>,
-    envelopes: usize,
-    /// Its place among all publishes (`Publisher::sent`).
-    order: u64,
-    /// Its PUBACK carried a failure reason.
-    rejected: bool,
-}
-
-/// Room for the largest in-flight window plus refused payloads interleaved.
-const IN_FLIGHT_ENTRIES: usize = 4 * MAX_IN_FLIGHT;
 
 const ONLINE: &[u8] = b"online";
 const OFFLINE: &[u8] = b"offline";
@@ -270,13 +236,11 @@ impl<'a> Publisher<'a> {
             queue,
             counters,
             stop,
-            in_flight: heapless::Deque::new(),
-            awaiting: 0,
-            window: settings.mqtt.max_in_flight,
-            refill_since: None,
-            tx_full: false,
+            window: Window::new(
+                settings.mqtt.max_in_flight,
+                settings.mqtt.batch.map(|b| b.max_delay),
+            ),
             scratch: crate::buffers::Region::new(payload_capacity(settings)),
-            batch_since: None,
             give_up_at: None,
             started: Instant::now(),
             next_telemetry: settings
@@ -369,14 +333,13 @@ impl<'a> Publisher<'a> {
                     bytes: batch.max_bytes.min(self.payload_limit),
                 });
             }
-            self.window = match self.heard.get().connack {
+            self.window.open(match self.heard.get().connack {
                 Some(Connack::V5 {
                     receive_maximum: Some(most),
                     ..
                 }) => self.settings.mqtt.max_in_flight.min(usize::from(most)),
                 _ => self.settings.mqtt.max_in_flight,
-            };
-            self.refill_since = None;
+            });
             let mut standing = Standing {
                 since: Instant::now(),
                 healthy: false,
@@ -412,7 +375,7 @@ impl<'a> Publisher<'a> {
                 // minimq sends the publishes still without PUBACK again
                 // itself, with DUP set: the subscriber may see them twice.
                 let again: usize = self
-                    .in_flight
+                    .window
                     .iter()
                     .filter(|sent| sent.op.is_some_and(|op| conn.is_pending(&op)))
                     .map(|sent| sent.envelopes)
@@ -426,12 +389,11 @@ impl<'a> Publisher<'a> {
                     );
                 }
             }
-            if conn.connect_event() == ConnectEvent::Connected && !self.in_flight.is_empty() {
+            if conn.connect_event() == ConnectEvent::Connected && !self.window.is_empty() {
                 // The broker has no session to resume (restarted without
                 // persistence, or it expired): what it had not acknowledged
                 // is sent again.
-                self.in_flight.clear();
-                self.awaiting = 0;
+                self.window.clear();
                 let again = self.queue.rewind();
                 Counters::add(&self.counters.republished, again as u64);
                 self.throttle.log(
@@ -731,7 +693,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
             let (envelopes, bytes) = self.queue.depth();
             Counters::set(&self.counters.store_envelopes, envelopes as u64);
             Counters::set(&self.counters.store_bytes, bytes as u64);
-            Counters::set(&self.counters.in_flight, self.in_flight.len() as u64);
+            Counters::set(&self.counters.in_flight, self.window.len() as u64);
             self.publish_telemetry_if_due(conn).await;
             if let Err(e) = self.publish_queued(conn).await {
                 return Ended::Lost(self.lost_cause(e, standing));
@@ -739,7 +701,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
             if self.finished() {
                 return Ended::Done;
             }
-            let room = self.has_room(conn);
+            let room = self.window.has_room(conn.can_publish(QoS::AtLeastOnce));
             self.blocked.set(!room);
             let next_wake = self.next_wake();
             if wake.is_elapsed() || next_wake < wake.deadline() {
@@ -749,7 +711,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 polled = conn.poll() => polled.map(|_| ()),
                 // A window waiting to refill is woken by PUBACKs or its
                 // delay, never by the queue: a push cannot make it due.
-                () = self.queue.ready(), if room && self.refill_since.is_none() => Ok(()),
+                () = self.queue.ready(), if room && !self.window.waiting_to_refill() => Ok(()),
                 () = &mut wake => Ok(()),
             };
             match polled {
@@ -764,52 +726,16 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         }
     }
 
-    fn has_room(&self, conn: &Conn<'_, '_>) -> bool {
-        self.awaiting < self.window
-            && !self.tx_full
-            && !self.in_flight.is_full()
-            && conn.can_publish(QoS::AtLeastOnce)
-    }
-
-    /// Whether to refill the window now. While no more than three quarters
-    /// of it is taken, at once. Above that, only once a quarter has come
-    /// free, or [`REFILL_DELAY`] after the first slot did: refilling each
-    /// slot as its PUBACK arrives made a `send` of about two messages per
-    /// PUBACK segment, a wake-up of the broker for each, and most of the
-    /// CPU of both (docs/performance.md, "The in-flight window"). The delay
-    /// bounds the wait when a broker with Nagle's algorithm on (mosquitto's
-    /// default) holds its later PUBACKs until our next segment acknowledges
-    /// its first, which without a send of ours comes with the delayed ACK
-    /// (40 ms). Windows whose quarter is under [`REFILL_GROUP_MIN`] (such
-    /// as a stock mosquitto's 20) refill each slot at once: there the
-    /// groups cost more throughput than they saved (measured).
-    fn refill_due(&mut self) -> bool {
-        let group = self.window / 4;
-        if group < REFILL_GROUP_MIN || self.awaiting + group <= self.window {
-            self.refill_since = None;
-            return true;
-        }
-        let since = *self.refill_since.get_or_insert_with(Instant::now);
-        let due = since.elapsed() >= REFILL_DELAY;
-        if due {
-            self.refill_since = None;
-        }
-        due
-    }
-
     /// Hand queued envelopes to minimq while it has room, from when a
-    /// refill is due (see [`Publisher::refill_due`]) until the window is full.
+    /// refill is due (see [`Window::may_refill`]) until the window is full.
     async fn publish_queued(&mut self, conn: &mut Conn<'_, '_>) -> Result<(), MqttError> {
-        self.tx_full = false;
-        if !self.has_room(conn) {
-            // A full window waits for PUBACKs, not for the refill delay.
-            self.refill_since = None;
+        if !self.window.may_refill(conn.can_publish(QoS::AtLeastOnce)) {
             return Ok(());
         }
-        if !self.refill_due() {
-            return Ok(());
-        }
-        while self.has_room(conn) && self.batch_due() {
+        let finishing = self.queue.is_closed() || self.give_up_at.is_some();
+        while self.window.has_room(conn.can_publish(QoS::AtLeastOnce))
+            && self.window.batch_due(|| self.queue.unsent(), finishing)
+        {
             let (envelopes, len) = self.fill_payload();
             if envelopes == 0 {
                 return Ok(());
@@ -823,8 +749,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                     Counters::add(&self.counters.published, envelopes as u64);
                     // QoS 1 always has an operation; has_room() guaranteed a slot.
                     self.sent += 1;
-                    self.awaiting += usize::from(op.is_some());
-                    let _ = self.in_flight.push_back(Sent {
+                    self.window.push(Sent {
                         op,
                         envelopes,
                         order: self.sent,
@@ -845,7 +770,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                 | Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::BufferTooSmall)))
                     if !conn.session().is_publish_quiescent() =>
                 {
-                    self.tx_full = true;
+                    self.window.set_tx_full();
                     return Ok(());
                 }
                 Err(minimq::PubError::Session(minimq::Error::Resource(ResourceError::PacketTooLarge)))
@@ -860,7 +785,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
                     // Too large for the broker's Maximum Packet Size or our
                     // buffer: retrying cannot help.
                     self.queue.mark_sent(envelopes);
-                    let _ = self.in_flight.push_back(Sent {
+                    self.window.push(Sent {
                         op: None,
                         envelopes,
                         order: self.sent,
@@ -874,39 +799,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         Ok(())
     }
 
-    /// Whether the next payload should go now. Without batching, whenever
-    /// something is queued; with it, when a full batch is queued, when a
-    /// partial one has waited BATCH_MAX_DELAY_MS, or when the agent is
-    /// finishing.
-    fn batch_due(&mut self) -> bool {
-        let Some(batch) = self.settings.mqtt.batch else {
-            return true;
-        };
-        let (envelopes, full) = self.queue.unsent();
-        if envelopes == 0 {
-            self.batch_since = None;
-            return false;
-        }
-        let finishing = self.queue.is_closed() || self.give_up_at.is_some();
-        let since = *self.batch_since.get_or_insert_with(Instant::now);
-        let due = full || finishing || since.elapsed() >= batch.max_delay;
-        if due {
-            self.batch_since = None;
-        }
-        due
-    }
-
     /// When the serve loop must look again without being woken: for the
-    /// stop flag, or when a waiting batch becomes due.
+    /// stop flag, or when a refill or a waiting batch falls due.
     fn next_wake(&self) -> Instant {
-        let check = match self.refill_since {
-            Some(since) => since + REFILL_DELAY,
-            None => Instant::now() + STOP_CHECK,
-        };
-        match (self.batch_since, self.settings.mqtt.batch) {
-            (Some(since), Some(batch)) => check.min(since + batch.max_delay),
-            _ => check,
-        }
+        let check = Instant::now() + STOP_CHECK;
+        self.window.deadline().map_or(check, |at| at.min(check))
     }
 
     /// Copy the next payload out of the queue into `scratch`: the oldest
@@ -963,22 +860,13 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         if self.telemetry_op.is_some_and(|(op, _)| conn.is_complete(&op)) {
             self.telemetry_op = None;
         }
-        while let Some(&front) = self.in_flight.front() {
-            let settled = match front.op {
-                Some(op) => conn.is_complete(&op),
-                None => true,
-            };
-            if !settled {
-                return;
-            }
-            let counter = match front.rejected {
+        while let Some(settled) = self.window.pop_settled(|op| conn.is_complete(op)) {
+            let counter = match settled.rejected {
                 true => &self.counters.rejected,
                 false => &self.counters.acknowledged,
             };
-            Counters::add(counter, front.envelopes as u64);
-            self.awaiting -= usize::from(front.op.is_some());
-            self.in_flight.pop_front();
-            self.queue.acknowledge_oldest(front.envelopes);
+            Counters::add(counter, settled.envelopes as u64);
+            self.queue.acknowledge_oldest(settled.envelopes);
         }
     }
 
@@ -989,18 +877,11 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
     /// report. The log says which.
     fn settle_rejected(&mut self, conn: &Conn<'_, '_>, reason: minimq::ReasonCode) {
         let arrived = |op: &Op| conn.is_complete(op);
-        let envelopes = self
-            .in_flight
-            .iter()
-            .enumerate()
-            .take_while(|(_, sent)| sent.op.is_none_or(|op| arrived(&op)))
-            .filter(|(_, sent)| sent.op.is_some())
-            .last()
-            .map(|(i, sent)| (sent.order, i));
+        let envelopes = self.window.latest_arrived(arrived);
         let status = self.status_op.filter(|(op, ..)| arrived(op));
         let telemetry = self.telemetry_op.filter(|(op, _)| arrived(op));
         let latest = [
-            envelopes.map(|(order, _)| order),
+            envelopes,
             status.map(|(_, order, _)| order),
             telemetry.map(|(_, order)| order),
         ]
@@ -1008,12 +889,8 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         .flatten()
         .max();
         let (line, cause) = match (envelopes, status, telemetry) {
-            (Some((order, i)), ..) if Some(order) == latest => {
-                let mut count = 0;
-                if let Some(sent) = self.in_flight.iter_mut().nth(i) {
-                    sent.rejected = true;
-                    count = sent.envelopes;
-                }
+            (Some(order), ..) if Some(order) == latest => {
+                let count = self.window.reject(order);
                 (
                     format!("broker rejected {count} envelopes: {reason:?}"),
                     "envelope",
@@ -1053,7 +930,7 @@ probably using CLIENT_ID {:?} (each connection takes the session over from the o
         if self.stop.load(Ordering::Relaxed) && self.give_up_at.is_none() {
             self.give_up_at = Some(Instant::now() + DRAIN_GRACE);
         }
-        let drained = self.queue.is_closed() && self.queue.depth().0 == 0 && self.in_flight.is_empty();
+        let drained = self.queue.is_closed() && self.queue.depth().0 == 0 && self.window.is_empty();
         drained || self.give_up_at.is_some_and(|at| Instant::now() >= at)
     }
 

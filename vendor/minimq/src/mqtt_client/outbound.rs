@@ -381,6 +381,8 @@ impl<'a> Outbound<'a> {
         header: &PublishHeader<'_>,
         payload: P,
     ) -> Result<usize, PubError<P::Error, E>> {
+        // A failed encode leaves nothing for `retain_packet` to take.
+        self.encoded_at = None;
         let region = self.free_region();
         // Adaptive payloads must see the retained budget, including encoder workspace.
         let (offset, packet) =
@@ -396,6 +398,7 @@ impl<'a> Outbound<'a> {
     where
         T: serde::Serialize + ControlPacket,
     {
+        self.encoded_at = None;
         let region = self.free_region();
         let (offset, packet) = MqttSerializer::encode_with_offset(&mut self.buf[region.clone()], packet)?;
         let len = packet.len();
@@ -945,8 +948,12 @@ mod tests {
             dup: false,
         };
         let payload = [0u8; 600];
+        assert!(outbound.encode_publish::<_, ()>(&header, &payload[..8]).is_ok());
         let r = outbound.encode_publish::<_, ()>(&header, &payload[..]);
         assert!(matches!(r, Err(PubError::Payload(()))), "got {r:?}");
+        // The first encode, never retained, is not where a later retain
+        // would look.
+        assert_eq!(outbound.encoded_at, None);
     }
 
     #[derive(Clone, Copy, PartialEq, Debug)]
