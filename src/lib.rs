@@ -66,7 +66,8 @@
 //!   [`split::websocket`], SIP over WebSocket in captured traffic), and
 //!   `heard`, which reads from the broker's packets what minimq does not
 //!   tell (Maximum Packet Size, Receive Maximum, DISCONNECT reasons, MQTT
-//!   3.1.1), and `link`, the socket under minimq with writes coalesced.
+//!   3.1.1), `link`, the socket under minimq with writes coalesced, and
+//!   `window`, the payloads in flight and when the next may go.
 //!
 //! [`pipeline`] wires the stages and runs the two threads, after
 //! [`privileges`] optionally drops to an unprivileged user; [`buffers`]
