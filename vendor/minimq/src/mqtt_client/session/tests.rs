@@ -1,3 +1,4 @@
+use super::drive::Now;
 use super::state::ROUND_TRIP_TIMEOUT_MS;
 use crate::ser::MAX_FIXED_HEADER_SIZE;
 use crate::{Buffers, ConfigBuilder, Publication, tests::block_on};
@@ -98,10 +99,10 @@ fn maintain_sends_pingreq_when_due() {
     let now = Instant::now();
     conn.session.runtime.next_ping = Some(now);
 
-    block_on(conn.service(now)).unwrap();
+    block_on(conn.service(Now::at(now))).unwrap();
     // Start the response deadline when PINGREQ is written; the next step flushes the burst.
     assert!(conn.session.runtime.ping_timeout.is_some());
-    block_on(conn.service(now)).unwrap();
+    block_on(conn.service(Now::at(now))).unwrap();
     let after = Instant::now();
 
     assert!(
@@ -158,7 +159,7 @@ fn written_ack_burst_frees_metadata_before_refilled_inbound_window() {
             .unwrap();
     }
     for _ in 0..MAX_PENDING_CONTROL {
-        block_on(conn.service(now)).unwrap();
+        block_on(conn.service(Now::at(now))).unwrap();
     }
     assert_eq!(
         conn.session.data.outbound.pending_control_len(),
@@ -218,8 +219,8 @@ fn maintain_does_not_send_second_pingreq_while_waiting_for_pingresp() {
     let now = Instant::now();
     conn.session.runtime.next_ping = Some(now);
 
-    block_on(conn.service(now)).unwrap();
-    block_on(conn.service(now + Duration::from_millis(600))).unwrap();
+    block_on(conn.service(Now::at(now))).unwrap();
+    block_on(conn.service(Now::at(now + Duration::from_millis(600)))).unwrap();
 
     let pingreqs = conn
         .io
@@ -237,7 +238,7 @@ fn pingresp_clears_keepalive_timeout() {
     let now = Instant::now();
     conn.session.runtime.next_ping = Some(now);
 
-    block_on(conn.service(now)).unwrap();
+    block_on(conn.service(Now::at(now))).unwrap();
     conn.io.push_rx(&[0xD0, 0x00]);
 
     block_on(conn.read_packet()).unwrap();
@@ -312,7 +313,7 @@ fn expired_ping_timeout_disconnects_session() {
     let now = Instant::now();
     conn.session.runtime.ping_timeout = Some(now);
 
-    let result = block_on(conn.service(now));
+    let result = block_on(conn.service(Now::at(now)));
 
     // The session signals the dead connection by surfacing `Disconnected`; the caller drops the
     // transport. Carried-over state is reset on the next `connect`, not here.
@@ -332,7 +333,7 @@ fn pingreq_write_error_disconnects_session() {
     let now = Instant::now();
     conn.session.runtime.next_ping = Some(now);
 
-    let result = block_on(conn.service(now));
+    let result = block_on(conn.service(Now::at(now)));
 
     assert!(matches!(
         result,
@@ -470,7 +471,7 @@ fn ack_removing_packet_does_not_erase_stream_flush_state() {
         .unwrap()
         .unwrap();
     conn.session.data.outbound.arm_replay();
-    block_on(conn.service(Instant::now())).unwrap();
+    block_on(conn.service(Now::at(Instant::now()))).unwrap();
     assert!(matches!(conn.flush_state, FlushState::Dirty));
     assert!(
         conn.session
@@ -496,7 +497,7 @@ fn partial_packet_finishes_before_new_control_packet() {
     conn.io.tx.clear();
     conn.io.write_limit = Some(2);
     conn.session.data.outbound.arm_replay();
-    block_on(conn.service(Instant::now())).unwrap();
+    block_on(conn.service(Now::at(Instant::now()))).unwrap();
     conn.session
         .data
         .outbound
@@ -523,7 +524,7 @@ fn duplicate_control_actions_advance_separate_queue_entries() {
     conn.session.data.outbound.queue_control(action).unwrap();
     conn.session.data.outbound.queue_control(action).unwrap();
     for _ in 0..2 {
-        block_on(conn.service(Instant::now())).unwrap();
+        block_on(conn.service(Now::at(Instant::now()))).unwrap();
     }
     // Check finite progress before draining: updating the first matching action repeatedly
     // would leave the second entry writable forever.
