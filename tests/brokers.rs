@@ -235,6 +235,46 @@ fn two_agents_with_one_client_id_back_off() {
     );
 }
 
+/// An idle agent keeps its connection: with nothing to publish after its
+/// `online` status, it sends a PINGREQ before its keepalive (30 s) runs out
+/// (MQTT 5 §3.1.2.10), and the broker never drops it. Takes about 35 s.
+#[test]
+fn an_idle_connection_is_kept_alive() {
+    if !common::can_capture_on_lo() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (_broker, port) = logging_broker(dir.path());
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let quiet = ["--client-id", "idle", "--telemetry-interval-s", "0"];
+    let (mut agent, mut lines) = common::live_agent(&url, "sip/idle", "udp port 9", &quiet);
+    let broker_log = || std::fs::read_to_string(dir.path().join("mosquitto.log")).unwrap_or_default();
+    // mosquitto drops a client silent for 1.5 keepalives (45 s).
+    let deadline = Instant::now() + Duration::from_secs(44);
+    while !broker_log().contains("Received PINGREQ from idle") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let agent_log = common::stop_agent(&mut agent, &mut lines);
+    let log = broker_log();
+    assert!(
+        log.contains("Received PINGREQ from idle"),
+        "no PINGREQ in 44 s\n{log}"
+    );
+    assert!(log.contains("Sending PINGRESP to idle"), "{log}");
+    let connections = log
+        .lines()
+        .filter(|l| l.contains("New client connected") && l.contains(" as idle "))
+        .count();
+    assert_eq!(connections, 1, "{log}");
+    assert!(!log.contains("exceeded timeout"), "{log}");
+    assert_eq!(
+        summary_value(agent_log.as_bytes(), "reconnects"),
+        0,
+        "{agent_log}"
+    );
+}
+
 /// MQTT control packet type of PUBACK (MQTT 5 §2.1.2).
 const PUBACK: u8 = 4;
 
