@@ -12,7 +12,6 @@
 
 use crate::buffers::Region;
 use crate::decode::{Context, Transport};
-use base64::Engine;
 use core::fmt::Write as _;
 use core::net::SocketAddr;
 use sha2::{Digest, Sha256};
@@ -107,10 +106,13 @@ impl EnvelopeWriter {
             }
         }
         out.push(b"\",\"sip\":\"")?;
-        let b64 = base64::engine::general_purpose::STANDARD
-            .encode_slice(raw, &mut out.buf[out.len..])
-            .map_err(|_| Oversize)?;
-        out.len += b64;
+        // base64-simd panics on a short output, so the field is cut to
+        // the exact length first.
+        let b64 = base64_simd::STANDARD.encoded_length(raw.len());
+        let field = out.buf.get_mut(out.len..out.len + b64).ok_or(Oversize)?;
+        out.len += base64_simd::STANDARD
+            .encode(raw, base64_simd::Out::from_slice(field))
+            .len();
         out.push(b"\"}")?;
         let len = out.len;
         Ok(&self.buf[..len])
