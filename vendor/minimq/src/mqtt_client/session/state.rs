@@ -74,7 +74,11 @@ impl RuntimeState {
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         match (self.next_ping, self.ping_timeout) {
-            (Some(next_ping), Some(ping_timeout)) => Some(next_ping.min(ping_timeout)),
+            // No PINGREQ is queued while a PINGRESP is awaited, so only its
+            // timeout can end the wait. With a keepalive under 10 s the next
+            // PINGREQ's time passes first; as a deadline already past, it
+            // made `wait_for_progress` loop without ever yielding.
+            (Some(_), Some(ping_timeout)) => Some(ping_timeout),
             (Some(next_ping), None) => Some(next_ping),
             (None, Some(ping_timeout)) => Some(ping_timeout),
             (None, None) => None,

@@ -534,3 +534,19 @@ fn duplicate_control_actions_advance_separate_queue_entries() {
     block_on(conn.drive()).unwrap();
     assert_eq!(conn.session.data.outbound.pending_control_len(), 0);
 }
+
+/// While a PINGRESP is awaited the wait ends at its timeout, even when the
+/// next PINGREQ's time has passed (a keepalive under 10 s, such as a
+/// broker's Server Keep Alive): a deadline already past made
+/// `wait_for_progress` loop without yielding (found by review).
+#[test]
+fn the_wait_for_a_pingresp_ends_at_its_timeout() {
+    let mut session = session();
+    let now = Instant::now();
+    session.runtime.next_ping = Some(now);
+    session.runtime.ping_timeout = Some(now + Duration::from_secs(5));
+    assert_eq!(
+        session.runtime.next_deadline(),
+        Some(now + Duration::from_secs(5))
+    );
+}
