@@ -1084,4 +1084,118 @@ mod tests {
             }
         }
     }
+
+    /// The kept `written` index against a model and a recount, in a harder
+    /// run: acknowledgements of packets in any state (also part written, or
+    /// still to write after a replay), `set_retained_written` for the wrong
+    /// packet (refused, nothing changes), `clear_inflight`, control and
+    /// release packets interleaved, compaction and reconnects (contributed
+    /// by a review of this change).
+    #[test]
+    fn written_index_against_a_model() {
+        use rand::{Rng, SeedableRng};
+        use super::{SendState, ControlAction};
+        for seed in 0..200u64 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed);
+            let size = rng.gen_range(100..1500);
+            let mut storage = std::vec![0u8; size];
+            let mut o = Outbound::new(&mut storage);
+            let mut model: std::vec::Vec<Entry> = std::vec::Vec::new();
+            let mut next_id: u16 = rng.gen_range(1..u16::MAX);
+            let mut payload = [0u8; 300];
+            for _step in 0..4000 {
+                match rng.gen_range(0..120) {
+                    0..=34 => {
+                        if o.retained.is_full() { continue; }
+                        let hi = rng.gen_range(1..300); let plen = rng.gen_range(0..hi);
+                        rng.fill(&mut payload[..plen]);
+                        let id = next_id; next_id = next_id.wrapping_add(1).max(1);
+                        if o.has_retained(id) { continue; }
+                        let header = PublishHeader {
+                            topic: Utf8String("topic"), packet_id: Some(id),
+                            properties: Properties::from_slice(&[]),
+                            retain: crate::Retain::NotRetained, qos: crate::QoS::AtLeastOnce, dup: false,
+                        };
+                        if let Ok(len) = o.encode_publish::<_, ()>(&header, &payload[..plen]) {
+                            if rng.gen_bool(0.05) { continue; } // encoded, never retained
+                            o.retain_packet(OpKind::PublishAtLeastOnce, id, len).unwrap();
+                            let e = *o.retained.last().unwrap();
+                            model.push(Entry { id, bytes: o.retained_packet(e.offset, e.len).to_vec(), wire: std::vec::Vec::new(), st: M::W(0) });
+                        }
+                    }
+                    35..=54 => {
+                        if model.is_empty() { continue; }
+                        // any packet, in any state
+                        let i = rng.gen_range(0..model.len());
+                        assert!(o.ack_packet(OpKind::PublishAtLeastOnce, model[i].id));
+                        assert!(!o.ack_packet(OpKind::PublishAtLeastOnce, model[i].id));
+                        model.remove(i);
+                    }
+                    55..=84 => match o.next_step() {
+                        Some(OutboundStep::Retained(step)) => {
+                            let i = model.iter().position(|m| matches!(m.st, M::W(_))).unwrap();
+                            assert_eq!(model[i].id, step.packet_id);
+                            assert_eq!(M::W(step.written), model[i].st);
+                            // A wrong packet is refused and nothing changes.
+                            if let Some(j) = (0..model.len()).find(|&j| j != i && rng.gen_bool(0.3)) {
+                                let before: std::vec::Vec<_> = o.retained.iter().map(|e| e.state).collect();
+                                let w = o.written;
+                                assert!(!o.set_retained_written(model[j].id, 1, 2));
+                                assert_eq!(o.written, w);
+                                assert!(o.retained.iter().map(|e| e.state).eq(before.into_iter()));
+                            }
+                            let n = rng.gen_range(1..=step.len - step.written);
+                            let bytes = o.retained_packet(step.offset, step.len)[step.written..step.written + n].to_vec();
+                            model[i].wire.extend_from_slice(&bytes);
+                            assert!(o.set_retained_written(step.packet_id, step.written + n, step.len));
+                            if step.written + n == step.len {
+                                model[i].st = M::F;
+                                assert_eq!(model[i].wire, model[i].bytes);
+                            } else { model[i].st = M::W(step.written + n); }
+                        }
+                        Some(OutboundStep::Control(step)) => {
+                            let n = rng.gen_range(1..=2 - step.written);
+                            assert!(o.set_control_written(step.index, step.written + n, 2));
+                        }
+                        Some(OutboundStep::Release(step)) => {
+                            let n = rng.gen_range(1..=4 - step.written);
+                            assert!(o.set_release_written(step.packet_id, step.written + n, 4));
+                        }
+                        None => assert!(model.iter().all(|m| !matches!(m.st, M::W(_)))),
+                    },
+                    85..=92 => {
+                        o.complete_flush();
+                        for m in &mut model { if m.st == M::F { m.st = M::S; } }
+                    }
+                    93..=95 => {
+                        o.arm_replay();
+                        for m in &mut model { m.st = M::W(0); m.wire.clear(); m.bytes[0] |= 0x08; }
+                    }
+                    96..=99 => { for b in o.scratch_space() { *b = 0xEE; } }
+                    100..=104 => { let _ = o.queue_control(ControlAction::PingReq); }
+                    105..=109 => {
+                        let id = rng.gen_range(1..u16::MAX);
+                        if !o.has_pending_release(id) { let _ = o.queue_release(id, ReasonCode::Success); }
+                    }
+                    110..=111 => {
+                        if let Some(p) = o.pending_release.first().copied() { assert!(o.ack_release(p.packet_id)); }
+                    }
+                    112 => { o.clear_inflight(); model.clear(); }
+                    _ => {
+                        o.arm_replay();
+                        for m in &mut model { m.st = M::W(0); m.wire.clear(); m.bytes[0] |= 0x08; }
+                        let ws = rng.gen_range(0..size / 4);
+                        let s = o.scratch_space();
+                        let n = ws.min(s.len());
+                        for b in &mut s[..n] { *b = 0xCC; }
+                        let _ = o.set_connect_workspace(ws);
+                    }
+                }
+                check(&o, &model);
+                // written is exactly the partition point
+                let pp = o.retained.partition_point(|e| !matches!(e.state, SendState::Write { .. }));
+                assert_eq!(o.written, pp, "seed {seed}");
+            }
+        }
+    }
 }
