@@ -31,9 +31,11 @@ touched and it vanishes with the process): a veth pair, tcpreplay sending the
 sipp traces into one end at fixed rates and at top speed, the agent capturing
 the other end live and publishing to a private mosquitto on the namespace's
 loopback, a QoS 1 subscriber counting. Per run: delivered/sent, agent CPU per
-delivered message, broker CPU per message, the agent's peak RSS and its drop
-counters; per trace and mode the highest rate reached that lost nothing.
-Needs root (namespaces, tcpreplay).
+delivered message (and its system part), broker CPU per message, the agent's
+peak RSS and its drop counters; per trace and mode the highest rate reached
+that lost nothing. For reference, tcpdump captures the same replays into
+/dev/null: what libpcap and the kernel's capture path cost with nothing
+done to the frames. Needs root (namespaces, tcpreplay).
 
     python3 tests/bench/run.py --inproc-only [TRACE ...]
 
@@ -45,6 +47,7 @@ and writes target/bench/inproc.json.
 import json
 import os
 import platform
+import signal
 import struct
 import subprocess
 import sys
@@ -397,6 +400,9 @@ def live_run(trace, messages, frames, rate, extra=(), agent=AGENT, watch=None):
         "delivered": delivered,
         "delivered_ratio": round(delivered / messages, 4),
         "agent_cpu_us_per_msg": round(cpu * 1e6 / max(delivered, 1), 2),
+        # The system part is mostly the kernel's TCP path to the broker; on
+        # loopback it includes the broker's side of each segment.
+        "agent_sys_us_per_msg": round(usage.ru_stime * 1e6 / max(delivered, 1), 2),
         "broker_cpu_us_per_msg": round(broker_cpu * 1e6 / max(delivered, 1), 2),
         # The rest of the machine's budget: the QoS 1 subscriber
         # (mosquitto_sub) and tcpreplay, whose CPU the agent's competes with.
@@ -409,12 +415,49 @@ def live_run(trace, messages, frames, rate, extra=(), agent=AGENT, watch=None):
     }
 
 
+def reference_capture(trace, messages, frames, rate):
+    """tcpdump capturing the replay of TRACE at `rate` messages a second
+    (None: top speed) into /dev/null, as the agent does in live_run (same
+    veth end, snap length and kernel buffer): what libpcap and the kernel's
+    capture path cost alone. Returns its CPU µs per message and the frames
+    the kernel dropped."""
+    proc = subprocess.Popen(["tcpdump", "-Z", "root", "-i", CAPTURE_END, "-s", "65535", "-B", "8192", "-w", "/dev/null"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    # tcpdump says "listening on" once its capture is open.
+    proc.stderr.readline()
+    speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+    run(["tcpreplay", "-q", "-i", REPLAY_END, *speed, trace], capture_output=True)
+    # What the kernel holds in a block not yet handed over (libpcap's
+    # default buffer timeout is 1 s).
+    time.sleep(1.5)
+    proc.send_signal(signal.SIGINT)
+    _, _, usage = os.wait4(proc.pid, 0)
+    dropped = next((int(line.split()[0]) for line in proc.stderr if "dropped by kernel" in line), None)
+    return {"offered_msgs_per_s": rate or "top",
+            "cpu_us_per_msg": round((usage.ru_utime + usage.ru_stime) * 1e6 / messages, 2),
+            "kernel_dropped": dropped}
+
+
+def references(paths, counts):
+    """What libpcap and the kernel's capture path cost alone, in the live
+    stage's conditions: tcpdump capturing each trace's replay at 20,000
+    msg/s and at top speed (reference_capture)."""
+    out = {}
+    for name in LIVE_TRACES:
+        frames = frame_count(paths[name])
+        print(f"reference {name} ...", file=sys.stderr)
+        out[name] = [reference_capture(paths[name], counts[name], frames, rate) for rate in (20_000, None)]
+        print(f"  {out[name]}", file=sys.stderr)
+    return out
+
+
 def live(paths):
     """The live stage, in this process's own network namespace."""
     live_namespace()
     out = {}
     # What the agent finds in each trace, read from the file.
     counts = {name: end_to_end(paths[name], None, BATCHED)["received"] for name in LIVE_TRACES}
+    out["references"] = references(paths, counts)
     for name in LIVE_TRACES:
         frames = frame_count(paths[name])
         for mode, extra in (("unbatched", ()), ("batched", BATCHED)):
@@ -462,12 +505,19 @@ def live_headline(results, stage):
 def print_live(stage):
     print("\nlive capture (veth, tcpreplay): delivered/sent, agent, broker and subscriber CPU µs per delivered message,"
           " peak RSS KiB, kernel drops, store-full drops")
+    for name, runs in stage.get("references", {}).items():
+        print(f"  {name}, tcpdump -w /dev/null on the same replay (libpcap's cost alone): "
+              + ", ".join(f"{r['cpu_us_per_msg']} µs a message at {r['offered_msgs_per_s']} msg/s"
+                          f" (kernel drops {r['kernel_dropped']})" for r in runs))
     for name, modes in stage.items():
+        if name == "references":
+            continue
         for mode, m in modes.items():
             print(f"  {name} {mode}: highest loss-free rate reached {m['lossfree_msgs_per_s']} msg/s")
             for r in m["runs"]:
                 print(f"    {str(r['offered_msgs_per_s']):>6} msg/s (replayed {r['replayed_msgs_per_s']} msg/s):"
-                      f" {r['delivered']}/{r['sent']} = {r['delivered_ratio']:.4f}, agent {r['agent_cpu_us_per_msg']} µs,"
+                      f" {r['delivered']}/{r['sent']} = {r['delivered_ratio']:.4f}, agent {r['agent_cpu_us_per_msg']} µs"
+                      f" (system {r.get('agent_sys_us_per_msg')}),"
                       f" broker {r['broker_cpu_us_per_msg']} µs, subscriber {r.get('subscriber_cpu_us_per_msg')} µs,"
                       f" tcpreplay {r.get('replay_cpu_s')} s, RSS {r['peak_rss_kib']},"
                       f" pcap_dropped {r['pcap_dropped']}, queue_full {r['dropped_queue_full']}")
