@@ -61,7 +61,7 @@ build: rust
 test: rust
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy --no-default-features -- -D warnings
+	$(CARGO) clippy --all-targets --no-default-features -- -D warnings
 	@run=make-test-$$(date +%s)-$$$$; \
 	echo "SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test"; \
 	SIP_CAPTURE_TEST_RUN=$$run $(CARGO) test; status=$$?; \

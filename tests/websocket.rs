@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{Broker, certificate, free_port, options, pcap, replay, stop_agent};
+use common::{Broker, free_port, options, pcap, replay, stop_agent};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -99,8 +99,8 @@ fn ws_delivers_what_tcp_delivers() {
 #[cfg(feature = "tls")]
 fn wss_verifies_the_proxys_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    certificate(dir.path(), "ca", None, "");
-    certificate(dir.path(), "server", Some("ca"), "IP:127.0.0.1");
+    common::certificate(dir.path(), "ca", None, "");
+    common::certificate(dir.path(), "server", Some("ca"), "IP:127.0.0.1");
     let broker = Broker::start();
     let port = free_port();
     let (cert, key) = (dir.path().join("server.crt"), dir.path().join("server.key"));
