@@ -963,7 +963,9 @@ fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
 pub fn help() -> String {
     let mut text = String::from(
         "sip-capture: passive SIP sensor; publishes each captured SIP message to one MQTT topic\n\n\
-Usage: sip-capture [--config FILE] [--check] [--KEY-NAME VALUE ...]\n\n\
+Usage: sip-capture [--config FILE] [--check] [--KEY-NAME VALUE ...]\n\
+\x20      sip-capture filter-test EXPR CAPTURE.pcap       which SIP messages of a capture EXPR selects\n\
+\x20      sip-capture compile-filter EXPR -o FILE [--endian little|big]   EXPR precompiled, for FILTER_FILE\n\n\
 Every key can be set in the config file (KEY=value, default /etc/sip-capture.conf),\n\
 as an environment variable KEY, or as a flag --key-name; flags win over the\n\
 environment, which wins over the file. Flags take one or two dashes and the\n\

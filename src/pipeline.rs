@@ -21,7 +21,7 @@ use crate::sctp::SctpReassembler;
 use crate::sip::Message;
 use crate::tcp::TcpReassembler;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The stages from a captured frame to SIP messages: decode, reassemble
 /// (IP fragments, outer and inner, TCP streams, SCTP user messages),
@@ -355,7 +355,9 @@ impl Output<'_> {
 /// `filter-test`: for each SIP message of a capture, one line with its
 /// time, endpoints, first line and whether `filter` selects it; then counts.
 /// `Ok(false)`: the file was cut short or damaged (a warning is logged);
-/// the lines cover everything before that point.
+/// the lines cover everything before that point. When `out`'s reader goes
+/// away (`| head`) reading stops and the result is `Ok(true)`: what it did
+/// not read, it did not want.
 pub fn filter_test(
     filter: &Filter,
     file: &std::path::Path,
@@ -367,7 +369,7 @@ pub fn filter_test(
     let mut extractor = Extractor::with_defaults(&counters);
     let (mut matched, mut total) = (0u64, 0u64);
     let mut written = Ok(());
-    let never = AtomicBool::new(false);
+    let unwritable = AtomicBool::new(false);
     let mut print = |origin: &Origin, message: &Message<'_>| {
         let hit = filter.matches(message);
         total += 1;
@@ -382,27 +384,30 @@ pub fn filter_test(
                 String::from_utf8_lossy(message.first_line()),
                 if hit { "MATCH" } else { "no" }
             );
+            unwritable.store(written.is_err(), Ordering::Relaxed);
         }
     };
     source
         .run(
-            &never,
+            &unwritable,
             &counters,
             |frame| extractor.extract(frame, &mut print),
             |_| {},
         )
         .map_err(RunError)?;
     extractor.finish(&mut print);
-    written
-        .and_then(|()| {
-            writeln!(
-                out,
-                "{total} SIP messages: {matched} match, {} do not",
-                total - matched
-            )
-        })
-        .map_err(|e| RunError(format!("cannot write: {e}")))?;
-    Ok(Counters::get(&counters.file_cut_short) == 0)
+    let written = written.and_then(|()| {
+        writeln!(
+            out,
+            "{total} SIP messages: {matched} match, {} do not",
+            total - matched
+        )
+    });
+    match written {
+        Ok(()) => Ok(Counters::get(&counters.file_cut_short) == 0),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(true),
+        Err(e) => Err(RunError(format!("cannot write: {e}"))),
+    }
 }
 
 /// Why the agent stopped with an error.

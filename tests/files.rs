@@ -79,6 +79,23 @@ fn a_file_that_is_not_a_capture_is_a_clear_error() {
 }
 
 #[test]
+fn filter_test_stops_quietly_when_its_reader_goes() {
+    // `filter-test ... | head`: the reader has gone before the first line.
+    let mut child = subcommand("filter-test")
+        .arg("(method options)")
+        .arg(data("pcaps/wireshark.pcap"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert_eq!(stderr, "");
+}
+
+#[test]
 fn filter_test_reads_files_as_the_agent_does() {
     let run = |name: &str| {
         subcommand("filter-test")
