@@ -961,6 +961,8 @@ fn parse_log_level(text: &str) -> Option<log::LevelFilter> {
 
 /// `--help` text, generated from [`KEYS`].
 pub fn help() -> String {
+    // `\x20` keeps the usage lines' indent: a `\` line continuation drops
+    // the whitespace that starts the next line.
     let mut text = String::from(
         "sip-capture: passive SIP sensor; publishes each captured SIP message to one MQTT topic\n\n\
 Usage: sip-capture [--config FILE] [--check] [--KEY-NAME VALUE ...]\n\
