@@ -345,6 +345,12 @@ def read_in_background(sub):
     return stop
 
 
+def replay_speed(rate, frames, messages):
+    """tcpreplay's speed flag for `rate` messages a second (None: top
+    speed) of a trace with `frames` frames carrying `messages` messages."""
+    return ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+
+
 def live_run(trace, messages, frames, rate, extra=(), agent=AGENT, watch=None):
     """One live run: the agent on CAPTURE_END, tcpreplay of TRACE into
     REPLAY_END at `rate` messages a second (None: top speed). `watch`, when
@@ -365,7 +371,7 @@ def live_run(trace, messages, frames, rate, extra=(), agent=AGENT, watch=None):
             time.sleep(0.05)
         stop_watching = watch(agent.pid) if watch else None
         broker_cpu, sub_cpu = cpu_s(broker), cpu_s(sub.proc.pid)
-        speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+        speed = replay_speed(rate, frames, messages)
         replay_cpu = os.times()
         replay = run(["tcpreplay", "-q", "-i", REPLAY_END, *speed, trace], capture_output=True, text=True).stdout
         replay_cpu = sum(os.times()[2:4]) - sum(replay_cpu[2:4])
@@ -425,7 +431,7 @@ def reference_capture(trace, messages, frames, rate):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     # tcpdump says "listening on" once its capture is open.
     proc.stderr.readline()
-    speed = ["--topspeed"] if rate is None else [f"--pps={max(1, round(rate * frames / messages))}"]
+    speed = replay_speed(rate, frames, messages)
     run(["tcpreplay", "-q", "-i", REPLAY_END, *speed, trace], capture_output=True)
     # What the kernel holds in a block not yet handed over (libpcap's
     # default buffer timeout is 1 s).
@@ -509,10 +515,8 @@ def print_live(stage):
         print(f"  {name}, tcpdump -w /dev/null on the same replay (libpcap's cost alone): "
               + ", ".join(f"{r['cpu_us_per_msg']} µs a message at {r['offered_msgs_per_s']} msg/s"
                           f" (kernel drops {r['kernel_dropped']})" for r in runs))
-    for name, modes in stage.items():
-        if name == "references":
-            continue
-        for mode, m in modes.items():
+    for name in LIVE_TRACES:
+        for mode, m in stage[name].items():
             print(f"  {name} {mode}: highest loss-free rate reached {m['lossfree_msgs_per_s']} msg/s")
             for r in m["runs"]:
                 print(f"    {str(r['offered_msgs_per_s']):>6} msg/s (replayed {r['replayed_msgs_per_s']} msg/s):"
